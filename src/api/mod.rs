@@ -1,0 +1,127 @@
+//! The HTTP surface: routes, their OpenAPI description, and the request logger.
+//!
+//! Handlers live in [`predict`] (the model) and [`status`] (health, info, metrics). Routes are
+//! registered in one place, [`routes`], and described in one place, [`ApiDoc`], which feeds
+//! `/openapi.json` and the Swagger UI at `/docs`.
+
+pub mod predict;
+pub mod status;
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::app::AppState;
+use crate::error::{json_error, ApiError, ErrorBody};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "newscls",
+        description = "Classifies news articles (English and Korean) into topics with a fine-tuned transformer. \
+                       Use **POST /predict** with \"Try it out\" to classify a text."
+    ),
+    paths(
+        predict::predict,
+        status::livez,
+        status::readyz,
+        status::info,
+        status::metrics
+    ),
+    components(schemas(
+        predict::PredictRequest,
+        predict::PredictInputs,
+        predict::PredictResponse,
+        predict::LabelScore,
+        status::Health,
+        status::Info,
+        status::ModelInfo,
+        ErrorBody
+    )),
+    tags(
+        (name = "classification", description = "The model"),
+        (name = "operations", description = "Health, readiness, build info and metrics")
+    )
+)]
+pub struct ApiDoc;
+
+/// Registers every route; `max_body_bytes` bounds JSON bodies.
+pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(max_body_bytes)
+            .error_handler(move |err, _req| json_error(err, max_body_bytes).into()),
+    )
+    .route("/predict", web::post().to(predict::predict))
+    .route("/livez", web::get().to(status::livez))
+    .route("/readyz", web::get().to(status::readyz))
+    .route("/info", web::get().to(status::info))
+    .route("/metrics", web::get().to(status::metrics))
+    .service(web::redirect("/docs", "/docs/"))
+    .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()));
+}
+
+/// Any unknown path or method: a JSON 404, like every other error.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "{} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// Records per-route metrics and logs one line per request.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    if let Some(state) = &state {
+        state.metrics.inflight.inc();
+    }
+    let result = next.call(req).await;
+    if let Some(state) = &state {
+        state.metrics.inflight.dec();
+    }
+    let response = result?;
+    let elapsed = started.elapsed();
+    // Label by route pattern, never by raw path: clients must not be able to grow the metrics.
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let status = response.status();
+    if let Some(state) = &state {
+        state
+            .metrics
+            .http_requests
+            .with_label_values(&[route.as_str(), status.as_str()])
+            .inc();
+        state
+            .metrics
+            .http_duration
+            .with_label_values(&[route.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+    let batch = response
+        .response()
+        .extensions()
+        .get::<predict::BatchInfo>()
+        .copied();
+    tracing::info!(
+        method = %response.request().method(),
+        path = response.request().path(),
+        status = status.as_u16(),
+        latency_ms = format!("{:.2}", elapsed.as_secs_f64() * 1000.0),
+        texts = batch.map(|b| b.texts),
+        batch_size = batch.map(|b| b.largest_batch),
+        "request"
+    );
+    Ok(response)
+}

@@ -1,0 +1,279 @@
+//! A bounded FIFO of tokenized texts, shared by HTTP handlers (producers) and inference threads
+//! (consumers).
+//!
+//! A plain mutex and condition variable: the consumers are OS threads that must block anyway,
+//! and every critical section is a few pointer moves. Capacity counts texts, not requests, so a
+//! request of 32 texts costs 32 slots.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::rule::{BatchRule, Decision};
+use crate::metrics::Metrics;
+use crate::tokenize::TokenizedText;
+
+pub type JobResult = Result<JobOutput, JobError>;
+
+/// The answer for one text, with where its time went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutput {
+    /// Class probabilities in label order.
+    pub probabilities: Vec<f32>,
+    /// Texts in the batch this one was computed in.
+    pub batch_size: usize,
+    pub queue_time: Duration,
+    pub inference_time: Duration,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum JobError {
+    #[error("{0}")]
+    Inference(String),
+}
+
+/// One text waiting for inference.
+#[derive(Debug)]
+pub struct Job {
+    pub text: TokenizedText,
+    pub enqueued_at: Instant,
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<JobResult>,
+}
+
+impl Job {
+    pub fn new(text: TokenizedText, deadline: Instant) -> (Self, oneshot::Receiver<JobResult>) {
+        let (reply, receiver) = oneshot::channel();
+        (
+            Self {
+                text,
+                enqueued_at: Instant::now(),
+                deadline,
+                reply,
+            },
+            receiver,
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    #[error("queue full: {queued} texts waiting, capacity {capacity}")]
+    Full { queued: usize, capacity: usize },
+    #[error("queue closed for shutdown")]
+    Closed,
+}
+
+pub struct BatchQueue {
+    state: Mutex<QueueState>,
+    work_available: Condvar,
+    capacity: usize,
+    rule: BatchRule,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl BatchQueue {
+    pub fn new(capacity: usize, rule: BatchRule, metrics: Arc<Metrics>) -> Self {
+        Self {
+            state: Mutex::default(),
+            work_available: Condvar::new(),
+            capacity,
+            rule,
+            metrics,
+        }
+    }
+
+    /// Enqueues all jobs or none: a request is never half admitted.
+    pub fn admit(&self, jobs: Vec<Job>) -> Result<(), AdmitError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(AdmitError::Closed);
+        }
+        if state.jobs.len() + jobs.len() > self.capacity {
+            return Err(AdmitError::Full {
+                queued: state.jobs.len(),
+                capacity: self.capacity,
+            });
+        }
+        state.jobs.extend(jobs);
+        self.metrics.queue_depth.set(state.jobs.len() as i64);
+        drop(state);
+        self.work_available.notify_one();
+        Ok(())
+    }
+
+    /// Blocks until a batch is due, and returns it. `None` once closed and empty: the worker
+    /// then exits, so closing the queue drains it before the workers stop.
+    pub fn next_batch(&self) -> Option<Vec<Job>> {
+        let mut state = self.lock();
+        loop {
+            self.drop_abandoned(&mut state);
+            let Some(oldest) = state.jobs.front() else {
+                if state.closed {
+                    return None;
+                }
+                state = self
+                    .work_available
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let lengths = state.jobs.iter().map(|j| j.text.len());
+            match self
+                .rule
+                .decide(lengths, oldest.enqueued_at.elapsed(), state.closed)
+            {
+                Decision::Take(n) => {
+                    let batch: Vec<Job> = state.jobs.drain(..n).collect();
+                    self.metrics.queue_depth.set(state.jobs.len() as i64);
+                    // Another worker may be able to start on what is left.
+                    if !state.jobs.is_empty() {
+                        self.work_available.notify_one();
+                    }
+                    return Some(batch);
+                }
+                Decision::Wait(duration) => {
+                    state = self
+                        .work_available
+                        .wait_timeout(state, duration)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Stops admission; queued jobs are still handed out until the queue is empty.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.work_available.notify_all();
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Jobs whose client went away, or whose deadline passed, would only waste inference.
+    fn drop_abandoned(&self, state: &mut QueueState) {
+        let now = Instant::now();
+        let before = state.jobs.len();
+        let mut expired = 0;
+        state.jobs.retain(|job| {
+            if job.reply.is_closed() {
+                false
+            } else if job.deadline <= now {
+                expired += 1;
+                false
+            } else {
+                true
+            }
+        });
+        let dropped = before - state.jobs.len();
+        if dropped > 0 {
+            self.metrics
+                .dropped_jobs
+                .with_label_values(&["deadline"])
+                .inc_by(expired as u64);
+            self.metrics
+                .dropped_jobs
+                .with_label_values(&["client_gone"])
+                .inc_by((dropped - expired) as u64);
+            self.metrics.queue_depth.set(state.jobs.len() as i64);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every mutation is
+        // a single VecDeque call), so a poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How long an overloaded client should wait before retrying: roughly one queue's worth of work.
+pub fn retry_hint(queued: usize, batch_size: usize, max_wait: Duration) -> Duration {
+    let batches = queued.div_ceil(batch_size.max(1)) as u32;
+    (max_wait + Duration::from_millis(50))
+        .saturating_mul(batches)
+        .max(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(len: usize) -> TokenizedText {
+        TokenizedText {
+            input_ids: vec![1; len],
+            type_ids: vec![0; len],
+        }
+    }
+
+    fn queue(capacity: usize) -> BatchQueue {
+        let rule = BatchRule {
+            max_batch_size: 4,
+            max_batch_tokens: 1000,
+            max_wait: Duration::from_millis(1),
+        };
+        BatchQueue::new(capacity, rule, Arc::new(Metrics::new()))
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn admission_is_all_or_nothing() {
+        let q = queue(3);
+        let (jobs, _rx): (Vec<_>, Vec<_>) = (0..2).map(|_| Job::new(text(3), far())).unzip();
+        q.admit(jobs).expect("fits");
+        let (jobs, _rx2): (Vec<_>, Vec<_>) = (0..2).map(|_| Job::new(text(3), far())).unzip();
+        assert_eq!(
+            q.admit(jobs),
+            Err(AdmitError::Full {
+                queued: 2,
+                capacity: 3
+            })
+        );
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn abandoned_and_expired_jobs_never_reach_a_batch() {
+        let q = queue(10);
+        let (gone, gone_rx) = Job::new(text(3), far());
+        let (expired, _expired_rx) = Job::new(text(3), Instant::now());
+        let (live, _live_rx) = Job::new(text(5), far());
+        drop(gone_rx);
+        q.admit(vec![gone, expired, live]).expect("fits");
+        let batch = q.next_batch().expect("one live job");
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].text.len(), 5);
+    }
+
+    #[test]
+    fn closed_queue_drains_then_ends() {
+        let q = queue(10);
+        let (job, _rx) = Job::new(text(3), far());
+        q.admit(vec![job]).expect("fits");
+        q.close();
+        assert_eq!(q.admit(vec![]), Err(AdmitError::Closed));
+        assert_eq!(q.next_batch().map(|b| b.len()), Some(1));
+        assert!(q.next_batch().is_none());
+    }
+}

@@ -1,0 +1,112 @@
+//! Inference backends behind one small synchronous trait.
+//!
+//! A backend turns a padded batch of token ids into logits. It runs on a dedicated inference
+//! thread (see `batching::worker`), never on the async executor, so it may block. `ort` types
+//! stay inside `onnx.rs`; everything else sees only [`PaddedBatch`] and [`Logits`].
+
+pub mod onnx;
+
+use crate::tokenize::TokenizedText;
+
+/// Sequences padded to the longest one in the batch, row-major `[rows, width]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaddedBatch {
+    pub rows: usize,
+    pub width: usize,
+    pub input_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub type_ids: Vec<i64>,
+}
+
+impl PaddedBatch {
+    pub fn new<'a>(
+        sequences: impl IntoIterator<Item = &'a TokenizedText> + Clone,
+        pad_id: i64,
+    ) -> Self {
+        let rows = sequences.clone().into_iter().count();
+        let width = sequences
+            .clone()
+            .into_iter()
+            .map(TokenizedText::len)
+            .max()
+            .unwrap_or(0);
+        let mut batch = Self {
+            rows,
+            width,
+            input_ids: vec![pad_id; rows * width],
+            attention_mask: vec![0; rows * width],
+            type_ids: vec![0; rows * width],
+        };
+        for (row, seq) in sequences.into_iter().enumerate() {
+            let start = row * width;
+            batch.input_ids[start..start + seq.len()].copy_from_slice(&seq.input_ids);
+            batch.attention_mask[start..start + seq.len()].fill(1);
+            batch.type_ids[start..start + seq.len()].copy_from_slice(&seq.type_ids);
+        }
+        batch
+    }
+
+    /// Token slots including padding: what the model actually computes.
+    pub fn padded_tokens(&self) -> usize {
+        self.rows * self.width
+    }
+
+    /// Real tokens, without padding.
+    pub fn real_tokens(&self) -> usize {
+        self.attention_mask.iter().filter(|&&m| m == 1).count()
+    }
+}
+
+/// Model output, row-major `[rows, num_labels]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logits {
+    pub num_labels: usize,
+    pub values: Vec<f32>,
+}
+
+impl Logits {
+    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        self.values.chunks(self.num_labels.max(1))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    Run(String),
+    #[error("model returned {got} values for {rows} rows of {num_labels} labels")]
+    OutputShape {
+        got: usize,
+        rows: usize,
+        num_labels: usize,
+    },
+}
+
+pub trait Backend: Send {
+    /// The execution provider actually in use, e.g. `cpu` or `cuda`.
+    fn provider(&self) -> &str;
+    fn num_labels(&self) -> usize;
+    fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(ids: &[i64]) -> TokenizedText {
+        TokenizedText {
+            input_ids: ids.to_vec(),
+            type_ids: vec![0; ids.len()],
+        }
+    }
+
+    #[test]
+    fn pads_only_to_the_longest_sequence_in_the_batch() {
+        let seqs = [seq(&[0, 5, 2]), seq(&[0, 7, 8, 9, 2])];
+        let batch = PaddedBatch::new(seqs.iter(), 1);
+        assert_eq!((batch.rows, batch.width), (2, 5));
+        assert_eq!(batch.input_ids, vec![0, 5, 2, 1, 1, 0, 7, 8, 9, 2]);
+        assert_eq!(batch.attention_mask, vec![1, 1, 1, 0, 0, 1, 1, 1, 1, 1]);
+        assert_eq!((batch.real_tokens(), batch.padded_tokens()), (8, 10));
+    }
+}

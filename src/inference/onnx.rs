@@ -1,0 +1,272 @@
+//! The ONNX Runtime backend: the only module that touches `ort`.
+//!
+//! ONNX Runtime is loaded at run time from a shared library (the `load-dynamic` feature), so the
+//! binary builds without it and the library's path is a setting. Startup checks the graph
+//! against what the service will feed it: int64 `input_ids` (required), `attention_mask` and
+//! `token_type_ids` (optional), and a float `logits` output with one column per label.
+
+use std::path::{Path, PathBuf};
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+use super::{Backend, BackendError, Logits, PaddedBatch};
+use crate::config::Device;
+use crate::error::StartupError;
+
+/// The ONNX Runtime version the `ort` API feature (`api-31`) was built against.
+pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
+
+const INPUT_IDS: &str = "input_ids";
+const ATTENTION_MASK: &str = "attention_mask";
+const TOKEN_TYPE_IDS: &str = "token_type_ids";
+const LOGITS: &str = "logits";
+
+/// Where `make setup` puts the library fetched from the onnxruntime wheel.
+pub fn default_library_path() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(format!(
+                ".cache/onnxruntime/libonnxruntime.so.{ONNXRUNTIME_VERSION}"
+            ))
+        })
+}
+
+/// Loads the ONNX Runtime library and creates the process-wide environment (once per process).
+pub fn init_runtime(library: &Path) -> Result<Environment, StartupError> {
+    let fail = |reason: String| StartupError::OnnxRuntime {
+        path: library.to_path_buf(),
+        reason,
+    };
+    if !library.is_file() {
+        return Err(fail("file not found".into()));
+    }
+    // A library that is not ONNX Runtime, or one of the wrong version, fails here with ort's
+    // message instead of a panic at first use.
+    let builder = ort::init_from(library).map_err(|e| fail(e.to_string()))?;
+    builder
+        .with_name("newscls")
+        .build()
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Session settings for one inference worker.
+#[derive(Debug, Clone)]
+pub struct OnnxOptions {
+    pub device: Device,
+    pub intra_op_threads: usize,
+}
+
+pub struct OnnxBackend {
+    session: Session,
+    provider: &'static str,
+    num_labels: usize,
+    wants_attention_mask: bool,
+    wants_token_type_ids: bool,
+}
+
+impl OnnxBackend {
+    pub fn load(
+        env: &Environment,
+        model_path: &Path,
+        options: &OnnxOptions,
+        num_labels: usize,
+    ) -> Result<Self, StartupError> {
+        let (session, provider) = build_session(env, model_path, options)?;
+        let mismatch = |reason: String| StartupError::ModelMismatch {
+            dir: model_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            reason: format!("{}: {reason}", model_path.display()),
+        };
+        let mut wants_attention_mask = false;
+        let mut wants_token_type_ids = false;
+        for input in session.inputs() {
+            match input.name() {
+                INPUT_IDS => {}
+                ATTENTION_MASK => wants_attention_mask = true,
+                TOKEN_TYPE_IDS => wants_token_type_ids = true,
+                other => return Err(mismatch(format!(
+                    "unexpected input {other:?}; the service feeds {INPUT_IDS}, {ATTENTION_MASK} and {TOKEN_TYPE_IDS}"
+                ))),
+            }
+            if !matches!(
+                input.dtype(),
+                ValueType::Tensor {
+                    ty: TensorElementType::Int64,
+                    ..
+                }
+            ) {
+                return Err(mismatch(format!(
+                    "input {:?} must be an int64 tensor",
+                    input.name()
+                )));
+            }
+        }
+        if !session.inputs().iter().any(|i| i.name() == INPUT_IDS) {
+            return Err(mismatch(format!("no {INPUT_IDS} input")));
+        }
+        let logits = session
+            .outputs()
+            .iter()
+            .find(|o| o.name() == LOGITS)
+            .ok_or_else(|| mismatch(format!("no {LOGITS:?} output")))?;
+        match logits.dtype() {
+            ValueType::Tensor {
+                ty: TensorElementType::Float32,
+                shape,
+                ..
+            } => {
+                let columns = shape.last().copied().unwrap_or(-1);
+                if shape.len() != 2 || (columns >= 0 && columns as usize != num_labels) {
+                    return Err(mismatch(format!(
+                        "{LOGITS} has shape {shape:?}, config.json id2label has {num_labels} labels"
+                    )));
+                }
+            }
+            other => {
+                return Err(mismatch(format!(
+                    "{LOGITS} must be a float32 tensor, found {other:?}"
+                )))
+            }
+        }
+        Ok(Self {
+            session,
+            provider,
+            num_labels,
+            wants_attention_mask,
+            wants_token_type_ids,
+        })
+    }
+}
+
+fn build_session(
+    env: &Environment,
+    path: &Path,
+    options: &OnnxOptions,
+) -> Result<(Session, &'static str), StartupError> {
+    let fail = |e: ort::Error| StartupError::ModelFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let use_cuda = match options.device {
+        Device::Cpu => false,
+        Device::Cuda => true,
+        Device::Auto => cfg!(feature = "cuda"),
+    };
+    if use_cuda {
+        match cuda_session(env, path, options) {
+            Ok(session) => return Ok((session, "cuda")),
+            Err(e) if options.device == Device::Cuda => {
+                return Err(StartupError::ModelFile {
+                    path: path.to_path_buf(),
+                    reason: format!("CUDA requested: {e}"),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "CUDA execution provider unavailable; falling back to CPU")
+            }
+        }
+    }
+    let session = cpu_builder(env, options)
+        .map_err(fail)?
+        .commit_from_file(path)
+        .map_err(fail)?;
+    Ok((session, "cpu"))
+}
+
+fn cpu_builder(
+    env: &Environment,
+    options: &OnnxOptions,
+) -> Result<ort::session::builder::SessionBuilder, ort::Error> {
+    // SessionBuilder errors carry the builder and are not Send; keep only the message.
+    let mut builder = Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(ort::Error::<()>::from)?
+        .with_inter_threads(1)
+        .map_err(ort::Error::<()>::from)?;
+    if options.intra_op_threads > 0 {
+        builder = builder
+            .with_intra_threads(options.intra_op_threads)
+            .map_err(ort::Error::<()>::from)?;
+    }
+    Ok(builder)
+}
+
+/// A tensor view over the batch's own buffer: no copy on the way in.
+fn view(shape: [usize; 2], data: &[i64]) -> Result<TensorRef<'_, i64>, ort::Error> {
+    TensorRef::from_array_view((shape, data))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_session(
+    env: &Environment,
+    path: &Path,
+    options: &OnnxOptions,
+) -> Result<Session, ort::Error> {
+    cpu_builder(env, options)?
+        .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+        .map_err(ort::Error::<()>::from)?
+        .commit_from_file(path)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_session(
+    _env: &Environment,
+    _path: &Path,
+    _options: &OnnxOptions,
+) -> Result<Session, ort::Error> {
+    Err(ort::Error::new(
+        "this binary was built without the `cuda` feature",
+    ))
+}
+
+impl Backend for OnnxBackend {
+    fn provider(&self) -> &str {
+        self.provider
+    }
+
+    fn num_labels(&self) -> usize {
+        self.num_labels
+    }
+
+    fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {
+        let run_err = |e: ort::Error| BackendError::Run(e.to_string());
+        let shape = [batch.rows, batch.width];
+        let mut inputs: Vec<(&str, SessionInputValue<'_>)> = vec![(
+            INPUT_IDS,
+            view(shape, &batch.input_ids).map_err(run_err)?.into(),
+        )];
+        if self.wants_attention_mask {
+            inputs.push((
+                ATTENTION_MASK,
+                view(shape, &batch.attention_mask).map_err(run_err)?.into(),
+            ));
+        }
+        if self.wants_token_type_ids {
+            inputs.push((
+                TOKEN_TYPE_IDS,
+                view(shape, &batch.type_ids).map_err(run_err)?.into(),
+            ));
+        }
+        let outputs = self.session.run(inputs).map_err(run_err)?;
+        let (_, values) = outputs[LOGITS]
+            .try_extract_tensor::<f32>()
+            .map_err(run_err)?;
+        if values.len() != batch.rows * self.num_labels {
+            return Err(BackendError::OutputShape {
+                got: values.len(),
+                rows: batch.rows,
+                num_labels: self.num_labels,
+            });
+        }
+        Ok(Logits {
+            num_labels: self.num_labels,
+            values: values.to_vec(),
+        })
+    }
+}

@@ -1,0 +1,43 @@
+//! The `newscls` binary: flags, logging, configuration, then the app. Nothing else.
+
+use clap::Parser;
+use newscls::config::{Cli, Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(e) => fail(&e),
+    };
+    if cli.print_config {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&config).unwrap_or_default()
+        );
+        return;
+    }
+    init_tracing(&config);
+    tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "effective configuration");
+    if let Err(e) = actix_web::rt::System::new().block_on(newscls::app::run(config)) {
+        tracing::error!(error = %e, "startup failed");
+        fail(&e);
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter =
+        EnvFilter::try_new(&config.logging.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.logging.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ! {
+    eprintln!("newscls: error: {error}");
+    std::process::exit(1);
+}

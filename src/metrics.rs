@@ -1,0 +1,143 @@
+//! Prometheus metrics: one struct, created once and passed explicitly.
+//!
+//! All names share the `newscls_` prefix and carry their unit. Tokenization, queue wait and
+//! inference are timed separately so an operator can see where latency goes; batch size and
+//! padded tokens per batch show whether batching works; real vs padded token counters give the
+//! padding waste.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub inflight: IntGauge,
+    pub queue_depth: IntGauge,
+    pub queue_wait: Histogram,
+    pub tokenize_duration: Histogram,
+    pub inference_duration: Histogram,
+    pub batch_size: Histogram,
+    pub batch_tokens: Histogram,
+    pub tokens: IntCounterVec,
+    pub dropped_jobs: IntCounterVec,
+    pub failed_batches: IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("newscls".into()), None)
+            .expect("static metric prefix is valid");
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid histogram");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("metric names are unique. This is a bug.");
+            h
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique. This is a bug.");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique. This is a bug.");
+            g
+        };
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(http_duration.clone()))
+            .expect("metric names are unique. This is a bug.");
+        let failed_batches = IntCounter::new(
+            "inference_failed_batches_total",
+            "Batches whose inference failed",
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(failed_batches.clone()))
+            .expect("metric names are unique. This is a bug.");
+
+        Self {
+            http_requests: counter_vec(
+                "http_requests_total",
+                "HTTP requests by route and status",
+                &["route", "status"],
+            ),
+            http_duration,
+            inflight: gauge("http_requests_in_flight", "HTTP requests being handled"),
+            queue_depth: gauge("queue_depth", "Texts waiting in the batching queue"),
+            queue_wait: histogram(
+                "queue_wait_seconds",
+                "Time a text waits in the queue",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            tokenize_duration: histogram(
+                "tokenize_duration_seconds",
+                "Tokenization time per request",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            inference_duration: histogram(
+                "inference_duration_seconds",
+                "Model run time per batch",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            batch_size: histogram(
+                "batch_size",
+                "Texts per inference batch",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            ),
+            batch_tokens: histogram(
+                "batch_tokens",
+                "Token slots per batch, padding included",
+                prometheus::exponential_buckets(64.0, 2.0, 10).expect("valid buckets"),
+            ),
+            tokens: counter_vec(
+                "tokens_total",
+                "Token slots computed, by kind (real or padded)",
+                &["kind"],
+            ),
+            dropped_jobs: counter_vec(
+                "queue_dropped_total",
+                "Texts dropped from the queue before inference, by reason",
+                &["reason"],
+            ),
+            failed_batches,
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding metrics into memory cannot fail. This is a bug.");
+        String::from_utf8(buffer).expect("the Prometheus text format is UTF-8. This is a bug.")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,42 @@
+//! Logits to answers: softmax, then labels ranked by score. Pure functions.
+
+/// Numerically stable softmax (shifts by the max so `exp` cannot overflow).
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// `(label index, probability)` pairs, best first, cut to `top_k` when given.
+pub fn ranked(probabilities: &[f32], top_k: Option<usize>) -> Vec<(usize, f32)> {
+    let mut ranked: Vec<(usize, f32)> = probabilities.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(top_k.unwrap_or(ranked.len()));
+    ranked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let p = softmax(&[1.0, 3.0, 2.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(p[1] > p[2] && p[2] > p[0]);
+    }
+
+    #[test]
+    fn softmax_survives_huge_logits() {
+        let p = softmax(&[1000.0, 0.0]);
+        assert!(p.iter().all(|x| x.is_finite()));
+        assert!((p[0] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ranked_is_best_first_and_cut_to_top_k() {
+        assert_eq!(ranked(&[0.2, 0.5, 0.3], Some(2)), vec![(1, 0.5), (2, 0.3)]);
+        assert_eq!(ranked(&[0.2, 0.5, 0.3], None).len(), 3);
+    }
+}

@@ -174,14 +174,13 @@ impl BatchQueue {
         let now = Instant::now();
         let before = state.jobs.len();
         let mut expired = 0;
+        // Deadline first: a handler that timed out has also dropped its receiver.
         state.jobs.retain(|job| {
-            if job.reply.is_closed() {
-                false
-            } else if job.deadline <= now {
+            if job.deadline <= now {
                 expired += 1;
                 false
             } else {
-                true
+                !job.reply.is_closed()
             }
         });
         let dropped = before - state.jobs.len();

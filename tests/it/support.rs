@@ -1,0 +1,170 @@
+//! Starts the real `newscls` binary on a free port and talks to it over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const MODEL_DIR: &str = "models/news-topic-e5-small";
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub base: String,
+    child: Child,
+    pub client: reqwest::Client,
+}
+
+impl Server {
+    /// Starts with the shipped config plus these flags and environment overrides.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = command(args, env);
+        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("spawn newscls");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("newscls listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("newscls did not report listening within 120 s");
+            }
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        Server {
+            base,
+            child,
+            client,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn predict(&self, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/predict"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Sends all bodies at once and returns the responses in the same order.
+    pub async fn predict_concurrently(
+        &self,
+        bodies: Vec<serde_json::Value>,
+    ) -> Vec<reqwest::Response> {
+        let handles: Vec<_> = bodies
+            .into_iter()
+            .map(|body| {
+                let request = self.client.post(self.url("/predict")).json(&body);
+                tokio::spawn(async move { request.send().await.expect("request") })
+            })
+            .collect();
+        let mut responses = Vec::with_capacity(handles.len());
+        for handle in handles {
+            responses.push(handle.await.expect("request task"));
+        }
+        responses
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The value of one Prometheus sample, e.g. `newscls_queue_depth` or
+    /// `newscls_queue_dropped_total{reason="deadline"}`; 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self
+            .get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .filter_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map(|v| v.trim().parse::<f64>().expect("numeric sample"))
+            .sum()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary with the repository as working directory, on a free loopback port.
+pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_newscls"));
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "warn"])
+        .args(args)
+        .env_remove("NEWSCLS_CONFIG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
+/// Runs the binary to completion (for startup failures).
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = command(args, env);
+    command.stdin(Stdio::null());
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn newscls");
+    child.wait_with_output().expect("wait for newscls")
+}
+
+/// Sends a signal with the system's `kill` (the crate forbids unsafe code, so no libc here).
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {signal} {pid} failed");
+}

@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 NAME=${NAME:-news-topic-e5-small}
 VERSION=${VERSION:-$(date +%Y.%m.%d)}
 MAX_LENGTH=${MAX_LENGTH:-128}
-EPOCHS=${EPOCHS:-4}
+EPOCHS=${EPOCHS:-6}
 SEED=${SEED:-13}
 CACHE=.cache
 VENV=.venv

@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run build setup test lint fmt model eval clean help
+.PHONY: run build setup setup-test test lint fmt model eval clean help
 
 help:
 	@echo "make run    - build (release) and serve the bundled model on :8080"
@@ -14,6 +14,9 @@ help:
 
 setup:
 	@scripts/setup-onnxruntime.sh
+
+setup-test: setup
+	@scripts/setup-browser.sh
 
 build: setup
 	$(CARGO) build --release --locked
@@ -25,7 +28,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-test: setup lint
+test: setup-test lint
 	$(CARGO) test --locked --all-targets
 
 fmt:

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub timeout: f64,
     /// Seconds that queued and in-flight requests get to finish after SIGTERM.
     pub drain_timeout: f64,
+    /// Serve the demo page at `/`.
+    pub demo_page: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -115,6 +117,7 @@ impl Default for ServerConfig {
             workers: 0,
             timeout: 10.0,
             drain_timeout: 20.0,
+            demo_page: true,
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The HTTP surface: routes, their OpenAPI description, and the request logger.
 //!
-//! Handlers live in [`predict`] (the model) and [`status`] (health, info, metrics). Routes are
+//! Handlers live in [`predict`] (the model), [`status`] (health, info, metrics) and [`demo`]
+//! (the page for planners). Routes are
 //! registered in one place, [`routes`], and described in one place, [`ApiDoc`], which feeds
 //! `/openapi.json` and the Swagger UI at `/docs`.
 
+pub mod demo;
 pub mod predict;
 pub mod status;
 
@@ -51,7 +53,10 @@ use crate::error::{json_error, ApiError, ErrorBody};
 pub struct ApiDoc;
 
 /// Registers every route; `max_body_bytes` bounds JSON bodies.
-pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize, demo_page: bool) {
+    if demo_page {
+        cfg.route("/", web::get().to(demo::page));
+    }
     cfg.app_data(
         web::JsonConfig::default()
             .limit(max_body_bytes)

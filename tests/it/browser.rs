@@ -183,7 +183,20 @@ impl Driver {
 }
 
 impl Drop for Driver {
+    /// Ends the session (which closes Chromium) even when the test panicked, then stops the
+    /// driver. Plain blocking HTTP: `Drop` cannot await.
     fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let host = self.base.trim_start_matches("http://");
+        if let Ok(mut stream) = std::net::TcpStream::connect(host) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let request = format!(
+                "DELETE /session/{} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            let _ = stream.write_all(request.as_bytes());
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
         let _ = self.process.kill();
         let _ = self.process.wait();
     }

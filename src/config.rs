@@ -228,6 +228,9 @@ pub struct Cli {
     /// Print the effective configuration as JSON and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// GET this URL and exit 0 on a 2xx answer, 1 otherwise (container health checks).
+    #[arg(long, value_name = "URL")]
+    pub probe: Option<String>,
 }
 
 impl Config {

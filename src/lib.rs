@@ -7,7 +7,7 @@
 //! [`postprocess`] (softmax, ranked labels) → back to the handler over a oneshot channel.
 //! [`app`] wires these together and owns startup and shutdown; [`config`] is the one typed
 //! configuration; [`error`] maps every failure to HTTP in one place; [`metrics`] is what
-//! operators scrape; [`model`] reads a model directory.
+//! operators scrape; [`model`] reads a model directory; [`probe`] is the container health check.
 
 pub mod api;
 pub mod app;
@@ -18,4 +18,5 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod postprocess;
+pub mod probe;
 pub mod tokenize;

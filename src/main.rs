@@ -6,6 +6,13 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(url) = &cli.probe {
+        match newscls::probe::probe(url) {
+            Ok(status) if (200..300).contains(&status) => std::process::exit(0),
+            Ok(status) => fail(&format!("{url} answered {status}")),
+            Err(e) => fail(&format!("{url}: {e}")),
+        }
+    }
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(e) => fail(&e),

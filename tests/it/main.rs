@@ -5,6 +5,7 @@
 
 mod browser;
 mod errors;
+mod jmeter;
 mod operations;
 mod overload;
 mod parity;

@@ -1,0 +1,39 @@
+//! QA's JMeter plan, run once against the real server: every sample must pass its assertions.
+
+use serde_json::Value;
+
+use crate::support::{repo_path, Server};
+
+#[test]
+fn jmeter_plan_runs_against_the_server_without_errors() {
+    if std::process::Command::new("java")
+        .arg("-version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: java not found (JMeter needs it)");
+        return;
+    }
+    let server = Server::start(&[], &[]);
+    let port = server.base.rsplit(':').next().expect("port").to_string();
+    let out = std::env::temp_dir().join(format!("newscls-jmeter-{}", std::process::id()));
+    // The old system's scenario (20 threads, 1 s ramp-up), 5 loops instead of 20 to stay quick.
+    let output = std::process::Command::new(repo_path("scripts/jmeter.sh"))
+        .args(["-Jhost=127.0.0.1", &format!("-Jport={port}"), "-Jloops=5"])
+        .env("OUT", &out)
+        .output()
+        .expect("run scripts/jmeter.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "jmeter failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stats: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report/statistics.json")).expect("statistics.json"),
+    )
+    .expect("json");
+    assert_eq!(stats["Total"]["sampleCount"], 100, "{stdout}");
+    assert_eq!(stats["Total"]["errorCount"], 0, "{stdout}");
+    let _ = std::fs::remove_dir_all(out);
+}

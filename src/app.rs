@@ -134,6 +134,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             .configure(|cfg| api::routes(cfg, max_body, demo_page))
             .default_service(web::to(api::not_found))
     })
+    .on_connect(api::connection::remember_socket)
     .workers(workers)
     .disable_signals()
     .shutdown_timeout(config.server.drain_timeout.ceil() as u64)

@@ -43,6 +43,9 @@ pub enum ApiError {
     Timeout(f64),
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The client closed the connection before the answer was ready; nobody reads this.
+    #[error("client closed the connection")]
+    ClientClosed,
 }
 
 /// The JSON body of every error response.
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::NotReady(_) => "not_ready",
             ApiError::Timeout(_) => "timeout",
             ApiError::Inference(_) => "inference",
+            ApiError::ClientClosed => "client_closed",
         }
     }
 }
@@ -84,6 +88,8 @@ impl ResponseError for ApiError {
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // nginx's convention for "client closed request"; only logs and metrics see it.
+            ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 

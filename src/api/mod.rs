@@ -5,6 +5,7 @@
 //! registered in one place, [`routes`], and described in one place, [`ApiDoc`], which feeds
 //! `/openapi.json` and the Swagger UI at `/docs`.
 
+pub mod connection;
 pub mod demo;
 pub mod predict;
 pub mod status;

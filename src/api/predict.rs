@@ -2,34 +2,69 @@
 //!
 //! The request and response follow Hugging Face text-embeddings-inference's `/predict`, so its
 //! clients work unchanged: one text in, one ranked list out; a list in, a list of lists out.
-//! Every request carries a deadline of `server.timeout` from arrival; past it the client gets
-//! 504 and any of its texts still queued are skipped by the workers.
+//! Every request carries a deadline of `server.timeout` from arrival (or the tighter
+//! `x-request-timeout` header); past it the client gets 504, and its texts are skipped before
+//! tokenization and before inference.
 
 use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::api::connection::{disconnected, ClientSocket};
 use crate::app::AppState;
 use crate::batching::{AdmitError, Job, JobError, JobOutput};
 use crate::config::LimitsConfig;
 use crate::error::{ApiError, ErrorBody};
 use crate::postprocess::ranked;
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST /predict`. Only a JSON object is accepted: serde's derive would also
+/// take a positional array (`["text"]`), which no client means to send.
+#[derive(Debug, ToSchema)]
 pub struct PredictRequest {
     /// One text, or a list of texts (at most `limits.max_client_batch_size`).
     pub inputs: PredictInputs,
     /// Return only the best `top_k` labels per text (default: all labels).
-    #[serde(default)]
     #[schema(minimum = 1, example = 3)]
     pub top_k: Option<usize>,
     /// Cut texts longer than the model's token limit (default `true`). With `false`, such a
     /// text is refused with 422.
-    #[serde(default)]
     pub truncate: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictRequestFields {
+    inputs: PredictInputs,
+    #[serde(default)]
+    top_k: Option<usize>,
+    #[serde(default)]
+    truncate: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for PredictRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> serde::de::Visitor<'de> for ObjectOnly {
+            type Value = PredictRequestFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object with an `inputs` field")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                PredictRequestFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        let fields = deserializer.deserialize_map(ObjectOnly)?;
+        Ok(Self {
+            inputs: fields.inputs,
+            top_k: fields.top_k,
+            truncate: fields.truncate,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -72,6 +107,10 @@ pub struct BatchInfo {
     post,
     path = "/predict",
     tag = "classification",
+    params(
+        ("x-request-timeout" = Option<f64>, Header,
+            description = "Seconds this request may take, when tighter than the server's `server.timeout`")
+    ),
     request_body(
         content = PredictRequest,
         examples(
@@ -105,10 +144,12 @@ pub struct BatchInfo {
 )]
 pub async fn predict(
     state: web::Data<AppState>,
+    http: HttpRequest,
     body: web::Json<PredictRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let arrived = Instant::now();
-    let deadline = arrived + state.config.server.timeout();
+    let timeout = request_timeout(&http, state.config.server.timeout)?;
+    let deadline = arrived + Duration::from_secs_f64(timeout);
     state.ensure_ready()?;
     let request = body.into_inner();
     let single = matches!(request.inputs, PredictInputs::Single(_));
@@ -120,18 +161,23 @@ pub async fn predict(
 
     let tokenizer = state.tokenizer.clone();
     let truncate = request.truncate.unwrap_or(true);
-    let tokenized = within(
-        deadline,
-        &state,
-        web::block(move || tokenizer.encode(&texts, truncate)),
-    )
-    .await?
-    .map_err(|e| ApiError::Inference(format!("tokenizer thread failed: {e}")))?
-    .map_err(|e| ApiError::Validation(e.to_string()))?;
+    let tokenize = move || {
+        // The blocking pool may be busy: work whose deadline passed while waiting is dropped.
+        if Instant::now() >= deadline {
+            return None;
+        }
+        let started = Instant::now();
+        Some((tokenizer.encode(&texts, truncate), started.elapsed()))
+    };
+    let (tokenized, tokenize_time) = within(deadline, timeout, web::block(tokenize))
+        .await?
+        .map_err(|e| ApiError::Inference(format!("tokenizer thread failed: {e}")))?
+        .ok_or(ApiError::Timeout(timeout))?;
     state
         .metrics
         .tokenize_duration
-        .observe(arrived.elapsed().as_secs_f64());
+        .observe(tokenize_time.as_secs_f64());
+    let tokenized = tokenized.map_err(|e| ApiError::Validation(e.to_string()))?;
 
     let (jobs, replies): (Vec<Job>, Vec<_>) = tokenized
         .into_iter()
@@ -144,20 +190,25 @@ pub async fn predict(
         },
         AdmitError::Closed => ApiError::NotReady("shutting down"),
     })?;
-    let outputs = within(deadline, &state, async move {
+    let answers = within(deadline, timeout, async move {
         let mut outputs = Vec::with_capacity(replies.len());
         for reply in replies {
             outputs.push(reply.await);
         }
         outputs
-    })
-    .await?
+    });
+    let socket = http.conn_data::<ClientSocket>();
+    let outputs = tokio::select! {
+        answers = answers => answers?,
+        // Returning drops the reply channels: the queue then skips these texts.
+        () = disconnected(socket) => return Err(ApiError::ClientClosed),
+    }
     .into_iter()
     .map(|reply| match reply {
         Ok(Ok(output)) => Ok(output),
         Ok(Err(JobError::Inference(message))) => Err(ApiError::Inference(message)),
         // The queue drops a job only once its deadline has passed.
-        Err(_) => Err(ApiError::Timeout(state.config.server.timeout)),
+        Err(_) => Err(ApiError::Timeout(timeout)),
     })
     .collect::<Result<Vec<JobOutput>, ApiError>>()?;
 
@@ -228,15 +279,36 @@ fn validate(texts: &[String], top_k: Option<usize>, limits: &LimitsConfig) -> Re
     Ok(())
 }
 
+/// Header with which a client asks for a tighter deadline than `server.timeout`, in seconds.
+pub const TIMEOUT_HEADER: &str = "x-request-timeout";
+
+/// The request's timeout: `server.timeout`, or the client's header when that is tighter.
+fn request_timeout(http: &HttpRequest, server_timeout: f64) -> Result<f64, ApiError> {
+    let Some(value) = http.headers().get(TIMEOUT_HEADER) else {
+        return Ok(server_timeout);
+    };
+    let seconds = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| {
+            ApiError::Validation(format!(
+                "{TIMEOUT_HEADER} must be a positive number of seconds"
+            ))
+        })?;
+    Ok(seconds.min(server_timeout))
+}
+
 /// Runs `work` until the request's deadline; past it, 504.
 async fn within<T>(
     deadline: Instant,
-    state: &AppState,
+    timeout: f64,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, ApiError> {
     tokio::time::timeout_at(deadline.into(), work)
         .await
-        .map_err(|_| ApiError::Timeout(state.config.server.timeout))
+        .map_err(|_| ApiError::Timeout(timeout))
 }
 
 fn millis(d: Duration) -> String {

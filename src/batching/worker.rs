@@ -36,8 +36,9 @@ impl WorkerPool {
                 std::thread::Builder::new()
                     .name(format!("inference-{index}"))
                     .spawn(move || {
+                        // Counts down however the thread ends, a panic included.
+                        let _alive = RunningGuard(running);
                         run_worker(backend, &queue, pad_id, &metrics);
-                        running.fetch_sub(1, Ordering::SeqCst);
                     })
                     .expect("spawning an inference thread failed; the OS is out of threads. This is a bug.")
             })
@@ -58,6 +59,16 @@ impl WorkerPool {
     pub fn join(self) {
         for handle in self.handles {
             let _ = handle.join();
+        }
+    }
+}
+
+struct RunningGuard(Arc<AtomicUsize>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, Ordering::SeqCst) == 1 && std::thread::panicking() {
+            tracing::error!("the last inference worker died; the service is no longer ready");
         }
     }
 }
@@ -136,5 +147,108 @@ fn fail_all(jobs: Vec<Job>, message: &str, metrics: &Metrics) {
         let _ = job
             .reply
             .send(Err(JobError::Inference(message.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::batching::{BatchRule, JobResult};
+    use crate::inference::{BackendError, Logits};
+    use crate::tokenize::TokenizedText;
+
+    /// A test-only backend that fails on marker ids: 666 returns an error, 999 panics.
+    struct FaultyBackend;
+
+    impl Backend for FaultyBackend {
+        fn provider(&self) -> &str {
+            "test"
+        }
+        fn num_labels(&self) -> usize {
+            2
+        }
+        fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {
+            if batch.input_ids.contains(&999) {
+                panic!("injected panic");
+            }
+            if batch.input_ids.contains(&666) {
+                return Err(BackendError::Run("injected failure".into()));
+            }
+            Ok(Logits {
+                num_labels: 2,
+                values: vec![1.0, 0.0].repeat(batch.rows),
+            })
+        }
+    }
+
+    fn submit(queue: &BatchQueue, id: i64) -> tokio::sync::oneshot::Receiver<JobResult> {
+        let text = TokenizedText {
+            input_ids: vec![0, id, 2],
+            type_ids: vec![0; 3],
+        };
+        let (job, reply) = Job::new(text, Instant::now() + Duration::from_secs(30));
+        queue.admit(vec![job]).expect("room in the queue");
+        reply
+    }
+
+    #[test]
+    fn a_failing_or_panicking_batch_fails_only_its_own_jobs_and_the_worker_goes_on() {
+        let metrics = Arc::new(Metrics::new());
+        // Batches of one, so each job's fate is its own.
+        let rule = BatchRule {
+            max_batch_size: 1,
+            max_batch_tokens: 100,
+            max_wait: Duration::ZERO,
+        };
+        let queue = Arc::new(BatchQueue::new(16, rule, metrics.clone()));
+        let pool = WorkerPool::spawn(
+            vec![Box::new(FaultyBackend)],
+            queue.clone(),
+            1,
+            metrics.clone(),
+        );
+
+        let replies = [5, 999, 7, 666, 8].map(|id| submit(&queue, id));
+        let outcomes: Vec<JobResult> = replies
+            .into_iter()
+            .map(|r| r.blocking_recv().expect("every job is answered"))
+            .collect();
+        assert!(
+            outcomes[0].is_ok() && outcomes[2].is_ok() && outcomes[4].is_ok(),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(&outcomes[1], Err(JobError::Inference(m)) if m.contains("injected panic"))
+        );
+        assert!(
+            matches!(&outcomes[3], Err(JobError::Inference(m)) if m.contains("injected failure"))
+        );
+        assert_eq!(metrics.failed_batches.get(), 2);
+        assert_eq!(pool.running(), 1, "the worker survived");
+
+        queue.close();
+        pool.join();
+    }
+
+    #[test]
+    fn running_counter_reaches_zero_when_the_workers_exit() {
+        let metrics = Arc::new(Metrics::new());
+        let queue = Arc::new(BatchQueue::new(
+            4,
+            BatchRule {
+                max_batch_size: 1,
+                max_batch_tokens: 10,
+                max_wait: Duration::ZERO,
+            },
+            metrics.clone(),
+        ));
+        let pool = WorkerPool::spawn(vec![Box::new(FaultyBackend)], queue.clone(), 1, metrics);
+        assert_eq!(pool.running(), 1);
+        queue.close();
+        let counter = pool.running_counter();
+        pool.join();
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
     }
 }

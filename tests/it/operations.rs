@@ -184,3 +184,33 @@ async fn probe_flag_reports_health_for_container_checks() {
         .expect("run probe");
     assert!(!closed.status.success(), "nothing listening is unhealthy");
 }
+
+#[tokio::test]
+async fn a_second_signal_exits_without_waiting_for_the_drain() {
+    // Requests wait 5 s in the queue; a drain would take that long, a second signal must not.
+    let server = Server::start(&["--max-wait-ms", "5000"], &[]);
+    let request = server
+        .client
+        .post(server.url("/predict"))
+        .json(&json!({"inputs": "Stocks fell."}));
+    let pending = tokio::spawn(async move { request.send().await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.metric("newscls_queue_depth").await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "request never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_signal(server.pid(), "TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    send_signal(server.pid(), "TERM");
+    let status = server
+        .wait_exit(Duration::from_secs(3))
+        .expect("exited promptly after the second signal");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_ne!(
+        status.code(),
+        Some(0),
+        "an interrupted drain is not a clean exit"
+    );
+    let _ = pending.await;
+}

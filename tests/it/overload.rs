@@ -74,3 +74,57 @@ async fn full_queue_refuses_at_once_with_429_and_retry_after() {
     // The accepted request is not lost.
     assert_eq!(first.await.expect("first request").status(), 200);
 }
+
+#[tokio::test]
+async fn tighter_deadline_from_the_request_header_is_honoured() {
+    let server = Server::start(&["--max-wait-ms", "1500"], &[]);
+    let started = Instant::now();
+    let response = server
+        .client
+        .post(server.url("/predict"))
+        .header("x-request-timeout", "0.2")
+        .json(&json!({"inputs": "Oil prices rose."}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "the header's 0.2 s applied, not 10 s"
+    );
+}
+
+#[tokio::test]
+async fn work_of_a_client_that_disconnected_is_skipped() {
+    let server = Server::start(&["--max-wait-ms", "1000"], &[]);
+    // The client gives up after 200 ms, long before the batch closes at 1 s.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .expect("client");
+    let result = impatient
+        .post(server.url("/predict"))
+        .json(&json!({"inputs": "Oil prices rose."}))
+        .send()
+        .await;
+    assert!(result.is_err(), "the client timed out");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        server
+            .metric("newscls_queue_dropped_total{reason=\"client_gone\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        server.metric("newscls_batch_size_count").await,
+        0.0,
+        "no inference ran for it"
+    );
+    assert_eq!(
+        server
+            .predict(json!({"inputs": "Stocks fell."}))
+            .await
+            .status(),
+        200
+    );
+}

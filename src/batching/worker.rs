@@ -178,7 +178,7 @@ mod tests {
             }
             Ok(Logits {
                 num_labels: 2,
-                values: vec![1.0, 0.0].repeat(batch.rows),
+                values: [1.0, 0.0].repeat(batch.rows),
             })
         }
     }

@@ -5,6 +5,7 @@
 
 mod browser;
 mod errors;
+mod fuzz;
 mod jmeter;
 mod operations;
 mod overload;

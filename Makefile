@@ -4,13 +4,14 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval clean help
+.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench clean help
 
 help:
 	@echo "make run    - build (release) and serve the bundled model on :8080"
 	@echo "make test   - lint + unit + integration tests (real server, real model)"
 	@echo "make model  - rebuild the bundled model from registry packages (training/, ~20 min)"
 	@echo "make eval   - replay the model's test split through a running service (URL=...)"
+	@echo "make bench  - newscls vs the in-process ceiling, BentoML 1.4 and FastAPI (BENCH_ARGS=...)"
 	@echo "make docker-check - lint/validate Dockerfile, compose, Prometheus and Kubernetes files"
 	@echo "make jmeter - QA's JMeter plan against a running service (JMETER_ARGS=-Jport=8080)"
 
@@ -46,6 +47,10 @@ fmt:
 
 model:
 	training/pipeline.sh
+
+# Benchmark against the ONNX Runtime ceiling, BentoML 1.4 and FastAPI (not part of `make test`).
+bench:
+	bench/run.sh $(BENCH_ARGS)
 
 eval:
 	training/eval_service.sh $(URL)

@@ -1,0 +1,110 @@
+//! The in-process ceiling: ONNX Runtime on pre-tokenized texts, no HTTP, no queue.
+//!
+//! `cargo bench --bench ceiling -- [texts.jsonl] [seconds-per-size] [intra-op-threads]`
+//! Tokenizes the texts once (not timed), then for each batch size runs back-to-back batches of
+//! real texts, each padded to its own longest text, for a fixed time, and prints texts/s.
+//! Writes `bench/results/ceiling.json`. This is what the HTTP service is measured against.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use newscls::config::Device;
+use newscls::inference::onnx::{default_library_path, init_runtime, OnnxBackend, OnnxOptions};
+use newscls::inference::{Backend, PaddedBatch};
+use newscls::model::ModelSpec;
+use newscls::tokenize::TextTokenizer;
+
+const BATCH_SIZES: &[usize] = &[1, 4, 8, 16, 32, 64];
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let texts_path = PathBuf::from(
+        args.first()
+            .cloned()
+            .unwrap_or_else(|| "bench/texts.jsonl".into()),
+    );
+    let seconds: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let texts: Vec<String> = std::fs::read_to_string(&texts_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", texts_path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("jsonl")["text"]
+                .as_str()
+                .expect("text")
+                .to_string()
+        })
+        .collect();
+
+    let spec = ModelSpec::load(std::path::Path::new("models/news-topic-e5-small")).expect("model");
+    let tokenizer =
+        TextTokenizer::load(&spec.tokenizer_path(), spec.max_length).expect("tokenizer");
+    let env = init_runtime(&default_library_path()).expect("onnxruntime");
+    let options = OnnxOptions {
+        device: Device::Cpu,
+        intra_op_threads: threads,
+    };
+    let mut backend =
+        OnnxBackend::load(&env, &spec.model_path(), &options, spec.labels.len()).expect("session");
+    let tokenized = tokenizer.encode(&texts, true).expect("tokenize");
+    let mean_tokens =
+        tokenized.iter().map(|t| t.len()).sum::<usize>() as f64 / tokenized.len() as f64;
+    println!(
+        "ceiling: {} texts (mean {mean_tokens:.0} tokens), intra-op threads {}, {seconds} s per batch size",
+        texts.len(),
+        if threads == 0 { "auto".to_string() } else { threads.to_string() }
+    );
+    println!("| batch | texts/s | ms/batch | padded-token share |");
+    println!("|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for &size in BATCH_SIZES {
+        let mut done = 0usize;
+        let mut batches = 0usize;
+        let (mut real, mut padded) = (0usize, 0usize);
+        let mut cursor = 0usize;
+        let warm = PaddedBatch::new(tokenized.iter().take(size), tokenizer.pad_id());
+        backend.infer(&warm).expect("warm-up");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs_f64(seconds) {
+            let chunk: Vec<_> = (0..size)
+                .map(|i| &tokenized[(cursor + i) % tokenized.len()])
+                .collect();
+            cursor = (cursor + size) % tokenized.len();
+            let batch = PaddedBatch::new(chunk, tokenizer.pad_id());
+            real += batch.real_tokens();
+            padded += batch.padded_tokens();
+            backend.infer(&batch).expect("infer");
+            done += size;
+            batches += 1;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let throughput = done as f64 / elapsed;
+        let padding = 1.0 - real as f64 / padded as f64;
+        println!(
+            "| {size} | {throughput:.1} | {:.1} | {:.1}% |",
+            elapsed * 1000.0 / batches as f64,
+            padding * 100.0
+        );
+        rows.push(
+            serde_json::json!({"batch_size": size, "texts_per_second": throughput,
+            "ms_per_batch": elapsed * 1000.0 / batches as f64, "padded_share": padding}),
+        );
+    }
+    let best = rows
+        .iter()
+        .map(|r| r["texts_per_second"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
+    println!("best: {best:.1} texts/s");
+    std::fs::create_dir_all("bench/results").expect("results dir");
+    let report = serde_json::json!({"texts": texts.len(), "mean_tokens": mean_tokens, "intra_op_threads": threads,
+        "seconds_per_size": seconds, "rows": rows, "best_texts_per_second": best});
+    std::fs::write(
+        "bench/results/ceiling.json",
+        serde_json::to_string_pretty(&report).expect("json"),
+    )
+    .expect("write");
+}

@@ -10,7 +10,10 @@ cd "$(dirname "$0")"
 NAME=${NAME:-news-topic-e5-small}
 VERSION=${VERSION:-$(date +%Y.%m.%d)}
 MAX_LENGTH=${MAX_LENGTH:-128}
-EPOCHS=${EPOCHS:-6}
+# Validation macro-F1 peaked at epoch 4 in runs of 4 and 6 epochs; the final fit then uses
+# train + validation for that many epochs (FINAL_FIT=0 keeps validation for model selection).
+EPOCHS=${EPOCHS:-4}
+FINAL_FIT=${FINAL_FIT:-1}
 SEED=${SEED:-13}
 CACHE=.cache
 VENV=.venv
@@ -57,7 +60,7 @@ KO="$CACHE/deb/root"
 
 step "fine-tune"
 "$PY" finetune.py --encoder "$CACHE/e5-pruned" --data "$CACHE/data" --out "$CACHE/trained" \
-  --max-length "$MAX_LENGTH" --epochs "$EPOCHS" --seed "$SEED"
+  --max-length "$MAX_LENGTH" --epochs "$EPOCHS" --seed "$SEED" $([ "$FINAL_FIT" = 1 ] && echo --train-on-val)
 
 step "export ONNX, quantize, verify, write the model directory"
 "$PY" export.py --encoder "$CACHE/e5-pruned" --trained "$CACHE/trained" --data "$CACHE/data" \

@@ -28,8 +28,22 @@ def main() -> None:
     other = "fp32" if r["chosen"] == "int8" else "int8"
     conf = [["gold \\ predicted", *labels]] + [[labels[i], *map(str, row)] for i, row in enumerate(chosen["confusion"])]
     per_label_support = [sum(row) for row in chosen["confusion"]]
-    history = [[str(h["epoch"]), f"{h['train_loss']:.3f}", f"{h['val_accuracy']:.3f}", f"{h['val_macro_f1']:.3f}"]
-               for h in t["history"]]
+    final_fit = t.get("train_on_val", False)
+    if final_fit:
+        history = [[str(h["epoch"]), f"{h['train_loss']:.3f}"] for h in t["history"]]
+        history_head = ["epoch", "train loss"]
+    else:
+        history = [[str(h["epoch"]), f"{h['train_loss']:.3f}", f"{h['val_accuracy']:.3f}", f"{h['val_macro_f1']:.3f}"]
+                   for h in t["history"]]
+        history_head = ["epoch", "train loss", "val accuracy", "val macro-F1"]
+    if final_fit:
+        split_line = (f"{t['train_size']} training + validation articles / {r['test_size']} test. "
+                      "The number of epochs was chosen on the "
+                      "validation split beforehand (see `training/README.md`); the final fit then trains on training and "
+                      "validation together and keeps the last epoch. The test split is used only for the figures above.")
+    else:
+        split_line = (f"{t['train_size']} train / {t['val_size']} validation / {r['test_size']} test. The epoch with the "
+                      "best validation macro-F1 is kept; the test split is used only for the figures above.")
     lat_key = [k for k in chosen if k.startswith("ms_per_example_") and "64_tokens" not in k][0]
 
     card = f"""# {args.model.name}
@@ -74,8 +88,7 @@ Test support per label: {", ".join(f"{l} {n}" for l, n in zip(labels, per_label_
   `cnn.com/*/health/` → health. Sources without sections (DW, HuffPost, China Daily, Al Jazeera) and
   catch-all sections (`bbc.co.uk/news/uk-*`, `abcnews.go.com/US`, `tass.com/society`, …) are left out.
 - **Text:** title, subtitle and body joined by newlines, truncated to {t['max_length']} tokens.
-- **Split:** stratified by label, seed 13: {t['train_size']} train / {t['val_size']} validation / {r['test_size']} test.
-  The epoch with the best validation macro-F1 is kept; the test split is used only for the figures above.
+- **Split:** stratified by label, seed 13: {split_line}
 
 ## Base model and its provenance
 
@@ -113,7 +126,7 @@ Mean pooling over the attention mask + dropout 0.1 + linear head; word embedding
 cross-entropy weighted by inverse square-root class frequency, batch {t['hyperparameters']['batch_size']},
 {t['epochs_run']} epochs, seed {t['hyperparameters']['seed']}, CPU with {t['hyperparameters']['threads']} threads: {t['seconds']:.0f} s.
 
-{table([["epoch", "train loss", "val accuracy", "val macro-F1"], *history])}
+{table([history_head, *history])}
 
 Export: `torch.onnx.export` (opset 17, eager attention, dynamic axes); fp32 ONNX vs PyTorch on a padded
 batch: max |Δlogit| {r['export_parity_max_abs']:.1e}. Quantization: onnxruntime dynamic int8, per-channel weights.

@@ -12,7 +12,8 @@ function setup(thread)
 end
 
 local counter = 0
-local ok, refused, timeouts, other = 0, 0, 0, 0
+-- Globals, not locals: done() reads them from each thread with thread:get().
+ok, refused, timeouts, other = 0, 0, 0, 0
 function init(args)
   counter = id * 7919
 end

@@ -125,13 +125,13 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let (max_body, demo_page) = (config.limits.max_body_bytes, config.server.demo_page);
+    let (limits, demo_page) = (config.limits.clone(), config.server.demo_page);
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
             .wrap(middleware::from_fn(api::observe))
-            .configure(|cfg| api::routes(cfg, max_body, demo_page))
+            .configure(|cfg| api::routes(cfg, &limits, demo_page))
             .default_service(web::to(api::not_found))
     })
     .on_connect(api::connection::remember_socket)

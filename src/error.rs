@@ -30,6 +30,11 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("no route for {0}")]
     NotFound(String),
+    #[error("method not allowed: {request}; this path accepts {allow}")]
+    MethodNotAllowed {
+        request: String,
+        allow: &'static str,
+    },
     /// Admission refused: the queue is full. Retry after the hinted delay.
     #[error("server is overloaded: {queued} texts already queued; retry later")]
     Overloaded {
@@ -55,7 +60,7 @@ pub struct ErrorBody {
     /// A human-readable message that says what to fix.
     pub error: String,
     /// A stable machine-readable code: `malformed_json`, `validation`, `payload_too_large`,
-    /// `unsupported_media_type`, `not_found`, `overloaded`, `not_ready`, `timeout`, `inference`.
+    /// `unsupported_media_type`, `not_found`, `method_not_allowed`, `overloaded`, `not_ready`, `timeout`, `inference`.
     pub error_type: String,
 }
 
@@ -67,6 +72,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Timeout(_) => "timeout",
@@ -84,6 +90,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -102,6 +109,9 @@ impl ResponseError for ApiError {
         };
         if let Some(seconds) = retry_after {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            response.insert_header((header::ALLOW, *allow));
         }
         response.json(ErrorBody {
             error: self.to_string(),

@@ -20,6 +20,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::app::AppState;
+use crate::config::LimitsConfig;
 use crate::error::{json_error, ApiError, ErrorBody};
 
 #[derive(OpenApi)]
@@ -53,23 +54,45 @@ use crate::error::{json_error, ApiError, ErrorBody};
 )]
 pub struct ApiDoc;
 
-/// Registers every route; `max_body_bytes` bounds JSON bodies.
-pub fn routes(cfg: &mut web::ServiceConfig, max_body_bytes: usize, demo_page: bool) {
+/// The OpenAPI document, with the request limits this server actually enforces.
+pub fn openapi(limits: &LimitsConfig) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    if let Some(components) = doc.components.as_mut() {
+        components
+            .schemas
+            .insert("PredictInputs".into(), predict::inputs_schema(limits));
+    }
+    doc
+}
+
+/// Registers every route. A known path with a method it does not serve gets 405.
+pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bool) {
+    let max_body_bytes = limits.max_body_bytes;
     if demo_page {
-        cfg.route("/", web::get().to(demo::page));
+        cfg.service(resource("/", "GET").get(demo::page));
     }
     cfg.app_data(
         web::JsonConfig::default()
             .limit(max_body_bytes)
             .error_handler(move |err, _req| json_error(err, max_body_bytes).into()),
     )
-    .route("/predict", web::post().to(predict::predict))
-    .route("/livez", web::get().to(status::livez))
-    .route("/readyz", web::get().to(status::readyz))
-    .route("/info", web::get().to(status::info))
-    .route("/metrics", web::get().to(status::metrics))
+    .service(resource("/predict", "POST").post(predict::predict))
+    .service(resource("/livez", "GET").get(status::livez))
+    .service(resource("/readyz", "GET").get(status::readyz))
+    .service(resource("/info", "GET").get(status::info))
+    .service(resource("/metrics", "GET").get(status::metrics))
     .service(web::redirect("/docs", "/docs/"))
-    .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()));
+    .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi(limits)));
+}
+
+/// A route whose other methods get 405 with `Allow: <allow>`.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed {
+            request: format!("{} {}", req.method(), req.path()),
+            allow,
+        })
+    }))
 }
 
 /// Any unknown path or method: a JSON 404, like every other error.

@@ -22,6 +22,7 @@ use crate::postprocess::ranked;
 /// The body of `POST /predict`. Only a JSON object is accepted: serde's derive would also
 /// take a positional array (`["text"]`), which no client means to send.
 #[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     /// One text, or a list of texts (at most `limits.max_client_batch_size`).
     pub inputs: PredictInputs,
@@ -37,10 +38,31 @@ pub struct PredictRequest {
 #[serde(deny_unknown_fields)]
 struct PredictRequestFields {
     inputs: PredictInputs,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     top_k: Option<usize>,
     #[serde(default)]
     truncate: Option<bool>,
+}
+
+/// JSON Schema counts `3.0` as an integer, so the API does too; `3.5` or `-1` stay errors.
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return usize::try_from(n)
+            .map(Some)
+            .map_err(serde::de::Error::custom);
+    }
+    match number.as_f64() {
+        // Beyond u64, a top_k only means "all labels": saturate.
+        Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as usize)),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a non-negative whole number, found {number}"
+        ))),
+    }
 }
 
 impl<'de> Deserialize<'de> for PredictRequest {
@@ -67,7 +89,7 @@ impl<'de> Deserialize<'de> for PredictRequest {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(
     untagged,
     expecting = "`inputs` must be a string or an array of strings"
@@ -76,6 +98,41 @@ pub enum PredictInputs {
     Single(String),
     Batch(Vec<String>),
 }
+
+/// The OpenAPI schema of `inputs`, with the limits the server enforces, so that any text the
+/// schema allows is accepted (apart from the token limit with `truncate: false`).
+pub fn inputs_schema(
+    limits: &LimitsConfig,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let text = |description: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(limits.max_input_chars))
+            // Not blank: at least one non-whitespace character.
+            .pattern(Some(r"\S"))
+            .description(Some(description))
+    };
+    OneOfBuilder::new()
+        .item(text("One news text"))
+        .item(
+            ArrayBuilder::new()
+                .items(text("A news text"))
+                .min_items(Some(1))
+                .max_items(Some(limits.max_client_batch_size))
+                .description(Some("Several news texts, answered in order")),
+        )
+        .into()
+}
+
+impl utoipa::PartialSchema for PredictInputs {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        inputs_schema(&LimitsConfig::default())
+    }
+}
+
+impl ToSchema for PredictInputs {}
 
 /// One label and its probability.
 #[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -108,7 +165,7 @@ pub struct BatchInfo {
     path = "/predict",
     tag = "classification",
     params(
-        ("x-request-timeout" = Option<f64>, Header,
+        ("x-request-timeout" = Option<f64>, Header, nullable = false, minimum = 0.1,
             description = "Seconds this request may take, when tighter than the server's `server.timeout`")
     ),
     request_body(
@@ -281,6 +338,8 @@ fn validate(texts: &[String], top_k: Option<usize>, limits: &LimitsConfig) -> Re
 
 /// Header with which a client asks for a tighter deadline than `server.timeout`, in seconds.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout";
+/// Less than this cannot cover even an idle round trip; refusing it is clearer than a 504.
+const MIN_REQUEST_TIMEOUT: f64 = 0.1;
 
 /// The request's timeout: `server.timeout`, or the client's header when that is tighter.
 fn request_timeout(http: &HttpRequest, server_timeout: f64) -> Result<f64, ApiError> {
@@ -291,10 +350,10 @@ fn request_timeout(http: &HttpRequest, server_timeout: f64) -> Result<f64, ApiEr
         .to_str()
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
+        .filter(|s| s.is_finite() && *s >= MIN_REQUEST_TIMEOUT)
         .ok_or_else(|| {
             ApiError::Validation(format!(
-                "{TIMEOUT_HEADER} must be a positive number of seconds"
+                "{TIMEOUT_HEADER} must be a number of seconds, at least {MIN_REQUEST_TIMEOUT}"
             ))
         })?;
     Ok(seconds.min(server_timeout))

@@ -215,6 +215,15 @@ async fn every_hostile_input_gets_a_defined_answer_and_the_server_stays_ready() 
                 "validation",
             )
         },
+        Case {
+            header: Some(("x-request-timeout", "0.001")),
+            ..bad(
+                "timeout header below 0.1 s",
+                r#"{"inputs": "x"}"#,
+                422,
+                "validation",
+            )
+        },
         ok("NUL bytes", text("Markets\u{0}rallied\u{0}today")),
         ok(
             "control characters",
@@ -291,12 +300,36 @@ async fn every_hostile_input_gets_a_defined_answer_and_the_server_stays_ready() 
 }
 
 #[tokio::test]
-async fn unknown_routes_and_methods_get_a_json_404() {
+async fn unknown_routes_get_404_and_wrong_methods_405_as_json() {
     let server = Server::start(&[], &[]);
-    for response in [server.get("/nope").await, server.get("/predict").await] {
-        assert_eq!(response.status(), 404);
-        let body: Value = response.json().await.expect("json");
-        assert_eq!(body["error_type"], "not_found");
+    let response = server.get("/nope").await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.json::<Value>().await.expect("json")["error_type"],
+        "not_found"
+    );
+    for (method, path) in [
+        ("GET", "/predict"),
+        ("POST", "/readyz"),
+        ("DELETE", "/info"),
+        ("TRACE", "/livez"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let response = server
+            .client
+            .request(method.clone(), server.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert!(
+            response.headers().contains_key("allow"),
+            "RFC 9110: 405 names the allowed methods"
+        );
+        assert_eq!(
+            response.json::<Value>().await.expect("json")["error_type"],
+            "method_not_allowed"
+        );
     }
 }
 

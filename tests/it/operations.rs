@@ -214,3 +214,18 @@ async fn a_second_signal_exits_without_waiting_for_the_drain() {
     );
     let _ = pending.await;
 }
+
+#[tokio::test]
+async fn openapi_states_the_limits_this_server_enforces() {
+    let server = Server::start(&[], &[("NEWSCLS__LIMITS__MAX_CLIENT_BATCH_SIZE", "7")]);
+    let spec: Value = server
+        .get("/openapi.json")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let inputs = &spec["components"]["schemas"]["PredictInputs"]["oneOf"];
+    assert_eq!(inputs[1]["maxItems"], 7, "{inputs}");
+    assert_eq!(inputs[1]["minItems"], 1);
+    assert_eq!(inputs[0]["minLength"], 1);
+}

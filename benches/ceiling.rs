@@ -47,6 +47,7 @@ fn main() {
     let options = OnnxOptions {
         device: Device::Cpu,
         intra_op_threads: threads,
+        intra_op_spinning: true,
     };
     let mut backend =
         OnnxBackend::load(&env, &spec.model_path(), &options, spec.labels.len()).expect("session");

@@ -81,6 +81,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let options = OnnxOptions {
         device: config.model.device,
         intra_op_threads: config.model.intra_op_threads,
+        intra_op_spinning: config.model.intra_op_spinning,
     };
     let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(config.model.inference_workers);
     for _ in 0..config.model.inference_workers {

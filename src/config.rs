@@ -57,6 +57,9 @@ pub struct ModelConfig {
     pub inference_workers: usize,
     /// ONNX Runtime intra-op threads per inference worker; 0 lets ONNX Runtime decide.
     pub intra_op_threads: usize,
+    /// Let ONNX Runtime's threads spin while waiting for work: lower latency on dedicated cores,
+    /// but CPU taken from HTTP and tokenization when cores are shared.
+    pub intra_op_spinning: bool,
     /// Path to libonnxruntime; null uses `ORT_DYLIB_PATH`, else the copy fetched by `make setup`.
     pub onnxruntime_library: Option<PathBuf>,
 }
@@ -130,6 +133,7 @@ impl Default for ModelConfig {
             device: Device::Auto,
             inference_workers: 1,
             intra_op_threads: 0,
+            intra_op_spinning: true,
             onnxruntime_library: None,
         }
     }

@@ -58,6 +58,7 @@ pub fn init_runtime(library: &Path) -> Result<Environment, StartupError> {
 pub struct OnnxOptions {
     pub device: Device,
     pub intra_op_threads: usize,
+    pub intra_op_spinning: bool,
 }
 
 pub struct OnnxBackend {
@@ -188,6 +189,8 @@ fn cpu_builder(
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(ort::Error::<()>::from)?
         .with_inter_threads(1)
+        .map_err(ort::Error::<()>::from)?
+        .with_intra_op_spinning(options.intra_op_spinning)
         .map_err(ort::Error::<()>::from)?;
     if options.intra_op_threads > 0 {
         builder = builder

@@ -82,6 +82,7 @@ fn service_pipeline_matches_the_training_pipeline_golden_file() {
     let options = OnnxOptions {
         device: Device::Cpu,
         intra_op_threads: 1,
+        intra_op_spinning: false,
     };
     let mut backend =
         OnnxBackend::load(&env, &spec.model_path(), &options, spec.labels.len()).expect("session");

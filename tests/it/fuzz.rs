@@ -72,3 +72,43 @@ fn tokenizing_arbitrary_text_stays_within_the_model_limits() {
         }
     });
 }
+
+#[test]
+fn prefix_shortcut_gives_the_same_ids_as_tokenizing_the_whole_text() {
+    let spec = ModelSpec::load(&repo_path(MODEL_DIR)).expect("model dir");
+    let fast = TextTokenizer::load(&spec.tokenizer_path(), spec.max_length).expect("tokenizer");
+    let reference = TextTokenizer::load(&spec.tokenizer_path(), spec.max_length)
+        .expect("tokenizer")
+        .without_prefix_shortcut();
+    // Long texts from real news (English and Korean openings from the JMeter fixture).
+    let lines: Vec<String> = std::fs::read_to_string(repo_path("jmeter/news.tsv"))
+        .expect("news.tsv")
+        .lines()
+        .map(|l| serde_json::from_str::<String>(l).expect("json string"))
+        .collect();
+    let mut texts: Vec<String> = lines.windows(4).map(|w| w.join(" ")).collect();
+    texts.extend(lines.iter().map(|l| l.repeat(3)));
+    for truncate in [true, false] {
+        for text in &texts {
+            let a = fast.encode(std::slice::from_ref(text), truncate);
+            let b = reference.encode(std::slice::from_ref(text), truncate);
+            assert_eq!(a, b, "{:.80}", text);
+        }
+    }
+    // And arbitrary word soups, including newlines, tabs and odd spaces between words.
+    let word = "[a-zA-Z가-힣0-9.,'\"()\\-]{1,20}";
+    let sep = prop_oneof![
+        Just(" "),
+        Just("  "),
+        Just("\n"),
+        Just("\t"),
+        Just("\u{a0}"),
+        Just("\u{3000}"),
+        Just(" \n ")
+    ];
+    proptest!(|(words in prop::collection::vec((word, sep), 50..400))| {
+        let text: String = words.iter().map(|(w, s)| format!("{w}{s}")).collect();
+        prop_assert_eq!(fast.encode(std::slice::from_ref(&text), true), reference.encode(std::slice::from_ref(&text), true));
+        prop_assert_eq!(fast.encode(std::slice::from_ref(&text), false), reference.encode(std::slice::from_ref(&text), false));
+    });
+}

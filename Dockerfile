@@ -43,7 +43,9 @@ COPY --chown=root:root config config
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
     LD_LIBRARY_PATH=/opt/onnxruntime \
     NEWSCLS_CONFIG=/app/config/default.yaml \
-    NEWSCLS__MODEL__DEVICE=cuda
+    NEWSCLS__MODEL__DEVICE=cuda \
+    NEWSCLS__BATCHING__MAX_BATCH_SIZE=128 \
+    NEWSCLS__BATCHING__MAX_BATCH_TOKENS=65536
 USER newscls
 EXPOSE 8080
 STOPSIGNAL SIGTERM

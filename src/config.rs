@@ -143,7 +143,7 @@ impl Default for BatchingConfig {
     fn default() -> Self {
         Self {
             max_batch_size: 32,
-            max_batch_tokens: 16_384,
+            max_batch_tokens: 1024,
             max_wait_ms: 2,
             max_queue_size: 1024,
         }

@@ -96,10 +96,11 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         .unwrap_or_default();
 
     let metrics = Arc::new(Metrics::new());
-    let queue = Arc::new(BatchQueue::new(
+    let queue = Arc::new(BatchQueue::with_workers(
         config.batching.max_queue_size,
         BatchRule::from_config(&config.batching),
         metrics.clone(),
+        config.model.inference_workers,
     ));
     let pool = WorkerPool::spawn(backends, queue.clone(), tokenizer.pad_id(), metrics.clone());
     let state = web::Data::new(AppState {

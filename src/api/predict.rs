@@ -245,6 +245,13 @@ pub async fn predict(
             queued,
             retry_after: state.retry_hint(queued),
         },
+        AdmitError::WouldMissDeadline {
+            queued,
+            expected_wait,
+        } => ApiError::Overloaded {
+            queued,
+            retry_after: expected_wait,
+        },
         AdmitError::Closed => ApiError::NotReady("shutting down"),
     })?;
     let answers = within(deadline, timeout, async move {

@@ -1,11 +1,17 @@
 //! A bounded FIFO of tokenized texts, shared by HTTP handlers (producers) and inference threads
 //! (consumers).
 //!
+//! Admission is refused in two cases: the queue is full, or the queue already holds more work
+//! than can be done before the new request's deadline (estimated from the measured time per
+//! text). The second turns what would become a 504 after `server.timeout` into an immediate
+//! 429: under overload, clients learn at once instead of waiting to fail.
+//!
 //! A plain mutex and condition variable: the consumers are OS threads that must block anyway,
 //! and every critical section is a few pointer moves. Capacity counts texts, not requests, so a
 //! request of 32 texts costs 32 slots.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -62,6 +68,11 @@ impl Job {
 pub enum AdmitError {
     #[error("queue full: {queued} texts waiting, capacity {capacity}")]
     Full { queued: usize, capacity: usize },
+    #[error("{queued} texts waiting would take {expected_wait:?}, past the request's deadline")]
+    WouldMissDeadline {
+        queued: usize,
+        expected_wait: Duration,
+    },
     #[error("queue closed for shutdown")]
     Closed,
 }
@@ -72,7 +83,14 @@ pub struct BatchQueue {
     capacity: usize,
     rule: BatchRule,
     metrics: Arc<Metrics>,
+    /// Inference threads draining the queue in parallel.
+    workers: usize,
+    /// Smoothed seconds of inference per text, as `f64` bits (0 until the first batch).
+    seconds_per_text: AtomicU64,
 }
+
+/// Weight of the newest batch in the smoothed time per text.
+const SMOOTHING: f64 = 0.2;
 
 #[derive(Default)]
 struct QueueState {
@@ -82,13 +100,46 @@ struct QueueState {
 
 impl BatchQueue {
     pub fn new(capacity: usize, rule: BatchRule, metrics: Arc<Metrics>) -> Self {
+        Self::with_workers(capacity, rule, metrics, 1)
+    }
+
+    pub fn with_workers(
+        capacity: usize,
+        rule: BatchRule,
+        metrics: Arc<Metrics>,
+        workers: usize,
+    ) -> Self {
         Self {
             state: Mutex::default(),
             work_available: Condvar::new(),
             capacity,
             rule,
             metrics,
+            workers: workers.max(1),
+            seconds_per_text: AtomicU64::new(0f64.to_bits()),
         }
+    }
+
+    /// Workers report each batch, so admission knows how fast the queue drains.
+    pub fn record_batch(&self, texts: usize, elapsed: Duration) {
+        if texts == 0 {
+            return;
+        }
+        let sample = elapsed.as_secs_f64() / texts as f64;
+        let old = f64::from_bits(self.seconds_per_text.load(Ordering::Relaxed));
+        let new = if old == 0.0 {
+            sample
+        } else {
+            old + SMOOTHING * (sample - old)
+        };
+        self.seconds_per_text
+            .store(new.to_bits(), Ordering::Relaxed);
+    }
+
+    /// How long `texts` queued texts take to drain, at the measured pace.
+    pub fn expected_wait(&self, texts: usize) -> Duration {
+        let per_text = f64::from_bits(self.seconds_per_text.load(Ordering::Relaxed));
+        Duration::from_secs_f64(per_text * texts as f64 / self.workers as f64)
     }
 
     /// Enqueues all jobs or none: a request is never half admitted.
@@ -101,6 +152,14 @@ impl BatchQueue {
             return Err(AdmitError::Full {
                 queued: state.jobs.len(),
                 capacity: self.capacity,
+            });
+        }
+        let expected_wait = self.expected_wait(state.jobs.len() + jobs.len());
+        let deadline = jobs.iter().map(|j| j.deadline).min();
+        if deadline.is_some_and(|d| Instant::now() + expected_wait > d) {
+            return Err(AdmitError::WouldMissDeadline {
+                queued: state.jobs.len(),
+                expected_wait,
             });
         }
         state.jobs.extend(jobs);
@@ -256,10 +315,14 @@ mod tests {
     fn abandoned_and_expired_jobs_never_reach_a_batch() {
         let q = queue(10);
         let (gone, gone_rx) = Job::new(text(3), far());
-        let (expired, _expired_rx) = Job::new(text(3), Instant::now());
+        let (expiring, _expiring_rx) =
+            Job::new(text(3), Instant::now() + Duration::from_millis(20));
         let (live, _live_rx) = Job::new(text(5), far());
         drop(gone_rx);
-        q.admit(vec![gone, expired, live]).expect("fits");
+        q.admit(vec![gone]).expect("fits");
+        q.admit(vec![expiring]).expect("fits");
+        q.admit(vec![live]).expect("fits");
+        std::thread::sleep(Duration::from_millis(30));
         let batch = q.next_batch().expect("one live job");
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].text.len(), 5);
@@ -274,5 +337,35 @@ mod tests {
         assert_eq!(q.admit(vec![]), Err(AdmitError::Closed));
         assert_eq!(q.next_batch().map(|b| b.len()), Some(1));
         assert!(q.next_batch().is_none());
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    #[test]
+    fn work_that_cannot_finish_before_its_deadline_is_refused_at_once() {
+        let rule = BatchRule {
+            max_batch_size: 4,
+            max_batch_tokens: 1000,
+            max_wait: Duration::from_secs(10),
+        };
+        let q = BatchQueue::new(100, rule, Arc::new(Metrics::new()));
+        q.record_batch(4, Duration::from_millis(400)); // 100 ms per text
+        let text = || TokenizedText {
+            input_ids: vec![1; 3],
+            type_ids: vec![0; 3],
+        };
+        let (jobs, _rx): (Vec<_>, Vec<_>) = (0..5)
+            .map(|_| Job::new(text(), Instant::now() + Duration::from_secs(10)))
+            .unzip();
+        q.admit(jobs).expect("0.5 s of work fits a 10 s deadline");
+        let (job, _rx2) = Job::new(text(), Instant::now() + Duration::from_millis(300));
+        assert!(matches!(
+            q.admit(vec![job]),
+            Err(AdmitError::WouldMissDeadline { queued: 5, .. })
+        ));
+        assert_eq!(q.len(), 5);
     }
 }

@@ -75,7 +75,9 @@ impl Drop for RunningGuard {
 
 fn run_worker(mut backend: Box<dyn Backend>, queue: &BatchQueue, pad_id: i64, metrics: &Metrics) {
     while let Some(jobs) = queue.next_batch() {
-        run_batch(backend.as_mut(), jobs, pad_id, metrics);
+        let started = std::time::Instant::now();
+        let texts = run_batch(backend.as_mut(), jobs, pad_id, metrics);
+        queue.record_batch(texts, started.elapsed());
     }
 }
 

@@ -143,14 +143,7 @@ async fn sigterm_finishes_accepted_requests_then_exits_zero() {
             statuses
         })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.metric("newscls_queue_depth").await < 4.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "requests never queued"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_for_queue_depth(4.0).await;
     send_signal(server.pid(), "TERM");
     let statuses = in_flight.await.expect("requests");
     assert!(
@@ -194,11 +187,7 @@ async fn a_second_signal_exits_without_waiting_for_the_drain() {
         .post(server.url("/predict"))
         .json(&json!({"inputs": "Stocks fell."}));
     let pending = tokio::spawn(async move { request.send().await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.metric("newscls_queue_depth").await < 1.0 {
-        assert!(std::time::Instant::now() < deadline, "request never queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_for_queue_depth(1.0).await;
     send_signal(server.pid(), "TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = std::time::Instant::now();

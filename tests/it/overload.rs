@@ -51,11 +51,7 @@ async fn full_queue_refuses_at_once_with_429_and_retry_after() {
         tokio::spawn(async move { request.send().await.expect("request") })
     };
     // Wait until the first request's two texts fill the queue.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.metric("newscls_queue_depth").await < 2.0 {
-        assert!(Instant::now() < deadline, "first request never queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_for_queue_depth(2.0).await;
     let started = Instant::now();
     let refused = server.predict(json!({"inputs": "three"})).await;
     assert_eq!(refused.status(), 429);

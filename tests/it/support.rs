@@ -110,6 +110,18 @@ impl Server {
             .sum()
     }
 
+    /// Waits (up to 10 s) until the queue holds at least `texts` texts.
+    pub async fn wait_for_queue_depth(&self, texts: f64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.metric("newscls_queue_depth").await < texts {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queue never held {texts} texts"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -232,12 +232,7 @@ async fn demo_page_classifies_an_example_and_shows_errors_in_a_real_browser() {
     driver.click("#classify").await;
     let result = driver.wait_for("#results article").await;
     assert_eq!(driver.attribute(&result, "data-top-label").await, "sport");
-    let labels = server
-        .get("/info")
-        .await
-        .json::<Value>()
-        .await
-        .expect("info")["model"]["labels"]
+    let labels = server.get_json("/info").await["model"]["labels"]
         .as_array()
         .expect("labels")
         .len();

@@ -10,10 +10,10 @@ use crate::support::{send_signal, Server};
 async fn operational_endpoints_answer() {
     let server = Server::start(&[], &[]);
     assert_eq!(server.get("/livez").await.status(), 200);
-    let ready: Value = server.get("/readyz").await.json().await.expect("json");
+    let ready: Value = server.get_json("/readyz").await;
     assert_eq!(ready["status"], "ready");
 
-    let info: Value = server.get("/info").await.json().await.expect("json");
+    let info: Value = server.get_json("/info").await;
     assert_eq!(info["model"]["name"], "news-topic-e5-small");
     assert_eq!(info["model"]["provider"], "cpu");
     assert!(info["model"]["labels"].as_array().expect("labels").len() >= 2);
@@ -43,12 +43,7 @@ async fn operational_endpoints_answer() {
 #[tokio::test]
 async fn openapi_documents_every_route_with_errors_and_examples_and_swagger_ui_is_served() {
     let server = Server::start(&[], &[]);
-    let spec: Value = server
-        .get("/openapi.json")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let spec: Value = server.get_json("/openapi.json").await;
     assert!(spec["openapi"]
         .as_str()
         .expect("version")
@@ -89,13 +84,13 @@ async fn environment_overrides_the_file_and_flags_override_the_environment() {
         ("NEWSCLS__SERVER__TIMEOUT", "4.5"),
     ];
     let server = Server::start(&[], &env);
-    let info: Value = server.get("/info").await.json().await.expect("json");
+    let info: Value = server.get_json("/info").await;
     assert_eq!(info["batching"]["max_batch_size"], 7);
     assert_eq!(info["timeout_seconds"], 4.5);
     drop(server);
 
     let server = Server::start(&["--max-batch-size", "5"], &env);
-    let info: Value = server.get("/info").await.json().await.expect("json");
+    let info: Value = server.get_json("/info").await;
     assert_eq!(info["batching"]["max_batch_size"], 5);
 }
 
@@ -113,7 +108,7 @@ async fn config_file_is_taken_from_newscls_config() {
         &[],
         &[("NEWSCLS_CONFIG", path.to_str().expect("utf-8 path"))],
     );
-    let info: Value = server.get("/info").await.json().await.expect("json");
+    let info: Value = server.get_json("/info").await;
     assert_eq!(info["batching"]["max_wait_ms"], 9);
     assert_eq!(info["limits"]["max_client_batch_size"], 3);
 }
@@ -207,12 +202,7 @@ async fn a_second_signal_exits_without_waiting_for_the_drain() {
 #[tokio::test]
 async fn openapi_states_the_limits_this_server_enforces() {
     let server = Server::start(&[], &[("NEWSCLS__LIMITS__MAX_CLIENT_BATCH_SIZE", "7")]);
-    let spec: Value = server
-        .get("/openapi.json")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let spec: Value = server.get_json("/openapi.json").await;
     let inputs = &spec["components"]["schemas"]["PredictInputs"]["oneOf"];
     assert_eq!(inputs[1]["maxItems"], 7, "{inputs}");
     assert_eq!(inputs[1]["minItems"], 1);

@@ -40,7 +40,7 @@ fn assert_is_distribution(scores: &Value, label_count: usize) {
 #[tokio::test]
 async fn single_text_returns_every_label_ranked_with_the_expected_top_label() {
     let server = Server::start(&[], &[]);
-    let info: Value = server.get("/info").await.json().await.expect("info json");
+    let info: Value = server.get_json("/info").await;
     let label_count = info["model"]["labels"].as_array().expect("labels").len();
 
     let response = server.predict(json!({"inputs": SPORT})).await;

@@ -65,6 +65,11 @@ impl Server {
             .expect("request")
     }
 
+    /// GETs a JSON document.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.expect("a JSON body")
+    }
+
     /// Sends all bodies at once and returns the responses in the same order.
     pub async fn predict_concurrently(
         &self,

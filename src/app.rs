@@ -36,6 +36,9 @@ pub struct AppState {
     pub queue: Arc<BatchQueue>,
     pub metrics: Arc<Metrics>,
     pub provider: String,
+    /// Tokenizations running at once. Without a bound, each waiting request takes a thread of
+    /// the blocking pool (70 threads at 64 clients) and they slow inference down by contention.
+    pub tokenize_permits: tokio::sync::Semaphore,
     ready: AtomicBool,
     draining: AtomicBool,
     running_workers: Arc<AtomicUsize>,
@@ -109,6 +112,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         queue: queue.clone(),
         metrics,
         provider,
+        tokenize_permits: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         running_workers: pool.running_counter(),

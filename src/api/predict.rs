@@ -226,7 +226,11 @@ pub async fn predict(
         let started = Instant::now();
         Some((tokenizer.encode(&texts, truncate), started.elapsed()))
     };
-    let (tokenized, tokenize_time) = within(deadline, timeout, web::block(tokenize))
+    let tokenized = within(deadline, timeout, async {
+        let _permit = state.tokenize_permits.acquire().await;
+        web::block(tokenize).await
+    });
+    let (tokenized, tokenize_time) = tokenized
         .await?
         .map_err(|e| ApiError::Inference(format!("tokenizer thread failed: {e}")))?
         .ok_or(ApiError::Timeout(timeout))?;

@@ -224,10 +224,6 @@ impl BatchQueue {
         self.len() == 0
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Jobs whose client went away, or whose deadline passed, would only waste inference.
     fn drop_abandoned(&self, state: &mut QueueState) {
         let now = Instant::now();

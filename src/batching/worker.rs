@@ -168,9 +168,6 @@ mod tests {
         fn provider(&self) -> &str {
             "test"
         }
-        fn num_labels(&self) -> usize {
-            2
-        }
         fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {
             if batch.input_ids.contains(&999) {
                 panic!("injected panic");

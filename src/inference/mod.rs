@@ -19,17 +19,10 @@ pub struct PaddedBatch {
 }
 
 impl PaddedBatch {
-    pub fn new<'a>(
-        sequences: impl IntoIterator<Item = &'a TokenizedText> + Clone,
-        pad_id: i64,
-    ) -> Self {
-        let rows = sequences.clone().into_iter().count();
-        let width = sequences
-            .clone()
-            .into_iter()
-            .map(TokenizedText::len)
-            .max()
-            .unwrap_or(0);
+    pub fn new<'a>(sequences: impl IntoIterator<Item = &'a TokenizedText>, pad_id: i64) -> Self {
+        let sequences: Vec<&TokenizedText> = sequences.into_iter().collect();
+        let rows = sequences.len();
+        let width = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut batch = Self {
             rows,
             width,
@@ -85,7 +78,6 @@ pub enum BackendError {
 pub trait Backend: Send {
     /// The execution provider actually in use, e.g. `cpu` or `cuda`.
     fn provider(&self) -> &str;
-    fn num_labels(&self) -> usize;
     fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError>;
 }
 

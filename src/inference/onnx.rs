@@ -233,10 +233,6 @@ impl Backend for OnnxBackend {
         self.provider
     }
 
-    fn num_labels(&self) -> usize {
-        self.num_labels
-    }
-
     fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {
         let run_err = |e: ort::Error| BackendError::Run(e.to_string());
         let shape = [batch.rows, batch.width];

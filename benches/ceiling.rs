@@ -8,11 +8,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use newscls::config::Device;
-use newscls::inference::onnx::{default_library_path, init_runtime, OnnxBackend, OnnxOptions};
-use newscls::inference::{Backend, PaddedBatch};
-use newscls::model::ModelSpec;
-use newscls::tokenize::TextTokenizer;
+use newscls::config::{Device, ModelConfig};
+use newscls::inference::PaddedBatch;
+use newscls::model;
 
 const BATCH_SIZES: &[usize] = &[1, 4, 8, 16, 32, 64];
 
@@ -40,17 +38,14 @@ fn main() {
         })
         .collect();
 
-    let spec = ModelSpec::load(std::path::Path::new("models/news-topic-e5-small")).expect("model");
-    let tokenizer =
-        TextTokenizer::load(&spec.tokenizer_path(), spec.max_length).expect("tokenizer");
-    let env = init_runtime(&default_library_path()).expect("onnxruntime");
-    let options = OnnxOptions {
+    let mut loaded = model::load(&ModelConfig {
         device: Device::Cpu,
         intra_op_threads: threads,
-        intra_op_spinning: true,
-    };
-    let mut backend =
-        OnnxBackend::load(&env, &spec.model_path(), &options, spec.labels.len()).expect("session");
+        ..ModelConfig::default()
+    })
+    .expect("the bundled model loads");
+    let tokenizer = &loaded.tokenizer;
+    let backend = &mut loaded.backends[0];
     let tokenized = tokenizer.encode(&texts, true).expect("tokenize");
     let mean_tokens =
         tokenized.iter().map(|t| t.len()).sum::<usize>() as f64 / tokenized.len() as f64;

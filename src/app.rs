@@ -1,8 +1,8 @@
 //! Startup, the HTTP server, and graceful shutdown.
 //!
-//! Startup order: model metadata -> tokenizer -> ONNX Runtime -> one session per inference
-//! worker -> a warm-up batch through each -> workers started -> listen -> ready. Any failure
-//! before listening is a [`StartupError`] and the process exits non-zero.
+//! Startup order: the model is loaded and warmed up ([`model::load`]) -> the [`Classifier`]
+//! starts its inference workers -> listen -> ready. Any failure before listening is a
+//! [`StartupError`] and the process exits non-zero.
 //!
 //! Shutdown on SIGTERM or SIGINT: readiness goes false and new /predict calls get 503 at once;
 //! the listener closes; requests already accepted finish (their texts are still queued and
@@ -10,114 +10,47 @@
 //! process exits 0. A second signal stops without waiting.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::{middleware, web, App, HttpServer};
 
-use crate::api;
-use crate::batching::queue::retry_hint;
-use crate::batching::worker::WorkerPool;
-use crate::batching::{BatchQueue, BatchRule};
-use crate::config::Config;
-use crate::error::{ApiError, StartupError};
-use crate::inference::onnx::{default_library_path, init_runtime, OnnxBackend, OnnxOptions};
-use crate::inference::{Backend, PaddedBatch};
+use crate::api::{self, ApiState};
+use crate::classify::Classifier;
+use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::model::ModelSpec;
-use crate::tokenize::{TextTokenizer, TokenizedText};
+use crate::model::{self, LoadError};
 
-/// Everything a handler needs, shared by all HTTP workers.
-pub struct AppState {
-    pub config: Config,
-    pub model: ModelSpec,
-    pub tokenizer: Arc<TextTokenizer>,
-    pub queue: Arc<BatchQueue>,
-    pub metrics: Arc<Metrics>,
-    pub provider: String,
-    /// Tokenizations running at once. Without a bound, each waiting request takes a thread of
-    /// the blocking pool (70 threads at 64 clients) and they slow inference down by contention.
-    pub tokenize_permits: tokio::sync::Semaphore,
-    ready: AtomicBool,
-    draining: AtomicBool,
-    running_workers: Arc<AtomicUsize>,
-}
-
-impl AppState {
-    /// `Ok` when this instance should take traffic.
-    pub fn ensure_ready(&self) -> Result<(), ApiError> {
-        if self.draining.load(Ordering::SeqCst) {
-            Err(ApiError::NotReady("shutting down"))
-        } else if !self.ready.load(Ordering::SeqCst) {
-            Err(ApiError::NotReady("starting"))
-        } else if self.running_workers.load(Ordering::SeqCst) == 0 {
-            Err(ApiError::NotReady("no inference worker is running"))
-        } else {
-            Ok(())
-        }
-    }
-
-    pub fn retry_hint(&self, queued: usize) -> Duration {
-        retry_hint(
-            queued,
-            self.config.batching.max_batch_size,
-            self.config.batching.max_wait(),
-        )
-    }
+/// Why the service could not start. Printed as one line; the process exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Model(#[from] LoadError),
+    #[error("cannot serve on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Server(#[from] std::io::Error),
 }
 
 /// Loads the model and serves until a shutdown signal. Returns once drained.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let started = Instant::now();
-    let model = ModelSpec::load(&config.model.dir)?;
-    let tokenizer = Arc::new(TextTokenizer::load(
-        &model.tokenizer_path(),
-        config.model.max_length.or(model.max_length),
-    )?);
-    let library = config
-        .model
-        .onnxruntime_library
-        .clone()
-        .unwrap_or_else(default_library_path);
-    let env = init_runtime(&library)?;
-    let options = OnnxOptions {
-        device: config.model.device,
-        intra_op_threads: config.model.intra_op_threads,
-        intra_op_spinning: config.model.intra_op_spinning,
-    };
-    let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(config.model.inference_workers);
-    for _ in 0..config.model.inference_workers {
-        let mut backend =
-            OnnxBackend::load(&env, &model.model_path(), &options, model.labels.len())?;
-        warm_up(&mut backend, &tokenizer)?;
-        backends.push(Box::new(backend));
-    }
-    let provider = backends
-        .first()
-        .map(|b| b.provider().to_string())
-        .unwrap_or_default();
-
+    let loaded = model::load(&config.model)?;
     let metrics = Arc::new(Metrics::new());
-    let queue = Arc::new(BatchQueue::with_workers(
-        config.batching.max_queue_size,
-        BatchRule::from_config(&config.batching),
+    let classifier = Arc::new(Classifier::start(
+        loaded,
+        &config.batching,
+        &config.limits,
         metrics.clone(),
-        config.model.inference_workers,
     ));
-    let pool = WorkerPool::spawn(backends, queue.clone(), tokenizer.pad_id(), metrics.clone());
-    let state = web::Data::new(AppState {
-        model,
-        tokenizer,
-        queue: queue.clone(),
+    let state = web::Data::new(ApiState {
+        classifier: classifier.clone(),
         metrics,
-        provider,
-        tokenize_permits: tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(1, |n| n.get()),
-        ),
-        ready: AtomicBool::new(false),
-        draining: AtomicBool::new(false),
-        running_workers: pool.running_counter(),
         config: config.clone(),
     });
 
@@ -153,12 +86,13 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     })?
     .run();
 
-    state.ready.store(true, Ordering::SeqCst);
+    classifier.mark_ready();
+    let serving = classifier.serving();
     tracing::info!(
         address = %bound,
-        model = %state.model.name,
-        version = %state.model.version,
-        provider = %state.provider,
+        model = %serving.spec.name,
+        version = %serving.spec.version,
+        provider = %serving.provider,
         http_workers = workers,
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"
@@ -167,11 +101,11 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     println!("newscls listening on http://{bound}");
 
     let handle = server.handle();
-    let signal_state = state.clone();
+    let signal_classifier = classifier.clone();
     actix_web::rt::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown signal: draining");
-        signal_state.draining.store(true, Ordering::SeqCst);
+        signal_classifier.start_draining();
         let graceful = handle.stop(true);
         tokio::select! {
             _ = graceful => {}
@@ -183,45 +117,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     });
 
     server.await?;
-    queue.close();
-    pool.join();
+    classifier.shutdown();
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// One real batch through the model before the service reports ready, so the first client
-/// does not pay for ONNX Runtime's lazy initialisation.
-fn warm_up(backend: &mut OnnxBackend, tokenizer: &TextTokenizer) -> Result<(), StartupError> {
-    let texts = [
-        "Markets rallied after the central bank's decision.".to_string(),
-        "코스피 상승".to_string(),
-    ];
-    let tokenized = tokenizer
-        .encode(&texts, true)
-        .map_err(|e| StartupError::Warmup(e.to_string()))?;
-    let batch = PaddedBatch::new(tokenized.iter(), tokenizer.pad_id());
-    let logits = backend
-        .infer(&batch)
-        .map_err(|e| StartupError::Warmup(e.to_string()))?;
-    // The highest id the tokenizer can produce must exist in the model's embedding table;
-    // otherwise some texts would fail at request time instead of now.
-    let highest = TokenizedText {
-        input_ids: vec![tokenizer.vocab_size() as i64 - 1],
-        type_ids: vec![0],
-    };
-    backend
-        .infer(&PaddedBatch::new([&highest], tokenizer.pad_id()))
-        .map_err(|e| {
-            StartupError::Warmup(format!(
-                "the model rejects the tokenizer's highest id {}: {e}",
-                highest.input_ids[0]
-            ))
-        })?;
-    if logits.values.iter().any(|v| !v.is_finite()) {
-        return Err(StartupError::Warmup(
-            "model returned non-finite logits".into(),
-        ));
-    }
     Ok(())
 }
 

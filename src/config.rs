@@ -12,8 +12,6 @@ use std::time::Duration;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use crate::error::StartupError;
-
 /// Prefix of environment overrides: `NEWSCLS__SERVER__PORT=9000`.
 pub const ENV_PREFIX: &str = "NEWSCLS";
 /// Environment variable naming the config file, like `BENTOML_CONFIG` in the old deployment.
@@ -169,82 +167,101 @@ impl Default for LoggingConfig {
     }
 }
 
-impl ServerConfig {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout)
-    }
-
-    pub fn drain_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.drain_timeout)
-    }
-}
-
 impl BatchingConfig {
     pub fn max_wait(&self) -> Duration {
         Duration::from_millis(self.max_wait_ms)
     }
 }
 
-/// Command-line flags: the top layer. Each maps to one config key.
-#[derive(Debug, Default, Parser)]
-#[command(
-    name = "newscls",
-    version,
-    about = "Serve a news-topic text classifier over HTTP"
-)]
-pub struct Cli {
-    /// YAML config file [env: NEWSCLS_CONFIG] [default: config/default.yaml if present]
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// server.host
-    #[arg(long)]
-    pub host: Option<String>,
-    /// server.port
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// server.workers
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// server.timeout, in seconds
-    #[arg(long)]
-    pub timeout: Option<f64>,
-    /// model.dir
-    #[arg(long)]
-    pub model_dir: Option<PathBuf>,
-    /// model.device
-    #[arg(long, value_enum)]
-    pub device: Option<Device>,
-    /// batching.max_batch_size
-    #[arg(long)]
-    pub max_batch_size: Option<usize>,
-    /// batching.max_wait_ms
-    #[arg(long)]
-    pub max_wait_ms: Option<u64>,
-    /// batching.max_queue_size
-    #[arg(long)]
-    pub max_queue_size: Option<usize>,
-    /// logging.level
-    #[arg(long)]
-    pub log_level: Option<String>,
-    /// logging.format
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Print the effective configuration as JSON and exit.
-    #[arg(long)]
-    pub print_config: bool,
-    /// GET this URL and exit 0 on a 2xx answer, 1 otherwise (container health checks).
-    #[arg(long, value_name = "URL")]
-    pub probe: Option<String>,
+/// Declares the command-line flags once: each is `field: Type => "config.key"`. The macro
+/// writes the clap struct and the function that turns given flags into config overrides, so a
+/// flag and its key cannot drift apart.
+macro_rules! flags {
+    ($($field:ident: $ty:ty => $key:literal),* $(,)?) => {
+        /// Command-line flags: the top layer. Each sets one config key.
+        #[derive(Debug, Default, Parser)]
+        #[command(name = "newscls", version, about = "Serve a news-topic text classifier over HTTP")]
+        pub struct Cli {
+            /// YAML config file [env: NEWSCLS_CONFIG] [default: config/default.yaml if present]
+            #[arg(long)]
+            pub config: Option<PathBuf>,
+            $(
+                #[arg(long, help = concat!("Sets ", $key))]
+                pub $field: Option<$ty>,
+            )*
+            /// Print the effective configuration as JSON and exit.
+            #[arg(long)]
+            pub print_config: bool,
+            /// GET this URL and exit 0 on a 2xx answer, 1 otherwise (container health checks).
+            #[arg(long, value_name = "URL")]
+            pub probe: Option<String>,
+        }
+
+        impl Cli {
+            /// `(config key, value)` for every flag that was given.
+            fn overrides(&self) -> Vec<(&'static str, config::Value)> {
+                let mut overrides = Vec::new();
+                $(
+                    if let Some(value) = &self.$field {
+                        overrides.push(($key, config_value(value)));
+                    }
+                )*
+                overrides
+            }
+        }
+    };
 }
 
+flags! {
+    host: String => "server.host",
+    port: u16 => "server.port",
+    workers: usize => "server.workers",
+    timeout: f64 => "server.timeout",
+    model_dir: PathBuf => "model.dir",
+    device: Device => "model.device",
+    max_batch_size: usize => "batching.max_batch_size",
+    max_wait_ms: u64 => "batching.max_wait_ms",
+    max_queue_size: usize => "batching.max_queue_size",
+    log_level: String => "logging.level",
+    log_format: LogFormat => "logging.format",
+}
+
+/// A flag's value as the config layer stores it: numbers stay numbers, the rest (paths,
+/// enums by their serde name) become strings.
+fn config_value<T: Serialize>(value: &T) -> config::Value {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Number(n)) if n.is_u64() => {
+            config::Value::from(n.as_u64().unwrap_or_default())
+        }
+        Ok(serde_json::Value::Number(n)) => config::Value::from(n.as_f64().unwrap_or_default()),
+        Ok(serde_json::Value::String(s)) => config::Value::from(s),
+        Ok(other) => config::Value::from(other.to_string()),
+        Err(e) => config::Value::from(e.to_string()),
+    }
+}
+
+/// Why the configuration cannot be used; names the file, key or value at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
 impl Config {
-    /// Assembles file < environment < flags, then validates.
-    pub fn load(cli: &Cli) -> Result<Self, StartupError> {
+    /// Assembles file < environment (`NEWSCLS__*` from the process) < flags, then validates.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        Self::load_with_env(cli, None)
+    }
+
+    /// Like [`Config::load`], with the environment layer taken from `env` instead of the
+    /// process when given (tests must not see the caller's `NEWSCLS__*` variables).
+    pub fn load_with_env(
+        cli: &Cli,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Self, ConfigError> {
         let path = config_path(cli);
         let mut builder = config::Config::builder();
         if let Some(path) = &path {
             if !path.is_file() {
-                return Err(StartupError::Config(format!(
+                return Err(ConfigError(format!(
                     "config file {} not found",
                     path.display()
                 )));
@@ -256,29 +273,32 @@ impl Config {
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(env),
         );
-        builder = apply_flags(builder, cli).map_err(|e| StartupError::Config(e.to_string()))?;
+        for (key, value) in cli.overrides() {
+            builder = builder
+                .set_override(key, value)
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
         let source = path
             .as_deref()
             .map_or("built-in defaults".to_string(), |p| p.display().to_string());
         let config: Config = builder
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| StartupError::Config(format!("{source}: {e}")))?;
+            .map_err(|e| ConfigError(format!("{source}: {e}")))?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks the values serde cannot: ranges and relations between keys.
-    pub fn validate(&self) -> Result<(), StartupError> {
-        fn positive(key: &str, ok: bool) -> Result<(), StartupError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(key: &str, ok: bool) -> Result<(), ConfigError> {
             if ok {
                 Ok(())
             } else {
-                Err(StartupError::Config(format!(
-                    "{key} must be greater than zero"
-                )))
+                Err(ConfigError(format!("{key} must be greater than zero")))
             }
         }
         positive(
@@ -303,12 +323,12 @@ impl Config {
         )?;
         positive("limits.max_input_chars", self.limits.max_input_chars > 0)?;
         if self.model.max_length == Some(0) {
-            return Err(StartupError::Config(
+            return Err(ConfigError(
                 "model.max_length must be greater than zero".into(),
             ));
         }
         if self.limits.max_client_batch_size > self.batching.max_queue_size {
-            return Err(StartupError::Config(format!(
+            return Err(ConfigError(format!(
                 "limits.max_client_batch_size ({}) must not exceed batching.max_queue_size ({}): such a request could never be admitted",
                 self.limits.max_client_batch_size, self.batching.max_queue_size
             )));
@@ -328,60 +348,42 @@ fn config_path(cli: &Cli) -> Option<PathBuf> {
         .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| Path::new(p).is_file()))
 }
 
-type Builder = config::ConfigBuilder<config::builder::DefaultState>;
-
-fn apply_flags(builder: Builder, cli: &Cli) -> Result<Builder, config::ConfigError> {
-    fn set<T: Into<config::Value>>(
-        b: Builder,
-        key: &str,
-        v: Option<T>,
-    ) -> Result<Builder, config::ConfigError> {
-        match v {
-            Some(v) => b.set_override(key, v),
-            None => Ok(b),
-        }
-    }
-    let path_str = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    let b = set(builder, "server.host", cli.host.clone())?;
-    let b = set(b, "server.port", cli.port.map(i64::from))?;
-    let b = set(b, "server.workers", cli.workers.map(|v| v as u64))?;
-    let b = set(b, "server.timeout", cli.timeout)?;
-    let b = set(b, "model.dir", path_str(&cli.model_dir))?;
-    let b = set(b, "model.device", cli.device.map(|d| enum_name(&d)))?;
-    let b = set(
-        b,
-        "batching.max_batch_size",
-        cli.max_batch_size.map(|v| v as u64),
-    )?;
-    let b = set(b, "batching.max_wait_ms", cli.max_wait_ms)?;
-    let b = set(
-        b,
-        "batching.max_queue_size",
-        cli.max_queue_size.map(|v| v as u64),
-    )?;
-    let b = set(b, "logging.level", cli.log_level.clone())?;
-    set(b, "logging.format", cli.log_format.map(|f| enum_name(&f)))
-}
-
-/// The serde name of a unit enum variant ("cuda", "json").
-fn enum_name<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn load_yaml(yaml: &str) -> Result<Config, StartupError> {
-        let dir = std::env::temp_dir().join(format!("newscls-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(format!("{}.yaml", yaml.len()));
-        std::fs::write(&path, yaml).expect("write config");
-        Config::load(&Cli {
-            config: Some(path),
+    /// A YAML file with a name no other test uses; removed when dropped.
+    struct TempYaml(PathBuf);
+
+    impl TempYaml {
+        fn new(yaml: &str) -> Self {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "newscls-config-{}-{}.yaml",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::write(&path, yaml).expect("write config");
+            Self(path)
+        }
+    }
+
+    impl Drop for TempYaml {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// Loads with an empty environment layer: the caller's `NEWSCLS__*` must not leak in.
+    fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        Config::load_with_env(cli, Some(config::Map::new()))
+    }
+
+    fn load_yaml(yaml: &str) -> Result<Config, ConfigError> {
+        let file = TempYaml::new(yaml);
+        load(&Cli {
+            config: Some(file.0.clone()),
             ..Cli::default()
         })
     }
@@ -391,6 +393,27 @@ mod tests {
         let config = load_yaml("server:\n  port: 9001\n").expect("valid config");
         assert_eq!(config.server.port, 9001);
         assert_eq!(config.batching, BatchingConfig::default());
+    }
+
+    #[test]
+    fn two_files_of_the_same_length_never_share_a_path() {
+        // Regression: temp files were named after the YAML's length, so parallel tests with
+        // equally long files read each other's settings.
+        let a = load_yaml("server:\n  port: 9101\n").expect("valid");
+        let b = load_yaml("server:\n  port: 9102\n").expect("valid");
+        assert_eq!((a.server.port, b.server.port), (9101, 9102));
+    }
+
+    #[test]
+    fn the_environment_layer_is_read_from_the_given_map() {
+        let env = config::Map::from([("NEWSCLS__SERVER__PORT".to_string(), "9201".to_string())]);
+        let file = TempYaml::new("server:\n  port: 9001\n");
+        let cli = Cli {
+            config: Some(file.0.clone()),
+            ..Cli::default()
+        };
+        let config = Config::load_with_env(&cli, Some(env)).expect("valid");
+        assert_eq!(config.server.port, 9201);
     }
 
     #[test]
@@ -415,20 +438,78 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let dir = std::env::temp_dir().join(format!("newscls-flags-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("c.yaml");
-        std::fs::write(&path, "server:\n  port: 9001\n  timeout: 3\n").expect("write");
+        let file = TempYaml::new("server:\n  port: 9001\n  timeout: 3\n");
         let cli = Cli {
-            config: Some(path),
+            config: Some(file.0.clone()),
             port: Some(9002),
             device: Some(Device::Cpu),
+            model_dir: Some(PathBuf::from("models/x")),
+            log_format: Some(LogFormat::Json),
             ..Cli::default()
         };
-        let config = Config::load(&cli).expect("valid");
+        let config = load(&cli).expect("valid");
         assert_eq!(config.server.port, 9002);
         assert_eq!(config.server.timeout, 3.0);
         assert_eq!(config.model.device, Device::Cpu);
+        assert_eq!(config.model.dir, PathBuf::from("models/x"));
+        assert_eq!(config.logging.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_flag_sets_the_key_it_names() {
+        let cli = Cli::try_parse_from([
+            "newscls",
+            "--host",
+            "127.0.0.2",
+            "--port",
+            "1",
+            "--workers",
+            "3",
+            "--timeout",
+            "2.5",
+            "--model-dir",
+            "m",
+            "--device",
+            "cuda",
+            "--max-batch-size",
+            "4",
+            "--max-wait-ms",
+            "6",
+            "--max-queue-size",
+            "70",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+        ])
+        .expect("flags parse");
+        let config = load(&cli).expect("valid");
+        let expected = Config {
+            server: ServerConfig {
+                host: "127.0.0.2".into(),
+                port: 1,
+                workers: 3,
+                timeout: 2.5,
+                ..ServerConfig::default()
+            },
+            model: ModelConfig {
+                dir: PathBuf::from("m"),
+                device: Device::Cuda,
+                ..ModelConfig::default()
+            },
+            batching: BatchingConfig {
+                max_batch_size: 4,
+                max_wait_ms: 6,
+                max_queue_size: 70,
+                ..BatchingConfig::default()
+            },
+            logging: LoggingConfig {
+                level: "debug".into(),
+                format: LogFormat::Json,
+            },
+            ..Config::default()
+        };
+        assert_eq!(config, expected);
     }
 
     #[test]

@@ -1,16 +1,37 @@
-//! The model directory: what a data scientist drops in to ship a new version.
+//! The model directory, and the one way to load it.
 //!
 //! A directory holds `model.onnx`, `tokenizer.json` and a Hugging Face style `config.json`
-//! with `id2label` (the layout Hugging Face/optimum exports use). This module reads the metadata
-//! and checks that the files are there; the tokenizer and the ONNX session check the rest
-//! against it. Nothing here is specific to one model.
+//! with `id2label` (the layout Hugging Face/optimum exports use): what a data scientist drops in
+//! to ship a new version. [`ModelSpec`] reads the metadata and checks that the files are there;
+//! [`load`] then builds everything needed to serve it (tokenizer, ONNX Runtime, one session per
+//! inference worker), checks the graph against the tokenizer and the labels, and runs a warm-up
+//! batch. The app, the parity test and the ceiling benchmark all load through [`load`], so they
+//! measure and test what is served. Nothing here is specific to one model.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::StartupError;
+use crate::config::ModelConfig;
+use crate::inference::onnx::{
+    default_library_path, init_runtime, runtime_version, OnnxBackend, OnnxOptions,
+};
+use crate::inference::{Backend, PaddedBatch, SetupError};
+use crate::tokenize::{TextTokenizer, TokenizedText, TokenizerLoadError};
+
+/// Why a model could not be loaded. At startup the process exits with this as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("model file {path}: {reason}")]
+    ModelFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerLoadError),
+    #[error(transparent)]
+    Backend(#[from] SetupError),
+    #[error("warm-up inference failed: {0}")]
+    Warmup(String),
+}
 
 pub const MODEL_FILE: &str = "model.onnx";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -38,9 +59,9 @@ struct HfConfig {
 }
 
 impl ModelSpec {
-    pub fn load(dir: &Path) -> Result<Self, StartupError> {
+    pub fn load(dir: &Path) -> Result<Self, LoadError> {
         if !dir.is_dir() {
-            return Err(StartupError::ModelFile {
+            return Err(LoadError::ModelFile {
                 path: dir.to_path_buf(),
                 reason: "model directory not found".into(),
             });
@@ -48,27 +69,25 @@ impl ModelSpec {
         for file in [MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE] {
             let path = dir.join(file);
             if !path.is_file() {
-                return Err(StartupError::ModelFile {
+                return Err(LoadError::ModelFile {
                     path,
                     reason: "missing".into(),
                 });
             }
         }
         let config_path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&config_path).map_err(|e| StartupError::ModelFile {
+        let text = std::fs::read_to_string(&config_path).map_err(|e| LoadError::ModelFile {
             path: config_path.clone(),
             reason: e.to_string(),
         })?;
-        let config: HfConfig =
-            serde_json::from_str(&text).map_err(|e| StartupError::ModelFile {
-                path: config_path.clone(),
-                reason: format!("not valid JSON: {e}"),
-            })?;
-        let labels =
-            labels_in_order(config.id2label).map_err(|reason| StartupError::ModelFile {
-                path: config_path,
-                reason,
-            })?;
+        let config: HfConfig = serde_json::from_str(&text).map_err(|e| LoadError::ModelFile {
+            path: config_path.clone(),
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        let labels = labels_in_order(config.id2label).map_err(|reason| LoadError::ModelFile {
+            path: config_path,
+            reason,
+        })?;
         let name = dir
             .canonicalize()
             .ok()
@@ -90,6 +109,89 @@ impl ModelSpec {
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join(TOKENIZER_FILE)
     }
+}
+
+/// A model ready to serve: its metadata, its tokenizer, and one warmed-up backend per
+/// inference worker.
+pub struct LoadedModel {
+    pub spec: ModelSpec,
+    pub tokenizer: TextTokenizer,
+    pub backends: Vec<Box<dyn Backend>>,
+    /// Execution provider in use, e.g. `cpu` or `cuda`.
+    pub provider: String,
+    /// Version of the ONNX Runtime library actually loaded.
+    pub runtime_version: String,
+}
+
+/// Loads and checks the model directory `config.dir`: metadata -> tokenizer -> ONNX Runtime ->
+/// one session per inference worker -> a warm-up batch through each.
+pub fn load(config: &ModelConfig) -> Result<LoadedModel, LoadError> {
+    let spec = ModelSpec::load(&config.dir)?;
+    let tokenizer = TextTokenizer::load(
+        &spec.tokenizer_path(),
+        config.max_length.or(spec.max_length),
+    )?;
+    let library = config
+        .onnxruntime_library
+        .clone()
+        .unwrap_or_else(default_library_path);
+    let env = init_runtime(&library)?;
+    let options = OnnxOptions {
+        device: config.device,
+        intra_op_threads: config.intra_op_threads,
+        intra_op_spinning: config.intra_op_spinning,
+    };
+    let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(config.inference_workers);
+    for _ in 0..config.inference_workers {
+        let mut backend = OnnxBackend::load(&env, &spec.model_path(), &options, spec.labels.len())?;
+        warm_up(&mut backend, &tokenizer)?;
+        backends.push(Box::new(backend));
+    }
+    let provider = backends
+        .first()
+        .map(|b| b.provider().to_string())
+        .unwrap_or_default();
+    Ok(LoadedModel {
+        spec,
+        tokenizer,
+        backends,
+        provider,
+        runtime_version: runtime_version(),
+    })
+}
+
+/// One real batch through the model before it serves, so the first client does not pay for
+/// ONNX Runtime's lazy initialisation, and a model that cannot run fails now.
+fn warm_up(backend: &mut dyn Backend, tokenizer: &TextTokenizer) -> Result<(), LoadError> {
+    let texts = [
+        "Markets rallied after the central bank's decision.".to_string(),
+        "코스피 상승".to_string(),
+    ];
+    let tokenized = tokenizer
+        .encode(&texts, true)
+        .map_err(|e| LoadError::Warmup(e.to_string()))?;
+    let batch = PaddedBatch::new(tokenized.iter(), tokenizer.pad_id());
+    let logits = backend
+        .infer(&batch)
+        .map_err(|e| LoadError::Warmup(e.to_string()))?;
+    // The highest id the tokenizer can produce must exist in the model's embedding table;
+    // otherwise some texts would fail at request time instead of now.
+    let highest = TokenizedText {
+        input_ids: vec![tokenizer.vocab_size() as i64 - 1],
+        type_ids: vec![0],
+    };
+    backend
+        .infer(&PaddedBatch::new([&highest], tokenizer.pad_id()))
+        .map_err(|e| {
+            LoadError::Warmup(format!(
+                "the model rejects the tokenizer's highest id {}: {e}",
+                highest.input_ids[0]
+            ))
+        })?;
+    if logits.values.iter().any(|v| !v.is_finite()) {
+        return Err(LoadError::Warmup("model returned non-finite logits".into()));
+    }
+    Ok(())
 }
 
 /// `id2label` keys are strings ("0", "1", ...); they must cover 0..n exactly.

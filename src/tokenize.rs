@@ -10,11 +10,9 @@
 //! overflows the window its tokens are exactly the full text's; otherwise the full text is
 //! tokenized. Same ids, a fraction of the work (a median article is ~4x the window).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
-
-use crate::error::StartupError;
 
 /// One text, tokenized and ready to be batched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +39,14 @@ pub enum TokenizeError {
     Failed { index: usize, reason: String },
 }
 
+/// `tokenizer.json` cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("model file {path}: {reason}")]
+pub struct TokenizerLoadError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_length: usize,
@@ -56,16 +62,16 @@ const PREFIX_BYTES_PER_TOKEN: usize = 8;
 
 impl TextTokenizer {
     /// Loads `tokenizer.json`. `max_length` overrides the file's own truncation length.
-    pub fn load(path: &Path, max_length: Option<usize>) -> Result<Self, StartupError> {
-        let mut inner = Tokenizer::from_file(path).map_err(|e| StartupError::ModelFile {
+    pub fn load(path: &Path, max_length: Option<usize>) -> Result<Self, TokenizerLoadError> {
+        let fail = |reason: String| TokenizerLoadError {
             path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let mut inner = Tokenizer::from_file(path).map_err(|e| fail(e.to_string()))?;
         let max_length = max_length
             .or_else(|| inner.get_truncation().map(|t| t.max_length))
-            .ok_or_else(|| StartupError::ModelFile {
-                path: path.to_path_buf(),
-                reason: "no truncation length in the tokenizer; set model.max_length".into(),
+            .ok_or_else(|| {
+                fail("no truncation length in the tokenizer; set model.max_length".into())
             })?;
         let pad_id = pad_token_id(&inner);
         inner
@@ -75,10 +81,7 @@ impl TextTokenizer {
                 stride: 0,
                 direction: TruncationDirection::Right,
             }))
-            .map_err(|e| StartupError::ModelFile {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| fail(e.to_string()))?;
         inner.with_padding(None);
         let prefix_bytes = Some(max_length.saturating_mul(PREFIX_BYTES_PER_TOKEN));
         Ok(Self {

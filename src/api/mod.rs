@@ -1,14 +1,17 @@
 //! The HTTP surface: routes, their OpenAPI description, and the request logger.
 //!
-//! Handlers live in [`predict`] (the model), [`status`] (health, info, metrics) and [`demo`]
-//! (the page for planners). Routes are
-//! registered in one place, [`routes`], and described in one place, [`ApiDoc`], which feeds
-//! `/openapi.json` and the Swagger UI at `/docs`.
+//! Handlers only decode, call the [`Classifier`] and encode: [`predict`] (the model),
+//! [`status`] (health, info, metrics) and [`demo`] (the page for planners). Errors become HTTP
+//! in [`error`] only. Routes are registered in one place, [`routes`], and described in one
+//! place, [`ApiDoc`], which feeds `/openapi.json` and the Swagger UI at `/docs`.
 
 pub mod connection;
 pub mod demo;
+pub mod error;
 pub mod predict;
 pub mod status;
+
+use std::sync::Arc;
 
 use std::time::Instant;
 
@@ -19,9 +22,18 @@ use actix_web::{web, HttpRequest};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::app::AppState;
-use crate::config::LimitsConfig;
-use crate::error::{json_error, ApiError, ErrorBody};
+use crate::classify::Classifier;
+use crate::config::{Config, LimitsConfig};
+use crate::metrics::Metrics;
+use error::{json_error, ApiError, ErrorBody, ErrorType};
+
+/// What every handler can reach, shared by all HTTP workers.
+pub struct ApiState {
+    pub classifier: Arc<Classifier>,
+    pub metrics: Arc<Metrics>,
+    /// The effective configuration, for `/info` and per-request defaults.
+    pub config: Config,
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -45,7 +57,10 @@ use crate::error::{json_error, ApiError, ErrorBody};
         status::Health,
         status::Info,
         status::ModelInfo,
-        ErrorBody
+        status::BatchingInfo,
+        status::LimitsInfo,
+        ErrorBody,
+        ErrorType
     )),
     tags(
         (name = "classification", description = "The model"),
@@ -110,7 +125,7 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let state = req.app_data::<web::Data<ApiState>>().cloned();
     if let Some(state) = &state {
         state.metrics.inflight.inc();
     }
@@ -138,18 +153,18 @@ pub async fn observe(
             .with_label_values(&[route.as_str()])
             .observe(elapsed.as_secs_f64());
     }
-    let batch = response
+    let timing = response
         .response()
         .extensions()
-        .get::<predict::BatchInfo>()
+        .get::<predict::RequestStats>()
         .copied();
     tracing::info!(
         method = %response.request().method(),
         path = response.request().path(),
         status = status.as_u16(),
         latency_ms = format!("{:.2}", elapsed.as_secs_f64() * 1000.0),
-        texts = batch.map(|b| b.texts),
-        batch_size = batch.map(|b| b.largest_batch),
+        texts = timing.map(|t| t.texts),
+        batch_size = timing.map(|t| t.largest_batch),
         "request"
     );
     Ok(response)

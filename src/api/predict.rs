@@ -1,23 +1,22 @@
-//! `POST /predict`: validate -> tokenize (off the executor) -> queue -> wait for answers.
+//! `POST /predict`: decode the body, call the classifier, encode the ranked labels.
 //!
 //! The request and response follow Hugging Face text-embeddings-inference's `/predict`, so its
 //! clients work unchanged: one text in, one ranked list out; a list in, a list of lists out.
 //! Every request carries a deadline of `server.timeout` from arrival (or the tighter
-//! `x-request-timeout` header); past it the client gets 504, and its texts are skipped before
-//! tokenization and before inference.
+//! `x-request-timeout` header); past it the client gets 504. A client that hangs up cancels
+//! its request (see [`connection`](super::connection)).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::connection::{disconnected, ClientSocket};
-use crate::app::AppState;
-use crate::batching::{AdmitError, Job, JobError, JobOutput};
+use super::connection::{disconnected, ClientSocket};
+use super::error::{ApiError, ErrorBody};
+use super::ApiState;
+use crate::classify::{Classification, ClassifyRequest, Deadline};
 use crate::config::LimitsConfig;
-use crate::error::{ApiError, ErrorBody};
-use crate::postprocess::ranked;
 
 /// The body of `POST /predict`. Only a JSON object is accepted: serde's derive would also
 /// take a positional array (`["text"]`), which no client means to send.
@@ -153,7 +152,7 @@ pub enum PredictResponse {
 
 /// What the request logger reports about how a request was batched.
 #[derive(Debug, Clone, Copy)]
-pub struct BatchInfo {
+pub struct RequestStats {
     pub texts: usize,
     /// The largest batch any of this request's texts was computed in.
     pub largest_batch: usize,
@@ -200,151 +199,60 @@ pub struct BatchInfo {
     )
 )]
 pub async fn predict(
-    state: web::Data<AppState>,
+    state: web::Data<ApiState>,
     http: HttpRequest,
     body: web::Json<PredictRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let arrived = Instant::now();
-    let timeout = request_timeout(&http, state.config.server.timeout)?;
-    let deadline = arrived + Duration::from_secs_f64(timeout);
-    state.ensure_ready()?;
+    let deadline = request_deadline(&http, state.config.server.timeout)?;
     let request = body.into_inner();
     let single = matches!(request.inputs, PredictInputs::Single(_));
     let texts = match request.inputs {
         PredictInputs::Single(text) => vec![text],
         PredictInputs::Batch(texts) => texts,
     };
-    validate(&texts, request.top_k, &state.config.limits)?;
-
-    let tokenizer = state.tokenizer.clone();
-    let truncate = request.truncate.unwrap_or(true);
-    let tokenize = move || {
-        // The blocking pool may be busy: work whose deadline passed while waiting is dropped.
-        if Instant::now() >= deadline {
-            return None;
-        }
-        let started = Instant::now();
-        Some((tokenizer.encode(&texts, truncate), started.elapsed()))
+    let request = ClassifyRequest {
+        texts,
+        top_k: request.top_k,
+        truncate: request.truncate.unwrap_or(true),
+        deadline,
     };
-    let tokenized = within(deadline, timeout, async {
-        let _permit = state.tokenize_permits.acquire().await;
-        web::block(tokenize).await
-    });
-    let (tokenized, tokenize_time) = tokenized
-        .await?
-        .map_err(|e| ApiError::Inference(format!("tokenizer thread failed: {e}")))?
-        .ok_or(ApiError::Timeout(timeout))?;
-    state
-        .metrics
-        .tokenize_duration
-        .observe(tokenize_time.as_secs_f64());
-    let tokenized = tokenized.map_err(|e| ApiError::Validation(e.to_string()))?;
+    let hung_up = disconnected(http.conn_data::<ClientSocket>());
+    let classification = state.classifier.classify(request, hung_up).await?;
+    Ok(respond(classification, single))
+}
 
-    let (jobs, replies): (Vec<Job>, Vec<_>) = tokenized
+/// The ranked labels as JSON, with where the time went in headers.
+fn respond(classification: Classification, single: bool) -> HttpResponse {
+    let Classification { texts, timing, .. } = classification;
+    let stats = RequestStats {
+        texts: texts.len(),
+        largest_batch: timing.largest_batch,
+    };
+    let mut lists: Vec<Vec<LabelScore>> = texts
         .into_iter()
-        .map(|text| Job::new(text, deadline))
-        .unzip();
-    state.queue.admit(jobs).map_err(|e| match e {
-        AdmitError::Full { queued, .. } => ApiError::Overloaded {
-            queued,
-            retry_after: state.retry_hint(queued),
-        },
-        AdmitError::WouldMissDeadline {
-            queued,
-            expected_wait,
-        } => ApiError::Overloaded {
-            queued,
-            retry_after: expected_wait,
-        },
-        AdmitError::Closed => ApiError::NotReady("shutting down"),
-    })?;
-    let answers = within(deadline, timeout, async move {
-        let mut outputs = Vec::with_capacity(replies.len());
-        for reply in replies {
-            outputs.push(reply.await);
-        }
-        outputs
-    });
-    let socket = http.conn_data::<ClientSocket>();
-    let outputs = tokio::select! {
-        answers = answers => answers?,
-        // Returning drops the reply channels: the queue then skips these texts.
-        () = disconnected(socket) => return Err(ApiError::ClientClosed),
-    }
-    .into_iter()
-    .map(|reply| match reply {
-        Ok(Ok(output)) => Ok(output),
-        Ok(Err(JobError::Inference(message))) => Err(ApiError::Inference(message)),
-        // The queue drops a job only once its deadline has passed.
-        Err(_) => Err(ApiError::Timeout(timeout)),
-    })
-    .collect::<Result<Vec<JobOutput>, ApiError>>()?;
-
-    let info = BatchInfo {
-        texts: outputs.len(),
-        largest_batch: outputs.iter().map(|o| o.batch_size).max().unwrap_or(0),
-    };
-    let slowest = |f: fn(&JobOutput) -> Duration| outputs.iter().map(f).max().unwrap_or_default();
-    let (queue_time, inference_time) = (slowest(|o| o.queue_time), slowest(|o| o.inference_time));
-    let mut ranked_lists: Vec<Vec<LabelScore>> = outputs
-        .iter()
-        .map(|o| {
-            ranked(&o.probabilities, request.top_k)
+        .map(|text| {
+            text.ranked
                 .into_iter()
-                .map(|(index, score)| LabelScore {
-                    label: state.model.labels[index].clone(),
-                    score,
+                .map(|s| LabelScore {
+                    label: s.label,
+                    score: s.score,
                 })
                 .collect()
         })
         .collect();
     let body = if single {
-        PredictResponse::Single(ranked_lists.pop().unwrap_or_default())
+        PredictResponse::Single(lists.pop().unwrap_or_default())
     } else {
-        PredictResponse::Batch(ranked_lists)
+        PredictResponse::Batch(lists)
     };
     let mut response = HttpResponse::Ok()
-        .insert_header(("x-total-time", millis(arrived.elapsed())))
-        .insert_header(("x-queue-time", millis(queue_time)))
-        .insert_header(("x-inference-time", millis(inference_time)))
-        .insert_header(("x-batch-size", info.largest_batch.to_string()))
+        .insert_header(("x-total-time", millis(timing.total)))
+        .insert_header(("x-queue-time", millis(timing.queue)))
+        .insert_header(("x-inference-time", millis(timing.inference)))
+        .insert_header(("x-batch-size", timing.largest_batch.to_string()))
         .json(body);
-    response.extensions_mut().insert(info);
-    Ok(response)
-}
-
-fn validate(texts: &[String], top_k: Option<usize>, limits: &LimitsConfig) -> Result<(), ApiError> {
-    if texts.is_empty() {
-        return Err(ApiError::Validation("`inputs` must not be empty".into()));
-    }
-    if texts.len() > limits.max_client_batch_size {
-        return Err(ApiError::Validation(format!(
-            "`inputs` has {} texts; at most {} are accepted per request",
-            texts.len(),
-            limits.max_client_batch_size
-        )));
-    }
-    for (index, text) in texts.iter().enumerate() {
-        if text.trim().is_empty() {
-            return Err(ApiError::Validation(format!(
-                "input {index} is empty; send the article text"
-            )));
-        }
-        // Bytes bound characters from above, so the count is only needed near the limit.
-        if text.len() > limits.max_input_chars {
-            let chars = text.chars().count();
-            if chars > limits.max_input_chars {
-                return Err(ApiError::Validation(format!(
-                    "input {index} has {chars} characters; the limit is {}",
-                    limits.max_input_chars
-                )));
-            }
-        }
-    }
-    if top_k == Some(0) {
-        return Err(ApiError::Validation("`top_k` must be at least 1".into()));
-    }
-    Ok(())
+    response.extensions_mut().insert(stats);
+    response
 }
 
 /// Header with which a client asks for a tighter deadline than `server.timeout`, in seconds.
@@ -352,12 +260,17 @@ pub const TIMEOUT_HEADER: &str = "x-request-timeout";
 /// Less than this cannot cover even an idle round trip; refusing it is clearer than a 504.
 const MIN_REQUEST_TIMEOUT: f64 = 0.1;
 
-/// The request's timeout: `server.timeout`, or the client's header when that is tighter.
-fn request_timeout(http: &HttpRequest, server_timeout: f64) -> Result<f64, ApiError> {
-    let Some(value) = http.headers().get(TIMEOUT_HEADER) else {
-        return Ok(server_timeout);
+/// The request's deadline: `server.timeout` from now, or the client's header when tighter.
+fn request_deadline(http: &HttpRequest, server_timeout: f64) -> Result<Deadline, ApiError> {
+    let seconds = match http.headers().get(TIMEOUT_HEADER) {
+        None => server_timeout,
+        Some(value) => header_seconds(value)?.min(server_timeout),
     };
-    let seconds = value
+    Ok(Deadline::after(Duration::from_secs_f64(seconds)))
+}
+
+fn header_seconds(value: &actix_web::http::header::HeaderValue) -> Result<f64, ApiError> {
+    value
         .to_str()
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -366,19 +279,7 @@ fn request_timeout(http: &HttpRequest, server_timeout: f64) -> Result<f64, ApiEr
             ApiError::Validation(format!(
                 "{TIMEOUT_HEADER} must be a number of seconds, at least {MIN_REQUEST_TIMEOUT}"
             ))
-        })?;
-    Ok(seconds.min(server_timeout))
-}
-
-/// Runs `work` until the request's deadline; past it, 504.
-async fn within<T>(
-    deadline: Instant,
-    timeout: f64,
-    work: impl std::future::Future<Output = T>,
-) -> Result<T, ApiError> {
-    tokio::time::timeout_at(deadline.into(), work)
-        .await
-        .map_err(|_| ApiError::Timeout(timeout))
+        })
 }
 
 fn millis(d: Duration) -> String {
@@ -388,38 +289,6 @@ fn millis(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn limits() -> LimitsConfig {
-        LimitsConfig {
-            max_body_bytes: 1000,
-            max_client_batch_size: 2,
-            max_input_chars: 5,
-        }
-    }
-
-    #[test]
-    fn rejects_what_the_contract_forbids() {
-        let cases: &[(&[&str], Option<usize>)] = &[
-            (&[], None),
-            (&["a", "b", "c"], None),
-            (&["  "], None),
-            (&["abcdef"], None),
-            (&["ok"], Some(0)),
-        ];
-        for (texts, top_k) in cases {
-            let texts: Vec<String> = texts.iter().map(|s| s.to_string()).collect();
-            assert!(
-                validate(&texts, *top_k, &limits()).is_err(),
-                "{texts:?} {top_k:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn counts_characters_not_bytes() {
-        // Five Hangul syllables are 15 bytes but 5 characters: within the limit.
-        assert!(validate(&["한국은행장".to_string()], None, &limits()).is_ok());
-    }
 
     #[test]
     fn inputs_accept_a_string_or_a_list_and_name_the_problem_otherwise() {

@@ -4,10 +4,9 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::ApiState;
 use crate::config::{BatchingConfig, LimitsConfig};
-use crate::error::{ApiError, ErrorBody};
-use crate::inference::onnx::ONNXRUNTIME_VERSION;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -28,8 +27,8 @@ pub async fn livez() -> HttpResponse {
         (status = 200, description = "Ready for traffic", body = Health),
         (status = 503, description = "Not ready: starting, draining, or inference is down", body = ErrorBody)
     ))]
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.ensure_ready()?;
+pub async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    state.classifier.readiness()?;
     Ok(HttpResponse::Ok().json(Health { status: "ready" }))
 }
 
@@ -48,45 +47,84 @@ pub struct ModelInfo {
     pub inference_workers: usize,
 }
 
+/// How texts are batched. Its own type, not the config struct: renaming a config key must not
+/// silently change the API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchingInfo {
+    pub max_batch_size: usize,
+    pub max_batch_tokens: usize,
+    pub max_wait_ms: u64,
+    pub max_queue_size: usize,
+}
+
+impl From<&BatchingConfig> for BatchingInfo {
+    fn from(config: &BatchingConfig) -> Self {
+        Self {
+            max_batch_size: config.max_batch_size,
+            max_batch_tokens: config.max_batch_tokens,
+            max_wait_ms: config.max_wait_ms,
+            max_queue_size: config.max_queue_size,
+        }
+    }
+}
+
+/// The request limits this server enforces.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitsInfo {
+    pub max_body_bytes: usize,
+    pub max_client_batch_size: usize,
+    pub max_input_chars: usize,
+}
+
+impl From<&LimitsConfig> for LimitsInfo {
+    fn from(config: &LimitsConfig) -> Self {
+        Self {
+            max_body_bytes: config.max_body_bytes,
+            max_client_batch_size: config.max_client_batch_size,
+            max_input_chars: config.max_input_chars,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Info {
     pub model: ModelInfo,
-    #[schema(value_type = Object)]
-    pub batching: BatchingConfig,
-    #[schema(value_type = Object)]
-    pub limits: LimitsConfig,
+    pub batching: BatchingInfo,
+    pub limits: LimitsInfo,
     /// Seconds a /predict request may take before 504.
     pub timeout_seconds: f64,
     #[schema(example = "0.1.0")]
     pub version: &'static str,
+    /// The ONNX Runtime library actually loaded.
     #[schema(example = "1.31.1")]
-    pub onnxruntime_version: &'static str,
+    pub onnxruntime_version: String,
 }
 
 /// Which model is served, how, and with which limits.
 #[utoipa::path(get, path = "/info", tag = "operations", responses((status = 200, body = Info)))]
-pub async fn info(state: web::Data<AppState>) -> HttpResponse {
+pub async fn info(state: web::Data<ApiState>) -> HttpResponse {
+    let model = state.classifier.serving();
     HttpResponse::Ok().json(Info {
         model: ModelInfo {
-            name: state.model.name.clone(),
-            version: state.model.version.clone(),
-            labels: state.model.labels.clone(),
-            max_length: state.tokenizer.max_length(),
-            provider: state.provider.clone(),
-            inference_workers: state.config.model.inference_workers,
+            name: model.spec.name.clone(),
+            version: model.spec.version.clone(),
+            labels: model.spec.labels.clone(),
+            max_length: model.tokenizer.max_length(),
+            provider: model.provider.clone(),
+            inference_workers: model.inference_workers,
         },
-        batching: state.config.batching.clone(),
-        limits: state.config.limits.clone(),
+        batching: (&state.config.batching).into(),
+        limits: (&state.config.limits).into(),
         timeout_seconds: state.config.server.timeout,
         version: env!("CARGO_PKG_VERSION"),
-        onnxruntime_version: ONNXRUNTIME_VERSION,
+        onnxruntime_version: model.runtime_version.clone(),
     })
 }
 
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

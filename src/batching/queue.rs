@@ -67,7 +67,12 @@ impl Job {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmitError {
     #[error("queue full: {queued} texts waiting, capacity {capacity}")]
-    Full { queued: usize, capacity: usize },
+    Full {
+        queued: usize,
+        capacity: usize,
+        /// Roughly one queue's worth of work: when a retry has a fair chance.
+        retry_after: Duration,
+    },
     #[error("{queued} texts waiting would take {expected_wait:?}, past the request's deadline")]
     WouldMissDeadline {
         queued: usize,
@@ -99,16 +104,8 @@ struct QueueState {
 }
 
 impl BatchQueue {
-    pub fn new(capacity: usize, rule: BatchRule, metrics: Arc<Metrics>) -> Self {
-        Self::with_workers(capacity, rule, metrics, 1)
-    }
-
-    pub fn with_workers(
-        capacity: usize,
-        rule: BatchRule,
-        metrics: Arc<Metrics>,
-        workers: usize,
-    ) -> Self {
+    /// `workers`: inference threads draining this queue in parallel (for the wait estimate).
+    pub fn new(capacity: usize, rule: BatchRule, metrics: Arc<Metrics>, workers: usize) -> Self {
         Self {
             state: Mutex::default(),
             work_available: Condvar::new(),
@@ -152,6 +149,7 @@ impl BatchQueue {
             return Err(AdmitError::Full {
                 queued: state.jobs.len(),
                 capacity: self.capacity,
+                retry_after: self.retry_hint(state.jobs.len()),
             });
         }
         let expected_wait = self.expected_wait(state.jobs.len() + jobs.len());
@@ -210,6 +208,15 @@ impl BatchQueue {
         }
     }
 
+    /// How long an overloaded client should wait before retrying: roughly one queue's worth of
+    /// batches, at least a second.
+    fn retry_hint(&self, queued: usize) -> Duration {
+        let batches = queued.div_ceil(self.rule.max_batch_size.max(1)) as u32;
+        (self.rule.max_wait + Duration::from_millis(50))
+            .saturating_mul(batches)
+            .max(Duration::from_secs(1))
+    }
+
     /// Stops admission; queued jobs are still handed out until the queue is empty.
     pub fn close(&self) {
         self.lock().closed = true;
@@ -259,14 +266,6 @@ impl BatchQueue {
     }
 }
 
-/// How long an overloaded client should wait before retrying: roughly one queue's worth of work.
-pub fn retry_hint(queued: usize, batch_size: usize, max_wait: Duration) -> Duration {
-    let batches = queued.div_ceil(batch_size.max(1)) as u32;
-    (max_wait + Duration::from_millis(50))
-        .saturating_mul(batches)
-        .max(Duration::from_secs(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,7 +283,7 @@ mod tests {
             max_batch_tokens: 1000,
             max_wait: Duration::from_millis(1),
         };
-        BatchQueue::new(capacity, rule, Arc::new(Metrics::new()))
+        BatchQueue::new(capacity, rule, Arc::new(Metrics::new()), 1)
     }
 
     fn far() -> Instant {
@@ -297,13 +296,14 @@ mod tests {
         let (jobs, _rx): (Vec<_>, Vec<_>) = (0..2).map(|_| Job::new(text(3), far())).unzip();
         q.admit(jobs).expect("fits");
         let (jobs, _rx2): (Vec<_>, Vec<_>) = (0..2).map(|_| Job::new(text(3), far())).unzip();
-        assert_eq!(
+        assert!(matches!(
             q.admit(jobs),
             Err(AdmitError::Full {
                 queued: 2,
-                capacity: 3
+                capacity: 3,
+                ..
             })
-        );
+        ));
         assert_eq!(q.len(), 2);
     }
 
@@ -347,7 +347,7 @@ mod admission_tests {
             max_batch_tokens: 1000,
             max_wait: Duration::from_secs(10),
         };
-        let q = BatchQueue::new(100, rule, Arc::new(Metrics::new()));
+        let q = BatchQueue::new(100, rule, Arc::new(Metrics::new()), 1);
         q.record_batch(4, Duration::from_millis(400)); // 100 ms per text
         let text = || TokenizedText {
             input_ids: vec![1; 3],

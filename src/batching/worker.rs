@@ -1,12 +1,13 @@
 //! Inference workers: one OS thread per backend, each looping `next_batch -> infer -> reply`.
 //!
 //! The async executor never runs a model: handlers only wait on oneshot channels. A failing or
-//! panicking batch fails its own jobs (500) and the worker goes on with the next one. When every
-//! worker has exited (queue closed and drained), the `finished` counter reaches zero.
+//! panicking batch fails its own jobs (500) and the worker goes on with the next one. The
+//! `running` counter counts live workers; it reaches zero when every worker has exited (queue
+//! closed and drained, or a worker died), and readiness reads it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::postprocess::softmax;
 
 pub struct WorkerPool {
-    handles: Vec<JoinHandle<()>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
     running: Arc<AtomicUsize>,
 }
 
@@ -43,7 +44,10 @@ impl WorkerPool {
                     .expect("spawning an inference thread failed; the OS is out of threads. This is a bug.")
             })
             .collect();
-        Self { handles, running }
+        Self {
+            handles: Mutex::new(handles),
+            running,
+        }
     }
 
     /// Workers still serving; zero means inference is gone and the service is not ready.
@@ -51,13 +55,10 @@ impl WorkerPool {
         self.running.load(Ordering::SeqCst)
     }
 
-    pub fn running_counter(&self) -> Arc<AtomicUsize> {
-        self.running.clone()
-    }
-
-    /// Waits for the workers to finish the (closed) queue.
-    pub fn join(self) {
-        for handle in self.handles {
+    /// Waits for the workers to finish the (closed) queue. Later calls return at once.
+    pub fn join(&self) {
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in handles {
             let _ = handle.join();
         }
     }
@@ -201,7 +202,7 @@ mod tests {
             max_batch_tokens: 100,
             max_wait: Duration::ZERO,
         };
-        let queue = Arc::new(BatchQueue::new(16, rule, metrics.clone()));
+        let queue = Arc::new(BatchQueue::new(16, rule, metrics.clone(), 1));
         let pool = WorkerPool::spawn(
             vec![Box::new(FaultyBackend)],
             queue.clone(),
@@ -242,12 +243,12 @@ mod tests {
                 max_wait: Duration::ZERO,
             },
             metrics.clone(),
+            1,
         ));
         let pool = WorkerPool::spawn(vec![Box::new(FaultyBackend)], queue.clone(), 1, metrics);
         assert_eq!(pool.running(), 1);
         queue.close();
-        let counter = pool.running_counter();
         pool.join();
-        assert_eq!(counter.load(Ordering::SeqCst), 0);
+        assert_eq!(pool.running(), 0);
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod onnx;
 
+use std::path::PathBuf;
+
 use crate::tokenize::TokenizedText;
 
 /// Sequences padded to the longest one in the batch, row-major `[rows, width]`.
@@ -63,6 +65,19 @@ impl Logits {
     }
 }
 
+/// Why a backend could not be set up for a model file: the runtime library, the file itself, or
+/// a graph that does not fit what the service feeds it.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("ONNX Runtime library {path}: {reason} (run `make setup`, or set model.onnxruntime_library / ORT_DYLIB_PATH)")]
+    Runtime { path: PathBuf, reason: String },
+    #[error("model file {path}: {reason}")]
+    ModelFile { path: PathBuf, reason: String },
+    #[error("model {dir} is inconsistent: {reason}")]
+    Mismatch { dir: PathBuf, reason: String },
+}
+
+/// Why one batch failed; only that batch's texts see it.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("{0}")]

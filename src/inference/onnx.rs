@@ -6,18 +6,18 @@
 //! `token_type_ids` (optional), and a float `logits` output with one column per label.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use super::{Backend, BackendError, Logits, PaddedBatch};
+use super::{Backend, BackendError, Logits, PaddedBatch, SetupError};
 use crate::config::Device;
-use crate::error::StartupError;
 
-/// The ONNX Runtime version the `ort` API feature (`api-31`) was built against.
-pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
+/// The ONNX Runtime release `make setup` fetches; pinned together with ort's `api-31` feature.
+const PINNED_VERSION: &str = "1.31.1";
 
 const INPUT_IDS: &str = "input_ids";
 const ATTENTION_MASK: &str = "attention_mask";
@@ -30,27 +30,81 @@ pub fn default_library_path() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(format!(
-                ".cache/onnxruntime/libonnxruntime.so.{ONNXRUNTIME_VERSION}"
+                ".cache/onnxruntime/libonnxruntime.so.{PINNED_VERSION}"
             ))
         })
 }
 
-/// Loads the ONNX Runtime library and creates the process-wide environment (once per process).
-pub fn init_runtime(library: &Path) -> Result<Environment, StartupError> {
-    let fail = |reason: String| StartupError::OnnxRuntime {
+/// The process-wide ONNX Runtime environment. ONNX Runtime allows one per process, and a model
+/// loaded later (a new version) must reuse it, so it is created once and kept.
+static RUNTIME: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+
+/// Loads the ONNX Runtime library (once per process) and returns the environment.
+pub fn init_runtime(library: &Path) -> Result<Environment, SetupError> {
+    let fail = |reason: String| SetupError::Runtime {
         path: library.to_path_buf(),
         reason,
     };
+    let mut runtime = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((loaded, env)) = runtime.as_ref() {
+        return if loaded == library {
+            Ok(env.clone())
+        } else {
+            Err(fail(format!(
+                "{} is already loaded; one ONNX Runtime library per process",
+                loaded.display()
+            )))
+        };
+    }
     if !library.is_file() {
         return Err(fail("file not found".into()));
     }
     // A library that is not ONNX Runtime, or one of the wrong version, fails here with ort's
     // message instead of a panic at first use.
     let builder = ort::init_from(library).map_err(|e| fail(e.to_string()))?;
-    builder
+    let env = builder
         .with_name("newscls")
         .build()
-        .map_err(|e| fail(e.to_string()))
+        .map_err(|e| fail(e.to_string()))?;
+    *runtime = Some((library.to_path_buf(), env.clone()));
+    Ok(env)
+}
+
+/// The version of the ONNX Runtime library actually loaded: from the loaded file's name once
+/// symlinks are resolved (`libonnxruntime.so.1.31.1`, the name every release ships), else from
+/// its build string when that names a release branch (`git-branch=rel-1.31.1`), else "unknown".
+/// (ONNX Runtime's own `GetVersionString` is only reachable through unsafe FFI, which this
+/// crate forbids; ort itself refuses a library older than the API version it was built for.)
+pub fn runtime_version() -> String {
+    let loaded = RUNTIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|(path, _)| path.clone());
+    loaded
+        .and_then(|path| version_from_file_name(&path.canonicalize().unwrap_or(path)))
+        .or_else(|| version_from_build_info(ort::info()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn version_from_file_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let version = name.split_once(".so.")?.1;
+    is_version(version).then(|| version.to_string())
+}
+
+fn version_from_build_info(info: &str) -> Option<String> {
+    let branch = info.split("git-branch=").nth(1)?.split([',', ' ']).next()?;
+    let version = branch.strip_prefix("rel-")?;
+    is_version(version).then(|| version.to_string())
+}
+
+/// `1.31.1`: dot-separated numbers.
+fn is_version(text: &str) -> bool {
+    text.split('.').count() >= 2
+        && text
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Session settings for one inference worker.
@@ -75,9 +129,9 @@ impl OnnxBackend {
         model_path: &Path,
         options: &OnnxOptions,
         num_labels: usize,
-    ) -> Result<Self, StartupError> {
+    ) -> Result<Self, SetupError> {
         let (session, provider) = build_session(env, model_path, options)?;
-        let mismatch = |reason: String| StartupError::ModelMismatch {
+        let mismatch = |reason: String| SetupError::Mismatch {
             dir: model_path
                 .parent()
                 .map(Path::to_path_buf)
@@ -149,8 +203,8 @@ fn build_session(
     env: &Environment,
     path: &Path,
     options: &OnnxOptions,
-) -> Result<(Session, &'static str), StartupError> {
-    let fail = |e: ort::Error| StartupError::ModelFile {
+) -> Result<(Session, &'static str), SetupError> {
+    let fail = |e: ort::Error| SetupError::ModelFile {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
@@ -163,7 +217,7 @@ fn build_session(
         match cuda_session(env, path, options) {
             Ok(session) => return Ok((session, "cuda")),
             Err(e) if options.device == Device::Cuda => {
-                return Err(StartupError::ModelFile {
+                return Err(SetupError::ModelFile {
                     path: path.to_path_buf(),
                     reason: format!("CUDA requested: {e}"),
                 })
@@ -267,5 +321,35 @@ impl Backend for OnnxBackend {
             num_labels: self.num_labels,
             values: values.to_vec(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::{version_from_build_info, version_from_file_name};
+
+    #[test]
+    fn version_comes_from_the_library_file_name() {
+        let path = Path::new("/opt/ort/libonnxruntime.so.1.31.1");
+        assert_eq!(version_from_file_name(path).as_deref(), Some("1.31.1"));
+        assert_eq!(
+            version_from_file_name(Path::new("/x/libonnxruntime.so")),
+            None
+        );
+        assert_eq!(
+            version_from_file_name(Path::new("/x/libonnxruntime.so.abc")),
+            None
+        );
+    }
+
+    #[test]
+    fn or_from_a_release_branch_in_the_build_string() {
+        let info = "ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc, build type=Release";
+        assert_eq!(version_from_build_info(info).as_deref(), Some("1.31.1"));
+        // What the PyPI 1.31.1 library actually says: no version in it.
+        let pypi = "ORT Build Info: git-branch=HEAD, git-commit-id=6af1a93, build type=Release";
+        assert_eq!(version_from_build_info(pypi), None);
     }
 }

@@ -6,11 +6,10 @@
 
 use std::path::Path;
 
-use newscls::config::Device;
-use newscls::inference::onnx::{default_library_path, init_runtime, OnnxBackend, OnnxOptions};
-use newscls::inference::{Backend, Logits, PaddedBatch};
-use newscls::model::ModelSpec;
-use newscls::tokenize::TextTokenizer;
+use newscls::config::{Device, ModelConfig};
+use newscls::inference::onnx::default_library_path;
+use newscls::inference::{Logits, PaddedBatch};
+use newscls::model;
 use serde::Deserialize;
 
 use crate::support::{repo_path, MODEL_DIR};
@@ -73,19 +72,19 @@ fn service_pipeline_matches_the_training_pipeline_golden_file() {
         serde_json::from_str(&std::fs::read_to_string(golden_path).expect("golden file"))
             .expect("json");
 
-    let spec = ModelSpec::load(&model_dir).expect("model dir");
-    assert_eq!(spec.labels, golden.labels);
-    let tokenizer =
-        TextTokenizer::load(&spec.tokenizer_path(), spec.max_length).expect("tokenizer");
-    let env =
-        init_runtime(&repo_path(&default_library_path().to_string_lossy())).expect("onnxruntime");
-    let options = OnnxOptions {
+    let mut loaded = model::load(&ModelConfig {
+        dir: model_dir.clone(),
         device: Device::Cpu,
         intra_op_threads: 1,
         intra_op_spinning: false,
-    };
-    let mut backend =
-        OnnxBackend::load(&env, &spec.model_path(), &options, spec.labels.len()).expect("session");
+        onnxruntime_library: Some(repo_path(&default_library_path().to_string_lossy())),
+        ..ModelConfig::default()
+    })
+    .expect("the bundled model loads");
+    let spec = loaded.spec.clone();
+    assert_eq!(spec.labels, golden.labels);
+    let tokenizer = &loaded.tokenizer;
+    let backend = &mut loaded.backends[0];
 
     let mut run = |texts: &[String]| -> Logits {
         let tokenized = tokenizer.encode(texts, true).expect("tokenize");

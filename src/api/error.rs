@@ -1,0 +1,226 @@
+//! The one place where errors become HTTP.
+//!
+//! Every failure a client can see is an [`ApiError`]. Other areas keep their own error types
+//! (the pipeline's `ClassifyError`, actix's JSON errors) and convert into it here, and its
+//! `ResponseError` impl below is the only mapping to status codes. Every body has the same
+//! shape, `{"error": ..., "error_type": ...}` (the shape Hugging Face text-embeddings-inference
+//! uses, so its clients parse ours), with `error_type` one of [`ErrorType`].
+
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::classify::ClassifyError;
+
+/// What went wrong with a request, in terms the caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all, or not UTF-8.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// Well-formed JSON, a header or query input that breaks the request contract.
+    #[error("{0}")]
+    Validation(String),
+    #[error("request body is larger than the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method not allowed: {request}; this path accepts {allow}")]
+    MethodNotAllowed {
+        request: String,
+        allow: &'static str,
+    },
+    /// Admission refused. Retry after the hinted delay.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after: Duration,
+    },
+    /// Starting, draining, or inference is down.
+    #[error("{0}")]
+    NotReady(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Inference(String),
+    /// The client closed the connection before the answer was ready; nobody reads this.
+    #[error("client closed the connection")]
+    ClientClosed,
+}
+
+impl From<ClassifyError> for ApiError {
+    fn from(error: ClassifyError) -> Self {
+        let message = error.to_string();
+        match error {
+            ClassifyError::Invalid(_) | ClassifyError::Tokenize(_) => ApiError::Validation(message),
+            ClassifyError::Overloaded { retry_after, .. } => ApiError::Overloaded {
+                message,
+                retry_after,
+            },
+            ClassifyError::NotReady(_) => ApiError::NotReady(message),
+            ClassifyError::Timeout(_) => ApiError::Timeout(message),
+            ClassifyError::Inference(_) => ApiError::Inference(message),
+            ClassifyError::Cancelled => ApiError::ClientClosed,
+        }
+    }
+}
+
+/// The stable, machine-readable kind of an error (`error_type` in every error body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// 400: the body is not JSON.
+    MalformedJson,
+    /// 422: valid JSON (or a header) that breaks the request contract.
+    Validation,
+    /// 413: the body is over `limits.max_body_bytes`.
+    PayloadTooLarge,
+    /// 415: the Content-Type is not JSON.
+    UnsupportedMediaType,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route does not serve this method (see `Allow`).
+    MethodNotAllowed,
+    /// 429: the queue is full or cannot finish in time (see `Retry-After`).
+    Overloaded,
+    /// 503: starting, draining, or inference is down (see `Retry-After`).
+    NotReady,
+    /// 504: not finished within the request's timeout.
+    Timeout,
+    /// 500: the model failed on this batch.
+    Inference,
+    /// 499 (logs only): the client left before the answer.
+    ClientClosed,
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[schema(example = json!({"error": "`inputs` must not be empty", "error_type": "validation"}))]
+pub struct ErrorBody {
+    /// A human-readable message that says what to fix.
+    pub error: String,
+    /// A stable machine-readable code.
+    pub error_type: ErrorType,
+}
+
+impl ApiError {
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            ApiError::MalformedJson(_) => ErrorType::MalformedJson,
+            ApiError::Validation(_) => ErrorType::Validation,
+            ApiError::PayloadTooLarge { .. } => ErrorType::PayloadTooLarge,
+            ApiError::UnsupportedMediaType => ErrorType::UnsupportedMediaType,
+            ApiError::NotFound(_) => ErrorType::NotFound,
+            ApiError::MethodNotAllowed { .. } => ErrorType::MethodNotAllowed,
+            ApiError::Overloaded { .. } => ErrorType::Overloaded,
+            ApiError::NotReady(_) => ErrorType::NotReady,
+            ApiError::Timeout(_) => ErrorType::Timeout,
+            ApiError::Inference(_) => ErrorType::Inference,
+            ApiError::ClientClosed => ErrorType::ClientClosed,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // nginx's convention for "client closed request"; only logs and metrics see it.
+            ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        let retry_after = match self {
+            ApiError::Overloaded { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            ApiError::NotReady(_) => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(seconds)));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            response.insert_header((header::ALLOW, *allow));
+        }
+        response.json(ErrorBody {
+            error: self.to_string(),
+            error_type: self.error_type(),
+        })
+    }
+}
+
+/// Routes actix's JSON extractor failures into [`ApiError`], so they get the same body.
+/// (A function, not a `From` impl: the message needs the configured body limit.)
+pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::PayloadTooLarge { limit },
+        E::ContentType => ApiError::UnsupportedMediaType,
+        // serde_json reports type errors (data) apart from syntax/EOF errors: the first is a
+        // contract problem (422), the others mean the body is not JSON (400).
+        E::Deserialize(e) if e.is_data() => ApiError::Validation(format!("invalid request: {e}")),
+        E::Deserialize(e) => ApiError::MalformedJson(e.to_string()),
+        other => ApiError::MalformedJson(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pipeline_error_has_its_status() {
+        let cases = [
+            (ClassifyError::Invalid("x".into()), 422),
+            (
+                ClassifyError::Overloaded {
+                    queued: 1,
+                    retry_after: Duration::from_secs(3),
+                },
+                429,
+            ),
+            (ClassifyError::NotReady("starting"), 503),
+            (ClassifyError::Timeout(1.0), 504),
+            (ClassifyError::Inference("boom".into()), 500),
+            (ClassifyError::Cancelled, 499),
+        ];
+        for (error, status) in cases {
+            let message = error.to_string();
+            let api = ApiError::from(error);
+            assert_eq!(api.status_code().as_u16(), status, "{message}");
+            assert_eq!(api.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn overload_carries_retry_after() {
+        let response = ApiError::from(ClassifyError::Overloaded {
+            queued: 1,
+            retry_after: Duration::from_secs(3),
+        })
+        .error_response();
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"3"[..])
+        );
+    }
+}

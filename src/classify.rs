@@ -1,0 +1,488 @@
+//! The classification pipeline: one call from texts, options and a deadline to ranked labels,
+//! or a typed error.
+//!
+//! [`Classifier::classify`] is the whole request path: readiness -> validation against the
+//! limits -> tokenization on the blocking pool (bounded by a semaphore) -> admission to the
+//! batching queue (all or nothing, refused at once when full or when the queue cannot finish
+//! before the deadline) -> waiting for the answers -> ranking. HTTP handlers, protocol adapters,
+//! tests and benchmarks call this and nothing below it, so they all get the same rules.
+//!
+//! Deadlines: every call carries one; past it the caller gets [`ClassifyError::Timeout`], and
+//! its texts are skipped before tokenization and before inference. Cancellation: the caller
+//! passes a future that completes when nobody wants the answer any more (an HTTP client hung
+//! up); the call then returns [`ClassifyError::Cancelled`] and its reply channels drop, so the
+//! queue skips its texts.
+//!
+//! The model in service is a [`ServingModel`]: metadata, tokenizer, and its own queue and
+//! inference workers. A call takes a reference to the current one at its start and finishes on
+//! it, so every answer comes from one model, and a model can be replaced under running calls.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+
+use crate::batching::worker::WorkerPool;
+use crate::batching::{AdmitError, BatchQueue, BatchRule, Job, JobError, JobOutput};
+use crate::config::{BatchingConfig, LimitsConfig};
+use crate::metrics::Metrics;
+use crate::model::{LoadedModel, ModelSpec};
+use crate::postprocess::ranked;
+use crate::tokenize::{TextTokenizer, TokenizeError, TokenizedText};
+
+/// What went wrong with a classification, in terms the caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    /// The input breaks the contract (empty, too many texts, too long, bad option).
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Tokenize(#[from] TokenizeError),
+    /// Admission refused: the queue is full, or cannot finish this work before its deadline.
+    #[error("server is overloaded: {queued} texts already queued; retry later")]
+    Overloaded {
+        queued: usize,
+        retry_after: Duration,
+    },
+    /// The model is still loading, the service is draining, or inference is down.
+    #[error("service is not ready: {0}")]
+    NotReady(&'static str),
+    #[error("request did not finish within the {0:.3}s timeout")]
+    Timeout(f64),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    /// The caller's cancellation future completed first; nobody reads this answer.
+    #[error("client closed the connection")]
+    Cancelled,
+}
+
+impl From<AdmitError> for ClassifyError {
+    fn from(error: AdmitError) -> Self {
+        match error {
+            AdmitError::Full {
+                queued,
+                retry_after,
+                ..
+            } => ClassifyError::Overloaded {
+                queued,
+                retry_after,
+            },
+            AdmitError::WouldMissDeadline {
+                queued,
+                expected_wait,
+            } => ClassifyError::Overloaded {
+                queued,
+                retry_after: expected_wait,
+            },
+            AdmitError::Closed => ClassifyError::NotReady("shutting down"),
+        }
+    }
+}
+
+/// When a call must be answered by, and the budget it was given (for messages).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    pub budget: Duration,
+}
+
+impl Deadline {
+    /// `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        Self {
+            at: Instant::now() + budget,
+            budget,
+        }
+    }
+
+    fn timeout_error(&self) -> ClassifyError {
+        ClassifyError::Timeout(self.budget.as_secs_f64())
+    }
+}
+
+/// One call: texts and how to answer them.
+#[derive(Debug, Clone)]
+pub struct ClassifyRequest {
+    pub texts: Vec<String>,
+    /// Only the best `top_k` labels per text; `None` for all.
+    pub top_k: Option<usize>,
+    /// Cut texts longer than the model's window; with `false` such a text is an error.
+    pub truncate: bool,
+    pub deadline: Deadline,
+}
+
+/// One label and its probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}
+
+/// The answer for one text.
+#[derive(Debug, Clone)]
+pub struct TextScores {
+    /// Labels by probability, best first, cut to `top_k`.
+    pub ranked: Vec<LabelScore>,
+    /// Tokens the model read for this text, special tokens included.
+    pub tokens: usize,
+}
+
+/// Where a call's time went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    pub total: Duration,
+    pub tokenize: Duration,
+    /// The longest any of the call's texts waited in the queue.
+    pub queue: Duration,
+    /// The longest inference run any of the call's texts was part of.
+    pub inference: Duration,
+    /// The largest batch any of the call's texts was computed in.
+    pub largest_batch: usize,
+}
+
+/// The model that produced an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelIdentity {
+    pub name: String,
+    pub version: String,
+}
+
+/// The answer to a [`ClassifyRequest`], texts in request order.
+#[derive(Debug, Clone)]
+pub struct Classification {
+    pub texts: Vec<TextScores>,
+    pub model: ModelIdentity,
+    pub timing: Timing,
+}
+
+/// One model version in service: what it is, and its own queue and inference workers.
+pub struct ServingModel {
+    pub spec: ModelSpec,
+    pub tokenizer: TextTokenizer,
+    /// Execution provider in use, e.g. `cpu` or `cuda`.
+    pub provider: String,
+    /// Version of the ONNX Runtime library actually loaded.
+    pub runtime_version: String,
+    pub inference_workers: usize,
+    pub loaded_at: SystemTime,
+    queue: Arc<BatchQueue>,
+    workers: WorkerPool,
+}
+
+impl ServingModel {
+    fn start(model: LoadedModel, batching: &BatchingConfig, metrics: &Arc<Metrics>) -> Self {
+        let inference_workers = model.backends.len();
+        let queue = Arc::new(BatchQueue::new(
+            batching.max_queue_size,
+            BatchRule::from_config(batching),
+            metrics.clone(),
+            inference_workers,
+        ));
+        let workers = WorkerPool::spawn(
+            model.backends,
+            queue.clone(),
+            model.tokenizer.pad_id(),
+            metrics.clone(),
+        );
+        Self {
+            spec: model.spec,
+            tokenizer: model.tokenizer,
+            provider: model.provider,
+            runtime_version: model.runtime_version,
+            inference_workers,
+            loaded_at: SystemTime::now(),
+            queue,
+            workers,
+        }
+    }
+
+    pub fn identity(&self) -> ModelIdentity {
+        ModelIdentity {
+            name: self.spec.name.clone(),
+            version: self.spec.version.clone(),
+        }
+    }
+
+    /// Stops admission, lets the workers finish what was queued, and waits for them. Blocks.
+    fn stop(&self) {
+        self.queue.close();
+        self.workers.join();
+    }
+}
+
+/// The classification service: the serving model, the limits, and the service's lifecycle.
+pub struct Classifier {
+    serving: RwLock<Arc<ServingModel>>,
+    limits: LimitsConfig,
+    metrics: Arc<Metrics>,
+    /// Tokenizations running at once. Without a bound, each waiting request takes a thread of
+    /// the blocking pool (70 threads at 64 clients) and they slow inference down by contention.
+    tokenize_permits: Semaphore,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Classifier {
+    /// Starts the model's inference workers. Not ready until [`Classifier::mark_ready`].
+    pub fn start(
+        model: LoadedModel,
+        batching: &BatchingConfig,
+        limits: &LimitsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let serving = ServingModel::start(model, batching, &metrics);
+        Self {
+            serving: RwLock::new(Arc::new(serving)),
+            limits: limits.clone(),
+            metrics,
+            tokenize_permits: Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The model in service now.
+    pub fn serving(&self) -> Arc<ServingModel> {
+        self.serving
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.limits
+    }
+
+    /// The service takes traffic from now on.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Shutdown has begun: new calls are refused, running ones finish.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the workers finish every queued text, then stops them. Blocks; call once accepted
+    /// calls have been answered.
+    pub fn shutdown(&self) {
+        self.serving().stop();
+    }
+
+    /// `Ok` when this instance should take traffic.
+    pub fn readiness(&self) -> Result<(), ClassifyError> {
+        if self.draining.load(Ordering::SeqCst) {
+            Err(ClassifyError::NotReady("shutting down"))
+        } else if !self.ready.load(Ordering::SeqCst) {
+            Err(ClassifyError::NotReady("starting"))
+        } else if self.serving().workers.running() == 0 {
+            Err(ClassifyError::NotReady("no inference worker is running"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Classifies `request.texts`, or gives up when `cancelled` completes first.
+    pub async fn classify(
+        &self,
+        request: ClassifyRequest,
+        cancelled: impl Future<Output = ()>,
+    ) -> Result<Classification, ClassifyError> {
+        let arrived = Instant::now();
+        self.readiness()?;
+        validate(&request.texts, request.top_k, &self.limits)?;
+        let deadline = request.deadline;
+        let work = tokio::time::timeout_at(deadline.at.into(), self.run(request));
+        let mut classification = tokio::select! {
+            outcome = work => outcome.map_err(|_| deadline.timeout_error())??,
+            () = cancelled => return Err(ClassifyError::Cancelled),
+        };
+        classification.timing.total = arrived.elapsed();
+        Ok(classification)
+    }
+
+    async fn run(&self, request: ClassifyRequest) -> Result<Classification, ClassifyError> {
+        let model = self.serving();
+        let deadline = request.deadline;
+        let (tokenized, tokenize_time) = self
+            .tokenize(&model, request.texts, request.truncate, deadline)
+            .await?;
+        let tokens: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
+        let (jobs, replies): (Vec<Job>, Vec<_>) = tokenized
+            .into_iter()
+            .map(|text| Job::new(text, deadline.at))
+            .unzip();
+        model.queue.admit(jobs)?;
+        let mut outputs = Vec::with_capacity(replies.len());
+        for reply in replies {
+            outputs.push(match reply.await {
+                Ok(Ok(output)) => output,
+                Ok(Err(JobError::Inference(message))) => {
+                    return Err(ClassifyError::Inference(message))
+                }
+                // The queue drops a job only once its deadline has passed.
+                Err(_) => return Err(deadline.timeout_error()),
+            });
+        }
+        let slowest = |f: fn(&JobOutput) -> Duration| outputs.iter().map(f).max();
+        let timing = Timing {
+            total: Duration::ZERO,
+            tokenize: tokenize_time,
+            queue: slowest(|o| o.queue_time).unwrap_or_default(),
+            inference: slowest(|o| o.inference_time).unwrap_or_default(),
+            largest_batch: outputs.iter().map(|o| o.batch_size).max().unwrap_or(0),
+        };
+        let labels = &model.spec.labels;
+        let texts = outputs
+            .iter()
+            .zip(tokens)
+            .map(|(output, tokens)| TextScores {
+                ranked: ranked(&output.probabilities, request.top_k)
+                    .into_iter()
+                    .map(|(index, score)| LabelScore {
+                        label: labels[index].clone(),
+                        score,
+                    })
+                    .collect(),
+                tokens,
+            })
+            .collect();
+        Ok(Classification {
+            texts,
+            model: model.identity(),
+            timing,
+        })
+    }
+
+    /// Tokenizes on the blocking pool, at most one call per core at a time.
+    async fn tokenize(
+        &self,
+        model: &Arc<ServingModel>,
+        texts: Vec<String>,
+        truncate: bool,
+        deadline: Deadline,
+    ) -> Result<(Vec<TokenizedText>, Duration), ClassifyError> {
+        let _permit = self
+            .tokenize_permits
+            .acquire()
+            .await
+            .map_err(|_| ClassifyError::NotReady("shutting down"))?;
+        let model = model.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            // The blocking pool may be busy: work whose deadline passed while waiting is dropped.
+            if Instant::now() >= deadline.at {
+                return None;
+            }
+            let started = Instant::now();
+            Some((model.tokenizer.encode(&texts, truncate), started.elapsed()))
+        })
+        .await
+        .map_err(|e| ClassifyError::Inference(format!("tokenizer thread failed: {e}")))?;
+        let (tokenized, elapsed) = outcome.ok_or_else(|| deadline.timeout_error())?;
+        self.metrics
+            .tokenize_duration
+            .observe(elapsed.as_secs_f64());
+        Ok((tokenized?, elapsed))
+    }
+}
+
+/// The request contract that holds before any work is done.
+fn validate(
+    texts: &[String],
+    top_k: Option<usize>,
+    limits: &LimitsConfig,
+) -> Result<(), ClassifyError> {
+    let invalid = |message: String| Err(ClassifyError::Invalid(message));
+    if texts.is_empty() {
+        return invalid("`inputs` must not be empty".into());
+    }
+    if texts.len() > limits.max_client_batch_size {
+        return invalid(format!(
+            "`inputs` has {} texts; at most {} are accepted per request",
+            texts.len(),
+            limits.max_client_batch_size
+        ));
+    }
+    for (index, text) in texts.iter().enumerate() {
+        if text.trim().is_empty() {
+            return invalid(format!("input {index} is empty; send the article text"));
+        }
+        // Bytes bound characters from above, so the count is only needed near the limit.
+        if text.len() > limits.max_input_chars {
+            let chars = text.chars().count();
+            if chars > limits.max_input_chars {
+                return invalid(format!(
+                    "input {index} has {chars} characters; the limit is {}",
+                    limits.max_input_chars
+                ));
+            }
+        }
+    }
+    if top_k == Some(0) {
+        return invalid("`top_k` must be at least 1".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> LimitsConfig {
+        LimitsConfig {
+            max_body_bytes: 1000,
+            max_client_batch_size: 2,
+            max_input_chars: 5,
+        }
+    }
+
+    #[test]
+    fn rejects_what_the_contract_forbids() {
+        let cases: &[(&[&str], Option<usize>)] = &[
+            (&[], None),
+            (&["a", "b", "c"], None),
+            (&["  "], None),
+            (&["abcdef"], None),
+            (&["ok"], Some(0)),
+        ];
+        for (texts, top_k) in cases {
+            let texts: Vec<String> = texts.iter().map(|s| s.to_string()).collect();
+            assert!(
+                validate(&texts, *top_k, &limits()).is_err(),
+                "{texts:?} {top_k:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_characters_not_bytes() {
+        // Five Hangul syllables are 15 bytes but 5 characters: within the limit.
+        assert!(validate(&["한국은행장".to_string()], None, &limits()).is_ok());
+    }
+
+    #[test]
+    fn a_full_queue_and_a_hopeless_deadline_are_both_overload() {
+        let full = ClassifyError::from(AdmitError::Full {
+            queued: 9,
+            capacity: 9,
+            retry_after: Duration::from_secs(2),
+        });
+        assert!(matches!(
+            full,
+            ClassifyError::Overloaded { queued: 9, retry_after } if retry_after == Duration::from_secs(2)
+        ));
+        let late = ClassifyError::from(AdmitError::WouldMissDeadline {
+            queued: 3,
+            expected_wait: Duration::from_secs(5),
+        });
+        assert!(matches!(late, ClassifyError::Overloaded { queued: 3, .. }));
+        assert!(matches!(
+            ClassifyError::from(AdmitError::Closed),
+            ClassifyError::NotReady(_)
+        ));
+    }
+}

@@ -3,10 +3,10 @@
 //! One test binary (so it links once); each test starts its own server on a free port, so they
 //! run in parallel and none depends on another's state.
 
-mod browser;
+mod demo;
 mod errors;
 mod fuzz;
-mod jmeter;
+mod layering;
 mod operations;
 mod overload;
 mod parity;

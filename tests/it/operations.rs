@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{send_signal, Server};
+use crate::support::{send_signal, Server, TempDir};
 
 #[tokio::test]
 async fn operational_endpoints_answer() {
@@ -96,9 +96,8 @@ async fn environment_overrides_the_file_and_flags_override_the_environment() {
 
 #[tokio::test]
 async fn config_file_is_taken_from_newscls_config() {
-    let dir = std::env::temp_dir().join(format!("newscls-it-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("custom.yaml");
+    let dir = TempDir::new("it-config");
+    let path = dir.path().join("custom.yaml");
     std::fs::write(
         &path,
         "batching:\n  max_wait_ms: 9\nlimits:\n  max_client_batch_size: 3\n",

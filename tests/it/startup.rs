@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::support::{repo_path, run_to_exit, MODEL_DIR};
+use crate::support::{repo_path, run_to_exit, TempDir, MODEL_DIR};
 
 fn assert_fails_with(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
     let output = run_to_exit(args, env);
@@ -17,10 +17,10 @@ fn assert_fails_with(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
     }
 }
 
-/// A copy of the bundled model directory with one file replaced.
-fn broken_model(name: &str, file: &str, contents: Option<&[u8]>) -> String {
-    let dir = std::env::temp_dir().join(format!("newscls-broken-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+/// A copy of the bundled model directory with one file replaced (or removed).
+fn broken_model(name: &str, file: &str, contents: Option<&[u8]>) -> TempDir {
+    let copy = TempDir::new(&format!("broken-{name}"));
+    let dir = copy.path();
     for entry in std::fs::read_dir(repo_path(MODEL_DIR)).expect("model dir") {
         let entry = entry.expect("entry");
         std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
@@ -29,7 +29,11 @@ fn broken_model(name: &str, file: &str, contents: Option<&[u8]>) -> String {
         Some(bytes) => std::fs::write(dir.join(file), bytes).expect("write"),
         None => std::fs::remove_file(dir.join(file)).expect("remove"),
     }
-    dir.to_str().expect("utf-8").to_string()
+    copy
+}
+
+fn utf8(dir: &TempDir) -> &str {
+    dir.path().to_str().expect("utf-8 temp path")
 }
 
 #[test]
@@ -44,21 +48,29 @@ fn missing_model_directory() {
 #[test]
 fn missing_tokenizer() {
     let dir = broken_model("no-tokenizer", "tokenizer.json", None);
-    assert_fails_with(&["--model-dir", &dir], &[], &["tokenizer.json", "missing"]);
+    assert_fails_with(
+        &["--model-dir", utf8(&dir)],
+        &[],
+        &["tokenizer.json", "missing"],
+    );
 }
 
 #[test]
 fn truncated_onnx_file() {
     let model = std::fs::read(repo_path(MODEL_DIR).join("model.onnx")).expect("model");
     let dir = broken_model("truncated", "model.onnx", Some(&model[..model.len() / 3]));
-    assert_fails_with(&["--model-dir", &dir], &[], &["model.onnx"]);
+    assert_fails_with(&["--model-dir", utf8(&dir)], &[], &["model.onnx"]);
 }
 
 #[test]
 fn labels_that_do_not_match_the_model() {
     let config = r#"{"id2label": {"0": "only", "1": "two"}}"#;
     let dir = broken_model("labels", "config.json", Some(config.as_bytes()));
-    assert_fails_with(&["--model-dir", &dir], &[], &["inconsistent", "2 labels"]);
+    assert_fails_with(
+        &["--model-dir", utf8(&dir)],
+        &[],
+        &["inconsistent", "2 labels"],
+    );
 }
 
 #[test]

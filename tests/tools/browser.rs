@@ -1,18 +1,17 @@
 //! The demo page in a real headless Chromium, driven over the W3C WebDriver protocol.
 //!
-//! `make test` installs Debian's chromium and chromium-driver (scripts/setup-browser.sh). Where
-//! they cannot be installed the test says it is skipped and why. A screenshot is written to
-//! `target/test-artifacts/demo-page.png`.
+//! `make test` installs Debian's chromium and chromium-driver (scripts/setup-browser.sh).
+//! A screenshot is written to `target/test-artifacts/demo-page.png`.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::support::Server;
+use crate::support::{Server, TempDir};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -24,14 +23,6 @@ struct Driver {
     session: String,
     http: reqwest::Client,
     _profile: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 impl Driver {
@@ -54,7 +45,7 @@ impl Driver {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = std::env::temp_dir().join(format!("newscls-chromium-{}", std::process::id()));
+        let profile = TempDir::new("chromium");
         let args = [
             "--headless=new",
             "--no-sandbox",
@@ -68,7 +59,7 @@ impl Driver {
             "--window-size=1280,1000",
         ];
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        args.push(format!("--user-data-dir={}", profile.display()));
+        args.push(format!("--user-data-dir={}", profile.path().display()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args}
@@ -91,7 +82,7 @@ impl Driver {
             base,
             session,
             http,
-            _profile: TempDir(profile),
+            _profile: profile,
         }
     }
 
@@ -202,19 +193,15 @@ impl Drop for Driver {
     }
 }
 
-fn browser_missing() -> Option<String> {
+/// Why the browser test cannot run here, if it cannot.
+pub fn missing() -> Option<String> {
     [CHROMIUM, CHROMEDRIVER]
         .iter()
         .find(|p| !Path::new(p).exists())
         .map(|p| format!("{p} not installed (scripts/setup-browser.sh installs it as root)"))
 }
 
-#[tokio::test]
-async fn demo_page_classifies_an_example_and_shows_errors_in_a_real_browser() {
-    if let Some(reason) = browser_missing() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
+pub async fn demo_page_classifies_an_example_and_shows_errors_in_a_real_browser() {
     let server = Server::start(&[], &[]);
     let driver = Driver::start().await;
     driver.goto(&server.url("/")).await;
@@ -283,19 +270,4 @@ async fn demo_page_classifies_an_example_and_shows_errors_in_a_real_browser() {
                 .join("target/test-artifacts/demo-page-error.png"),
         )
         .await;
-}
-
-#[tokio::test]
-async fn demo_page_is_served_from_the_binary_and_can_be_turned_off() {
-    let server = Server::start(&[], &[]);
-    let page = server.get("/").await;
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.expect("html");
-    assert!(html.contains("id=\"classify\"") && html.contains("docs/") && html.contains("metrics"));
-    assert!(!html.contains("https://"), "no asset may come from a CDN");
-    drop(server);
-
-    let server = Server::start(&[], &[("NEWSCLS__SERVER__DEMO_PAGE", "false")]);
-    assert_eq!(server.get("/").await.status(), 404);
-    assert_eq!(server.get("/livez").await.status(), 200);
 }

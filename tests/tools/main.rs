@@ -1,0 +1,65 @@
+//! Tests that need a tool outside Rust: Java for QA's JMeter plan, Chromium for the demo page.
+//!
+//! A custom harness (libtest-mimic) so that a missing tool is reported as what it is. `make
+//! test` installs both tools first; under `CI=true` a missing tool therefore means a broken
+//! setup, and the test fails. Elsewhere (a developer's `cargo test` without the tools) the
+//! test is reported as *ignored*, with the reason printed, never as passed.
+
+mod browser;
+mod jmeter;
+// Shared with the main integration binary; not every helper is used here.
+#[allow(dead_code)]
+#[path = "../it/support.rs"]
+mod support;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = vec![
+        needs_tool(
+            "jmeter::jmeter_plan_runs_against_the_server_without_errors",
+            jmeter::missing(),
+            jmeter::jmeter_plan_runs_against_the_server_without_errors,
+        ),
+        needs_tool(
+            "browser::demo_page_classifies_an_example_and_shows_errors_in_a_real_browser",
+            browser::missing(),
+            || {
+                tokio::runtime::Runtime::new()
+                    .expect("a tokio runtime")
+                    .block_on(
+                        browser::demo_page_classifies_an_example_and_shows_errors_in_a_real_browser(
+                        ),
+                    )
+            },
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// A trial that runs `test` when its tool is there; otherwise fails under `CI=true` and is
+/// ignored elsewhere. Panics inside `test` (failed asserts) fail the trial.
+fn needs_tool(
+    name: &'static str,
+    missing: Option<String>,
+    test: impl FnOnce() + Send + 'static,
+) -> Trial {
+    match missing {
+        None => Trial::test(name, move || {
+            test();
+            Ok(())
+        }),
+        Some(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            Trial::test(name, move || {
+                Err(Failed::from(format!(
+                    "{reason}; under CI=true `make test` must have installed it"
+                )))
+            })
+        }
+        Some(reason) => {
+            eprintln!("{name}: ignored: {reason}");
+            Trial::test(name, || Ok(())).with_ignored_flag(true)
+        }
+    }
+}

@@ -18,6 +18,7 @@
 //! it, so every answer comes from one model, and a model can be replaced under running calls.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -161,8 +162,12 @@ pub struct Classification {
 pub struct ServingModel {
     pub spec: ModelSpec,
     pub tokenizer: TextTokenizer,
+    /// The ONNX file in use, relative to the model directory.
+    pub file: PathBuf,
     /// Execution provider in use, e.g. `cpu` or `cuda`.
     pub provider: String,
+    /// False when the graph's scores for a text depend on its batch-mates.
+    pub batch_independent: bool,
     /// Version of the ONNX Runtime library actually loaded.
     pub runtime_version: String,
     pub inference_workers: usize,
@@ -189,7 +194,9 @@ impl ServingModel {
         Self {
             spec: model.spec,
             tokenizer: model.tokenizer,
+            file: model.file,
             provider: model.provider,
+            batch_independent: model.batch_independent,
             runtime_version: model.runtime_version,
             inference_workers,
             loaded_at: SystemTime::now(),

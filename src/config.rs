@@ -46,8 +46,11 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Directory with model.onnx, tokenizer.json and config.json.
+    /// Directory with the ONNX file(s), tokenizer.json and config.json.
     pub dir: PathBuf,
+    /// ONNX file to use, relative to `dir`; null picks the variant for the device
+    /// (CPU: model_quantized.onnx, ...; GPU: model_fp16.onnx, else model.onnx).
+    pub file: Option<PathBuf>,
     /// Token limit per text; null takes the tokenizer's own truncation length.
     pub max_length: Option<usize>,
     pub device: Device,
@@ -127,6 +130,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("models/news-topic-e5-small"),
+            file: None,
             max_length: None,
             device: Device::Auto,
             inference_workers: 1,
@@ -218,6 +222,7 @@ flags! {
     workers: usize => "server.workers",
     timeout: f64 => "server.timeout",
     model_dir: PathBuf => "model.dir",
+    model_file: PathBuf => "model.file",
     device: Device => "model.device",
     max_batch_size: usize => "batching.max_batch_size",
     max_wait_ms: u64 => "batching.max_wait_ms",

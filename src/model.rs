@@ -1,8 +1,15 @@
 //! The model directory, and the one way to load it.
 //!
-//! A directory holds `model.onnx`, `tokenizer.json` and a Hugging Face style `config.json`
-//! with `id2label` (the layout Hugging Face/optimum exports use): what a data scientist drops in
-//! to ship a new version. [`ModelSpec`] reads the metadata and checks that the files are there;
+//! A directory holds one or more ONNX files, `tokenizer.json` and a Hugging Face style
+//! `config.json` with `id2label` (the layout Hugging Face/optimum exports use): what a data
+//! scientist drops in to ship a new version. ONNX files follow the naming of Hugging Face's
+//! exports (transformers.js, optimum), at the top or under `onnx/`: `model.onnx` (full
+//! precision), `model_fp16.onnx`, `model_quantized.onnx` (8-bit), `model_int8.onnx`,
+//! `model_uint8.onnx`, `model_q4.onnx`. The device picks the variant: a quantized one on the CPU,
+//! fp16 (else fp32) on a GPU; `model.file` overrides the choice. A graph whose quantized
+//! operators have no CUDA kernel is never run on CUDA: with `device: cuda` loading fails and
+//! says what to export, with `auto` the CPU is used. [`ModelSpec`] reads the metadata and
+//! finds the files;
 //! [`load`] then builds everything needed to serve it (tokenizer, ONNX Runtime, one session per
 //! inference worker), checks the graph against the tokenizer and the labels, and runs a warm-up
 //! batch. The app, the parity test and the ceiling benchmark all load through [`load`], so they
@@ -13,9 +20,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::ModelConfig;
+use crate::config::{Device, ModelConfig};
+use crate::inference::graph::GraphOps;
 use crate::inference::onnx::{
-    default_library_path, init_runtime, runtime_version, OnnxBackend, OnnxOptions,
+    default_library_path, init_runtime, runtime_version, OnnxBackend, OnnxOptions, Target,
 };
 use crate::inference::{Backend, PaddedBatch, SetupError};
 use crate::tokenize::{TextTokenizer, TokenizedText, TokenizerLoadError};
@@ -31,9 +39,11 @@ pub enum LoadError {
     Backend(#[from] SetupError),
     #[error("warm-up inference failed: {0}")]
     Warmup(String),
+    /// The device asked for cannot serve any file of this model well.
+    #[error("{0}")]
+    Device(String),
 }
 
-pub const MODEL_FILE: &str = "model.onnx";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const CONFIG_FILE: &str = "config.json";
 
@@ -49,7 +59,49 @@ pub struct ModelSpec {
     pub labels: Vec<String>,
     /// `max_length` from config.json, if the export recorded one.
     pub max_length: Option<usize>,
+    /// The ONNX files found, in the order of [`Precision`].
+    pub variants: Vec<Variant>,
 }
+
+/// What an ONNX file holds, by the naming convention of Hugging Face exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Precision {
+    /// `model_quantized.onnx`, `model_int8.onnx`, `model_uint8.onnx`: 8-bit weights.
+    Quantized8,
+    /// `model_q4.onnx`: 4-bit weights.
+    Quantized4,
+    /// `model.onnx`: full precision.
+    Fp32,
+    /// `model_fp16.onnx`: half precision, for GPUs.
+    Fp16,
+}
+
+/// One ONNX file of a model directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    /// Path relative to the model directory, e.g. `model_fp16.onnx` or `onnx/model.onnx`.
+    pub file: PathBuf,
+    pub precision: Precision,
+}
+
+/// File names of each precision, in order of preference within it.
+const VARIANT_NAMES: &[(&str, Precision)] = &[
+    ("model_quantized.onnx", Precision::Quantized8),
+    ("model_int8.onnx", Precision::Quantized8),
+    ("model_uint8.onnx", Precision::Quantized8),
+    ("model_q4.onnx", Precision::Quantized4),
+    ("model.onnx", Precision::Fp32),
+    ("model_fp16.onnx", Precision::Fp16),
+];
+
+/// Preference by device: the CPU wants small integer weights; a GPU wants floats, fp16 first.
+const CPU_ORDER: &[Precision] = &[
+    Precision::Quantized8,
+    Precision::Quantized4,
+    Precision::Fp32,
+    Precision::Fp16,
+];
+const GPU_ORDER: &[Precision] = &[Precision::Fp16, Precision::Fp32];
 
 #[derive(Deserialize)]
 struct HfConfig {
@@ -66,7 +118,7 @@ impl ModelSpec {
                 reason: "model directory not found".into(),
             });
         }
-        for file in [MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE] {
+        for file in [TOKENIZER_FILE, CONFIG_FILE] {
             let path = dir.join(file);
             if !path.is_file() {
                 return Err(LoadError::ModelFile {
@@ -88,6 +140,15 @@ impl ModelSpec {
             path: config_path,
             reason,
         })?;
+        let variants = find_variants(dir);
+        if variants.is_empty() {
+            return Err(LoadError::ModelFile {
+                path: dir.join("model.onnx"),
+                reason:
+                    "missing: no ONNX file (model.onnx, model_fp16.onnx, model_quantized.onnx, ...)"
+                        .into(),
+            });
+        }
         let name = dir
             .canonicalize()
             .ok()
@@ -99,16 +160,37 @@ impl ModelSpec {
             version: config.model_version.unwrap_or_else(|| "unversioned".into()),
             labels,
             max_length: config.max_length,
+            variants,
         })
     }
 
-    pub fn model_path(&self) -> PathBuf {
-        self.dir.join(MODEL_FILE)
+    /// The preferred file for `order`, if the directory has one.
+    fn preferred(&self, order: &[Precision]) -> Option<&Variant> {
+        order
+            .iter()
+            .find_map(|p| self.variants.iter().find(|v| v.precision == *p))
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join(TOKENIZER_FILE)
     }
+}
+
+/// The ONNX files a directory holds, at the top level or under `onnx/`, best first.
+fn find_variants(dir: &Path) -> Vec<Variant> {
+    let mut found = Vec::new();
+    for folder in ["", "onnx"] {
+        for (name, precision) in VARIANT_NAMES {
+            let file = Path::new(folder).join(name);
+            if dir.join(&file).is_file() {
+                found.push(Variant {
+                    file,
+                    precision: *precision,
+                });
+            }
+        }
+    }
+    found
 }
 
 /// A model ready to serve: its metadata, its tokenizer, and one warmed-up backend per
@@ -117,52 +199,149 @@ pub struct LoadedModel {
     pub spec: ModelSpec,
     pub tokenizer: TextTokenizer,
     pub backends: Vec<Box<dyn Backend>>,
+    /// The ONNX file in use, relative to the model directory.
+    pub file: PathBuf,
     /// Execution provider in use, e.g. `cpu` or `cuda`.
     pub provider: String,
+    /// False when the graph quantizes activations per batch: a text's scores then depend on
+    /// its batch-mates.
+    pub batch_independent: bool,
     /// Version of the ONNX Runtime library actually loaded.
     pub runtime_version: String,
 }
 
-/// Loads and checks the model directory `config.dir`: metadata -> tokenizer -> ONNX Runtime ->
-/// one session per inference worker -> a warm-up batch through each.
+/// Which file to run on which device, in the order to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Attempt {
+    file: PathBuf,
+    target: Target,
+}
+
+/// Decides which file runs where. `ops` reads a file's operators. Pure apart from that, so the
+/// rules are unit-tested without a GPU.
+fn plan(
+    spec: &ModelSpec,
+    config: &ModelConfig,
+    cuda_built: bool,
+    ops: &mut dyn FnMut(&Path) -> Result<GraphOps, LoadError>,
+) -> Result<Vec<Attempt>, LoadError> {
+    let pick = |order: &[Precision]| -> PathBuf {
+        match &config.file {
+            Some(file) => file.clone(),
+            None => spec
+                .preferred(order)
+                .or_else(|| spec.variants.first())
+                .map(|v| v.file.clone())
+                .expect("ModelSpec::load ensures at least one variant. This is a bug."),
+        }
+    };
+    let cpu = Attempt {
+        file: pick(CPU_ORDER),
+        target: Target::Cpu,
+    };
+    let wants_gpu = match config.device {
+        Device::Cpu => false,
+        Device::Cuda => true,
+        Device::Auto => cuda_built,
+    };
+    if !wants_gpu {
+        return Ok(vec![cpu]);
+    }
+    let gpu = Attempt {
+        file: pick(GPU_ORDER),
+        target: Target::Cuda,
+    };
+    let fallback = ops(&spec.dir.join(&gpu.file))?.cuda_fallback_ops();
+    if fallback.is_empty() {
+        return Ok(match config.device {
+            Device::Cuda => vec![gpu],
+            _ => vec![gpu, cpu],
+        });
+    }
+    let why = format!(
+        "{} uses {} with no CUDA kernel in ONNX Runtime: those nodes would run on the CPU, with \
+         copies both ways, slower than the CPU alone. Export a float variant for the GPU (`make \
+         model` writes model_fp16.onnx), or set model.device: cpu",
+        gpu.file.display(),
+        fallback.join(", ")
+    );
+    if config.device == Device::Cuda {
+        return Err(LoadError::Device(why));
+    }
+    tracing::warn!(reason = %why, "not using the GPU for this model");
+    Ok(vec![cpu])
+}
+
+/// Loads and checks the model directory `config.dir`: metadata -> tokenizer -> the file for
+/// the device -> ONNX Runtime -> one session per inference worker -> a warm-up batch
+/// through each. With `device: auto` a GPU that cannot be used is a warning, then the CPU.
 pub fn load(config: &ModelConfig) -> Result<LoadedModel, LoadError> {
     let spec = ModelSpec::load(&config.dir)?;
     let tokenizer = TextTokenizer::load(
         &spec.tokenizer_path(),
         config.max_length.or(spec.max_length),
     )?;
+    let mut read_ops = |path: &Path| {
+        GraphOps::read(path).map_err(|e| LoadError::ModelFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    };
+    let attempts = plan(&spec, config, cfg!(feature = "cuda"), &mut read_ops)?;
     let library = config
         .onnxruntime_library
         .clone()
         .unwrap_or_else(default_library_path);
     let env = init_runtime(&library)?;
-    let options = OnnxOptions {
-        device: config.device,
-        intra_op_threads: config.intra_op_threads,
-        intra_op_spinning: config.intra_op_spinning,
-    };
-    let mut backends: Vec<Box<dyn Backend>> = Vec::with_capacity(config.inference_workers);
-    for _ in 0..config.inference_workers {
-        let mut backend = OnnxBackend::load(&env, &spec.model_path(), &options, spec.labels.len())?;
-        warm_up(&mut backend, &tokenizer)?;
-        backends.push(Box::new(backend));
+    let mut last_error = None;
+    for (index, attempt) in attempts.iter().enumerate() {
+        let path = spec.dir.join(&attempt.file);
+        let options = OnnxOptions {
+            target: attempt.target,
+            intra_op_threads: config.intra_op_threads,
+            intra_op_spinning: config.intra_op_spinning,
+        };
+        let backends = (0..config.inference_workers)
+            .map(|_| -> Result<Box<dyn Backend>, LoadError> {
+                let mut backend = OnnxBackend::load(&env, &path, &options, spec.labels.len())?;
+                warm_up(&mut backend, &tokenizer)?;
+                Ok(Box::new(backend))
+            })
+            .collect::<Result<Vec<_>, _>>();
+        match backends {
+            Ok(backends) => {
+                let batch_independent = !read_ops(&path)?.is_batch_dependent();
+                if !batch_independent {
+                    tracing::warn!(
+                        file = %attempt.file.display(),
+                        "this graph quantizes activations per batch (DynamicQuantizeLinear): a text's \
+                         scores depend on the other texts in its batch. Export a statically or \
+                         weight-only quantized variant for stable answers"
+                    );
+                }
+                return Ok(LoadedModel {
+                    file: attempt.file.clone(),
+                    provider: attempt.target.name().to_string(),
+                    spec,
+                    tokenizer,
+                    backends,
+                    batch_independent,
+                    runtime_version: runtime_version(),
+                });
+            }
+            Err(e) if index + 1 < attempts.len() => {
+                tracing::warn!(error = %e, file = %attempt.file.display(), "GPU unavailable; using the CPU");
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let provider = backends
-        .first()
-        .map(|b| b.provider().to_string())
-        .unwrap_or_default();
-    Ok(LoadedModel {
-        spec,
-        tokenizer,
-        backends,
-        provider,
-        runtime_version: runtime_version(),
-    })
+    Err(last_error.expect("plan returns at least one attempt. This is a bug."))
 }
 
 /// One real batch through the model before it serves, so the first client does not pay for
 /// ONNX Runtime's lazy initialisation, and a model that cannot run fails now.
-fn warm_up(backend: &mut dyn Backend, tokenizer: &TextTokenizer) -> Result<(), LoadError> {
+fn warm_up(backend: &mut OnnxBackend, tokenizer: &TextTokenizer) -> Result<(), LoadError> {
     let texts = [
         "Markets rallied after the central bank's decision.".to_string(),
         "코스피 상승".to_string(),
@@ -238,6 +417,120 @@ mod tests {
         let labels = labels_in_order(map(&refs)).expect("valid");
         assert_eq!(labels[2], "l2");
         assert_eq!(labels[10], "l10");
+    }
+
+    fn spec(files: &[(&str, Precision)]) -> ModelSpec {
+        ModelSpec {
+            dir: PathBuf::from("m"),
+            name: "m".into(),
+            version: "1".into(),
+            labels: vec!["a".into(), "b".into()],
+            max_length: None,
+            variants: files
+                .iter()
+                .map(|(file, precision)| Variant {
+                    file: PathBuf::from(file),
+                    precision: *precision,
+                })
+                .collect(),
+        }
+    }
+
+    /// `plan` with graphs whose operators are given by file name.
+    fn plan_with(
+        spec: &ModelSpec,
+        device: Device,
+        file: Option<&str>,
+        cuda_built: bool,
+        graphs: &[(&str, GraphOps)],
+    ) -> Result<Vec<(String, Target)>, LoadError> {
+        let config = ModelConfig {
+            device,
+            file: file.map(PathBuf::from),
+            ..ModelConfig::default()
+        };
+        let mut ops = |path: &Path| -> Result<GraphOps, LoadError> {
+            Ok(graphs
+                .iter()
+                .find(|(name, _)| path.ends_with(name))
+                .map(|(_, ops)| ops.clone())
+                .unwrap_or_else(|| GraphOps::from(["MatMul"])))
+        };
+        plan(spec, &config, cuda_built, &mut ops).map(|attempts| {
+            attempts
+                .into_iter()
+                .map(|a| (a.file.display().to_string(), a.target))
+                .collect()
+        })
+    }
+
+    fn hf_export() -> ModelSpec {
+        spec(&[
+            ("model_quantized.onnx", Precision::Quantized8),
+            ("model.onnx", Precision::Fp32),
+            ("model_fp16.onnx", Precision::Fp16),
+        ])
+    }
+
+    fn dynamic_int8() -> GraphOps {
+        GraphOps::from(["DynamicQuantizeLinear", "MatMulInteger", "Gather"])
+    }
+
+    #[test]
+    fn the_cpu_gets_the_quantized_variant_and_the_gpu_fp16() {
+        let spec = hf_export();
+        let cpu = ("model_quantized.onnx".to_string(), Target::Cpu);
+        let gpu = ("model_fp16.onnx".to_string(), Target::Cuda);
+        let got =
+            |device, cuda_built| plan_with(&spec, device, None, cuda_built, &[]).expect("plan");
+        assert_eq!(got(Device::Cpu, true), std::slice::from_ref(&cpu));
+        assert_eq!(got(Device::Cuda, false), std::slice::from_ref(&gpu));
+        assert_eq!(got(Device::Auto, true), [gpu, cpu.clone()]);
+        assert_eq!(got(Device::Auto, false), [cpu]);
+    }
+
+    #[test]
+    fn a_gpu_without_fp16_gets_fp32_and_the_file_setting_wins() {
+        let spec = spec(&[
+            ("model_quantized.onnx", Precision::Quantized8),
+            ("onnx/model.onnx", Precision::Fp32),
+        ]);
+        let got = plan_with(&spec, Device::Cuda, None, true, &[]).expect("plan");
+        assert_eq!(got, [("onnx/model.onnx".to_string(), Target::Cuda)]);
+        let got = plan_with(&spec, Device::Cpu, Some("onnx/model.onnx"), true, &[]).expect("plan");
+        assert_eq!(got, [("onnx/model.onnx".to_string(), Target::Cpu)]);
+    }
+
+    #[test]
+    fn a_dynamically_quantized_graph_is_never_run_on_cuda() {
+        // Only a dynamically quantized file, as the old bundled model was.
+        let spec = spec(&[("model.onnx", Precision::Fp32)]);
+        let graphs = [("model.onnx", dynamic_int8())];
+        let err = plan_with(&spec, Device::Cuda, None, true, &graphs)
+            .expect_err("cuda must refuse")
+            .to_string();
+        for part in [
+            "model.onnx",
+            "DynamicQuantizeLinear",
+            "MatMulInteger",
+            "model_fp16.onnx",
+            "device: cpu",
+        ] {
+            assert!(err.contains(part), "{err:?} should mention {part:?}");
+        }
+        let got = plan_with(&spec, Device::Auto, None, true, &graphs).expect("auto uses the CPU");
+        assert_eq!(got, [("model.onnx".to_string(), Target::Cpu)]);
+        // The override cannot sneak it onto the GPU either.
+        let spec = hf_export();
+        let graphs = [("model_quantized.onnx", dynamic_int8())];
+        assert!(plan_with(
+            &spec,
+            Device::Cuda,
+            Some("model_quantized.onnx"),
+            true,
+            &graphs
+        )
+        .is_err());
     }
 
     #[test]

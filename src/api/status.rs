@@ -41,9 +41,15 @@ pub struct ModelInfo {
     pub labels: Vec<String>,
     /// Tokens per text, special tokens included; longer texts are truncated.
     pub max_length: usize,
+    /// The ONNX file in use, relative to the model directory.
+    #[schema(example = "model_quantized.onnx")]
+    pub file: String,
     /// Execution provider in use: `cpu` or `cuda`.
     #[schema(example = "cpu")]
     pub provider: String,
+    /// False when the graph quantizes activations per batch, so that a text's scores depend on
+    /// the other texts it happens to be batched with.
+    pub batch_independent: bool,
     pub inference_workers: usize,
 }
 
@@ -110,7 +116,9 @@ pub async fn info(state: web::Data<ApiState>) -> HttpResponse {
             version: model.spec.version.clone(),
             labels: model.spec.labels.clone(),
             max_length: model.tokenizer.max_length(),
+            file: model.file.display().to_string(),
             provider: model.provider.clone(),
+            batch_independent: model.batch_independent,
             inference_workers: model.inference_workers,
         },
         batching: (&state.config.batching).into(),

@@ -4,6 +4,7 @@
 //! thread (see `batching::worker`), never on the async executor, so it may block. `ort` types
 //! stay inside `onnx.rs`; everything else sees only [`PaddedBatch`] and [`Logits`].
 
+pub mod graph;
 pub mod onnx;
 
 use std::path::PathBuf;

@@ -14,7 +14,6 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use super::{Backend, BackendError, Logits, PaddedBatch, SetupError};
-use crate::config::Device;
 
 /// The ONNX Runtime release `make setup` fetches; pinned together with ort's `api-31` feature.
 const PINNED_VERSION: &str = "1.31.1";
@@ -110,9 +109,27 @@ fn is_version(text: &str) -> bool {
 /// Session settings for one inference worker.
 #[derive(Debug, Clone)]
 pub struct OnnxOptions {
-    pub device: Device,
+    pub target: Target,
     pub intra_op_threads: usize,
     pub intra_op_spinning: bool,
+}
+
+/// Where a session runs. The choice (and any fallback) is made by `model::load`; here a
+/// request for CUDA that cannot be met is an error, never a silent CPU session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Cpu,
+    Cuda,
+}
+
+impl Target {
+    /// The execution provider's name as `/info` reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Cpu => "cpu",
+            Target::Cuda => "cuda",
+        }
+    }
 }
 
 pub struct OnnxBackend {
@@ -204,34 +221,18 @@ fn build_session(
     path: &Path,
     options: &OnnxOptions,
 ) -> Result<(Session, &'static str), SetupError> {
-    let fail = |e: ort::Error| SetupError::ModelFile {
+    let session = match options.target {
+        Target::Cpu => cpu_builder(env, options).and_then(|mut b| b.commit_from_file(path)),
+        Target::Cuda => cuda_session(env, path, options),
+    };
+    let session = session.map_err(|e| SetupError::ModelFile {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let use_cuda = match options.device {
-        Device::Cpu => false,
-        Device::Cuda => true,
-        Device::Auto => cfg!(feature = "cuda"),
-    };
-    if use_cuda {
-        match cuda_session(env, path, options) {
-            Ok(session) => return Ok((session, "cuda")),
-            Err(e) if options.device == Device::Cuda => {
-                return Err(SetupError::ModelFile {
-                    path: path.to_path_buf(),
-                    reason: format!("CUDA requested: {e}"),
-                })
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "CUDA execution provider unavailable; falling back to CPU")
-            }
-        }
-    }
-    let session = cpu_builder(env, options)
-        .map_err(fail)?
-        .commit_from_file(path)
-        .map_err(fail)?;
-    Ok((session, "cpu"))
+        reason: match options.target {
+            Target::Cpu => e.to_string(),
+            Target::Cuda => format!("CUDA requested: {e}"),
+        },
+    })?;
+    Ok((session, options.target.name()))
 }
 
 fn cpu_builder(

@@ -13,3 +13,4 @@ mod parity;
 mod predict;
 mod startup;
 mod support;
+mod variants;

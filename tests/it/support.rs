@@ -45,15 +45,29 @@ pub struct Server {
     pub base: String,
     child: Child,
     pub client: reqwest::Client,
+    /// What the server wrote to stderr so far (its log).
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
     /// Starts with the shipped config plus these flags and environment overrides.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut command = command(args, env);
-        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn newscls");
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Still shown, as an inherited stderr would be.
+                eprintln!("{line}");
+                let mut log = sink.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -77,7 +91,13 @@ impl Server {
             base,
             child,
             client,
+            log,
         }
+    }
+
+    /// The server's log (stderr) so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -212,4 +232,171 @@ pub fn send_signal(pid: u32, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -s {signal} {pid} failed");
+}
+
+/// A tiny, real ONNX classifier that quantizes its activations dynamically, the way
+/// `quantize_dynamic` exports do: mean of the ids -> DynamicQuantizeLinear -> DequantizeLinear
+/// -> MatMul to one logit per label. Its scores depend on the batch, by construction.
+/// Written with a hand-rolled protobuf encoder so the tests need no Python.
+pub fn tiny_dynamic_model(labels: usize) -> Vec<u8> {
+    use onnx::*;
+    let mut graph = Vec::new();
+    node(
+        &["input_ids"],
+        &["x"],
+        "Cast",
+        &[int_attr("to", FLOAT)],
+        &mut graph,
+    );
+    node(
+        &["x"],
+        &["m"],
+        "ReduceMean",
+        &[ints_attr("axes", &[1]), int_attr("keepdims", 1)],
+        &mut graph,
+    );
+    node(
+        &["m"],
+        &["q", "s", "z"],
+        "DynamicQuantizeLinear",
+        &[],
+        &mut graph,
+    );
+    node(
+        &["q", "s", "z"],
+        &["d"],
+        "DequantizeLinear",
+        &[],
+        &mut graph,
+    );
+    node(&["d", "w"], &["logits"], "MatMul", &[], &mut graph);
+    message(2, b"tiny", &mut graph);
+    let weights: Vec<u8> = (0..labels)
+        .flat_map(|i| (i as f32 * 0.001 - 0.002).to_le_bytes())
+        .collect();
+    let mut tensor = Vec::new();
+    varint_field(1, 1, &mut tensor);
+    varint_field(1, labels as u64, &mut tensor);
+    varint_field(2, FLOAT, &mut tensor);
+    message(8, b"w", &mut tensor);
+    message(9, &weights, &mut tensor);
+    message(5, &tensor, &mut graph);
+    for name in ["input_ids", "attention_mask"] {
+        message(
+            11,
+            &value_info(name, INT64, &[Dim::Param("batch"), Dim::Param("sequence")]),
+            &mut graph,
+        );
+    }
+    message(
+        12,
+        &value_info(
+            "logits",
+            FLOAT,
+            &[Dim::Param("batch"), Dim::Value(labels as u64)],
+        ),
+        &mut graph,
+    );
+    let mut model = Vec::new();
+    varint_field(1, 8, &mut model);
+    let mut opset = Vec::new();
+    message(1, b"", &mut opset);
+    varint_field(2, 17, &mut opset);
+    message(8, &opset, &mut model);
+    message(7, &graph, &mut model);
+    model
+}
+
+/// Just enough of the ONNX protobuf schema to write [`tiny_dynamic_model`].
+mod onnx {
+    pub const FLOAT: u64 = 1;
+    pub const INT64: u64 = 7;
+
+    pub enum Dim {
+        Param(&'static str),
+        Value(u64),
+    }
+
+    fn varint(mut value: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    pub fn varint_field(field: u64, value: u64, out: &mut Vec<u8>) {
+        varint(field << 3, out);
+        varint(value, out);
+    }
+
+    pub fn message(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
+        varint(field << 3 | 2, out);
+        varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+
+    pub fn int_attr(name: &str, value: u64) -> Vec<u8> {
+        let mut attr = Vec::new();
+        message(1, name.as_bytes(), &mut attr);
+        varint_field(3, value, &mut attr);
+        varint_field(20, 2, &mut attr);
+        attr
+    }
+
+    pub fn ints_attr(name: &str, values: &[u64]) -> Vec<u8> {
+        let mut attr = Vec::new();
+        message(1, name.as_bytes(), &mut attr);
+        for value in values {
+            varint_field(8, *value, &mut attr);
+        }
+        varint_field(20, 7, &mut attr);
+        attr
+    }
+
+    pub fn node(
+        inputs: &[&str],
+        outputs: &[&str],
+        op: &str,
+        attrs: &[Vec<u8>],
+        graph: &mut Vec<u8>,
+    ) {
+        let mut node = Vec::new();
+        for input in inputs {
+            message(1, input.as_bytes(), &mut node);
+        }
+        for output in outputs {
+            message(2, output.as_bytes(), &mut node);
+        }
+        message(4, op.as_bytes(), &mut node);
+        for attr in attrs {
+            message(5, attr, &mut node);
+        }
+        message(1, &node, graph);
+    }
+
+    pub fn value_info(name: &str, elem_type: u64, dims: &[Dim]) -> Vec<u8> {
+        let mut shape = Vec::new();
+        for dim in dims {
+            let mut d = Vec::new();
+            match dim {
+                Dim::Value(v) => varint_field(1, *v, &mut d),
+                Dim::Param(p) => message(2, p.as_bytes(), &mut d),
+            }
+            message(1, &d, &mut shape);
+        }
+        let mut tensor = Vec::new();
+        varint_field(1, elem_type, &mut tensor);
+        message(2, &shape, &mut tensor);
+        let mut typ = Vec::new();
+        message(1, &tensor, &mut typ);
+        let mut info = Vec::new();
+        message(1, name.as_bytes(), &mut info);
+        message(2, &typ, &mut info);
+        info
+    }
 }

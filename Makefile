@@ -31,7 +31,7 @@ run: build
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(CARGO) clippy --locked --bench ceiling --bench loadgen -- -D warnings
+	$(CARGO) clippy --locked --bench ceiling --bench loadgen --bench tokenize -- -D warnings
 
 test: setup-test lint docker-check
 	$(CARGO) test --locked --all-targets

@@ -14,6 +14,11 @@
 //! Dependencies point one way: `app` → `api` → `classify` → `batching`/`tokenize`/`model` →
 //! `inference`; nothing below `api` knows about HTTP.
 
+/// mimalloc instead of the system allocator: tokenization allocates many small strings per
+/// text, and measured 1.3-1.6x faster per article with it (benches/tokenize.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod api;
 pub mod app;
 pub mod batching;

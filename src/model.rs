@@ -357,7 +357,6 @@ fn warm_up(backend: &mut OnnxBackend, tokenizer: &TextTokenizer) -> Result<(), L
     // otherwise some texts would fail at request time instead of now.
     let highest = TokenizedText {
         input_ids: vec![tokenizer.vocab_size() as i64 - 1],
-        type_ids: vec![0],
     };
     backend
         .infer(&PaddedBatch::new([&highest], tokenizer.pad_id()))

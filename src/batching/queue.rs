@@ -273,7 +273,6 @@ mod tests {
     fn text(len: usize) -> TokenizedText {
         TokenizedText {
             input_ids: vec![1; len],
-            type_ids: vec![0; len],
         }
     }
 
@@ -351,7 +350,6 @@ mod admission_tests {
         q.record_batch(4, Duration::from_millis(400)); // 100 ms per text
         let text = || TokenizedText {
             input_ids: vec![1; 3],
-            type_ids: vec![0; 3],
         };
         let (jobs, _rx): (Vec<_>, Vec<_>) = (0..5)
             .map(|_| Job::new(text(), Instant::now() + Duration::from_secs(10)))

@@ -186,7 +186,6 @@ mod tests {
     fn submit(queue: &BatchQueue, id: i64) -> tokio::sync::oneshot::Receiver<JobResult> {
         let text = TokenizedText {
             input_ids: vec![0, id, 2],
-            type_ids: vec![0; 3],
         };
         let (job, reply) = Job::new(text, Instant::now() + Duration::from_secs(30));
         queue.admit(vec![job]).expect("room in the queue");

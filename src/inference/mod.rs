@@ -18,6 +18,7 @@ pub struct PaddedBatch {
     pub width: usize,
     pub input_ids: Vec<i64>,
     pub attention_mask: Vec<i64>,
+    /// All zeros: every text is a single segment. Built once per batch, not per text.
     pub type_ids: Vec<i64>,
 }
 
@@ -37,7 +38,6 @@ impl PaddedBatch {
             let start = row * width;
             batch.input_ids[start..start + seq.len()].copy_from_slice(&seq.input_ids);
             batch.attention_mask[start..start + seq.len()].fill(1);
-            batch.type_ids[start..start + seq.len()].copy_from_slice(&seq.type_ids);
         }
         batch
     }
@@ -104,7 +104,6 @@ mod tests {
     fn seq(ids: &[i64]) -> TokenizedText {
         TokenizedText {
             input_ids: ids.to_vec(),
-            type_ids: vec![0; ids.len()],
         }
     }
 

@@ -1,23 +1,25 @@
 # syntax=docker/dockerfile:1
-# newscls images. The build steps are the project's own scripts (what CI runs):
+# newscls images. The build steps are the project's own scripts (what `make run` and CI run):
 #   scripts/setup-onnxruntime.sh  -> ONNX Runtime from its PyPI wheel
+#   scripts/setup-cuda.sh         -> (GPU) CUDA 13 + cuDNN 9 libraries from NVIDIA's PyPI wheels
 #   cargo build --release --locked -> the binary
 #
 # CPU (default target):  docker build -t newscls:cpu .
 # GPU:                   docker build --target runtime-gpu --build-arg FEATURES=cuda --build-arg ORT_FLAVOR=gpu -t newscls:gpu .
 #                        docker run --gpus all -p 8080:8080 newscls:gpu
-
-# CUDA 13 + cuDNN 9 runtime for the GPU target; override to match the hosts' driver.
-ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+# The GPU image has the same layout as `make run` on a GPU machine: a plain base, the CUDA
+# libraries next to ONNX Runtime, and only the NVIDIA driver from the host (mounted by the
+# NVIDIA container toolkit).
 
 # --- ONNX Runtime library, from the official wheel (cpu: onnxruntime, gpu: onnxruntime-gpu) ---
 FROM python:3.11-slim-bookworm AS onnxruntime
 ARG ORT_FLAVOR=cpu
 WORKDIR /src
-COPY scripts/setup-onnxruntime.sh scripts/
+COPY scripts/setup-onnxruntime.sh scripts/setup-cuda.sh scripts/
 RUN ORT_FLAVOR=${ORT_FLAVOR} scripts/setup-onnxruntime.sh \
- && mkdir -p /out \
- && cp -P .cache/onnxruntime*/libonnxruntime* /out/
+ && mkdir -p /out/cuda \
+ && cp -P .cache/onnxruntime*/libonnxruntime* /out/ \
+ && if [ "${ORT_FLAVOR}" = gpu ]; then scripts/setup-cuda.sh && cp -P .cache/cuda/lib/* /out/cuda/; fi
 
 # --- the binary ---
 FROM rust:1.95-slim-bookworm AS build
@@ -29,10 +31,8 @@ COPY tests tests
 RUN cargo build --release --locked --features "${FEATURES}" \
  && cp target/release/newscls /newscls
 
-# --- GPU runtime: CUDA 13 + cuDNN 9, onnxruntime-gpu's CUDA provider ---
-# The tag is in the ARG above; hadolint cannot see through ARGs.
-# hadolint ignore=DL3006
-FROM ${CUDA_RUNTIME_IMAGE} AS runtime-gpu
+# --- GPU runtime: onnxruntime-gpu's CUDA provider with CUDA 13 + cuDNN 9 from PyPI ---
+FROM debian:bookworm-slim AS runtime-gpu
 RUN groupadd --system --gid 10001 newscls \
  && useradd --system --uid 10001 --gid newscls --home-dir /app --shell /usr/sbin/nologin newscls
 COPY --from=onnxruntime /out/ /opt/onnxruntime/
@@ -40,15 +40,14 @@ COPY --from=build /newscls /usr/local/bin/newscls
 WORKDIR /app
 COPY --chown=root:root models models
 COPY --chown=root:root config config
-# DL3064 ("possible secret in ENV") matches the word TOKENS in NEWSCLS__BATCHING__MAX_BATCH_TOKENS:
-# a batch size counted in model tokens, not a credential.
-# hadolint ignore=DL3064
+# Batch limits need no setting here: with the model on the GPU they default to GPU-sized
+# batches (config/default.yaml, batching).
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
-    LD_LIBRARY_PATH=/opt/onnxruntime \
+    LD_LIBRARY_PATH=/opt/onnxruntime/cuda:/opt/onnxruntime \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     NEWSCLS_CONFIG=/app/config/default.yaml \
-    NEWSCLS__MODEL__DEVICE=cuda \
-    NEWSCLS__BATCHING__MAX_BATCH_SIZE=128 \
-    NEWSCLS__BATCHING__MAX_BATCH_TOKENS=65536
+    NEWSCLS__MODEL__DEVICE=cuda
 # Numeric, so Kubernetes runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 8080

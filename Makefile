@@ -4,14 +4,15 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench clean help
+.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench bench-gpu clean help
 
 help:
-	@echo "make run    - build (release) and serve the bundled model on :8080"
+	@echo "make run    - build (release) and serve the bundled model on :8080 (GPU if present; DEVICE=cpu|cuda)"
 	@echo "make test   - lint + unit + integration tests (real server, real model)"
 	@echo "make model  - rebuild the bundled model from registry packages (training/, ~20 min)"
 	@echo "make eval   - replay the model's test split through a running service (URL=...)"
 	@echo "make bench  - newscls vs the in-process ceiling, BentoML 1.4 and FastAPI (BENCH_ARGS=...)"
+	@echo "make bench-gpu - GPU variant: ceiling, service at c=64/256/1024, seed scenario, GPU busy, CPU per stage"
 	@echo "make docker-check - lint/validate Dockerfile, compose, Prometheus and Kubernetes files"
 	@echo "make jmeter - QA's JMeter plan against a running service (JMETER_ARGS=-Jport=8080)"
 
@@ -25,8 +26,10 @@ setup-test: setup
 build: setup
 	$(CARGO) build --release --locked
 
-run: build
-	./target/release/newscls $(ARGS)
+# On a machine with an NVIDIA driver this builds --features cuda and serves on the GPU
+# (DEVICE=cpu|cuda forces either); see scripts/run.sh.
+run:
+	@scripts/run.sh $(ARGS)
 
 lint:
 	$(CARGO) fmt --check
@@ -52,6 +55,10 @@ model:
 # Benchmark against the ONNX Runtime ceiling, BentoML 1.4 and FastAPI (not part of `make test`).
 bench:
 	bench/run.sh $(BENCH_ARGS)
+
+# The GPU benchmark on a machine with an NVIDIA GPU (DEVICE=cpu: a smoke run of the harness).
+bench-gpu:
+	bench/gpu.sh
 
 eval:
 	training/eval_service.sh $(URL)

@@ -1,9 +1,11 @@
 //! The in-process ceiling: ONNX Runtime on pre-tokenized texts, no HTTP, no queue.
 //!
-//! `cargo bench --bench ceiling -- [texts.jsonl] [seconds-per-size] [intra-op-threads]`
-//! Tokenizes the texts once (not timed), then for each batch size runs back-to-back batches of
-//! real texts, each padded to its own longest text, for a fixed time, and prints texts/s.
-//! Writes `bench/results/ceiling.json`. This is what the HTTP service is measured against.
+//! `cargo bench --bench ceiling -- [texts.jsonl] [seconds-per-size] [intra-op-threads] [cpu|cuda]
+//! [batch sizes, e.g. 1,8,32]`
+//! Loads the variant the service would load for that device (model::load), tokenizes the texts
+//! once (not timed), then for each batch size runs back-to-back batches of real texts, each
+//! padded as the service pads it, for a fixed time, and prints texts/s. Writes
+//! `bench/results/ceiling.json` (or `$CEILING_OUT`). This is what the service is measured against.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,7 +14,8 @@ use newscls::config::{Device, ModelConfig};
 use newscls::inference::PaddedBatch;
 use newscls::model;
 
-const BATCH_SIZES: &[usize] = &[1, 4, 8, 16, 32, 64];
+const CPU_BATCH_SIZES: &[usize] = &[1, 4, 8, 16, 32, 64];
+const GPU_BATCH_SIZES: &[usize] = &[1, 8, 32, 64, 128, 256];
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -26,6 +29,19 @@ fn main() {
     );
     let seconds: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let device = match args.get(3).map(String::as_str) {
+        None | Some("cpu") => Device::Cpu,
+        Some("cuda") => Device::Cuda,
+        Some(other) => panic!("device must be cpu or cuda, not {other}"),
+    };
+    let sizes: Vec<usize> = match args.get(4) {
+        Some(list) => list
+            .split(',')
+            .map(|s| s.parse().expect("batch size"))
+            .collect(),
+        None if device == Device::Cuda => GPU_BATCH_SIZES.to_vec(),
+        None => CPU_BATCH_SIZES.to_vec(),
+    };
     let texts: Vec<String> = std::fs::read_to_string(&texts_path)
         .unwrap_or_else(|e| panic!("{}: {e}", texts_path.display()))
         .lines()
@@ -39,7 +55,9 @@ fn main() {
         .collect();
 
     let mut loaded = model::load(&ModelConfig {
-        device: Device::Cpu,
+        // Another model directory (e.g. an older version, side by side): $MODEL_DIR.
+        dir: std::env::var_os("MODEL_DIR").map_or(ModelConfig::default().dir, Into::into),
+        device,
         intra_op_threads: threads,
         ..ModelConfig::default()
     })
@@ -50,19 +68,22 @@ fn main() {
     let mean_tokens =
         tokenized.iter().map(|t| t.len()).sum::<usize>() as f64 / tokenized.len() as f64;
     println!(
-        "ceiling: {} texts (mean {mean_tokens:.0} tokens), intra-op threads {}, {seconds} s per batch size",
+        "ceiling: {} on {}, {} texts (mean {mean_tokens:.0} tokens), intra-op threads {}, {seconds} s per batch size",
+        loaded.file.display(),
+        loaded.provider,
         texts.len(),
         if threads == 0 { "auto".to_string() } else { threads.to_string() }
     );
     println!("| batch | texts/s | ms/batch | padded-token share |");
     println!("|---:|---:|---:|---:|");
     let mut rows = Vec::new();
-    for &size in BATCH_SIZES {
+    let buckets = backend.shape_buckets();
+    for &size in &sizes {
         let mut done = 0usize;
         let mut batches = 0usize;
         let (mut real, mut padded) = (0usize, 0usize);
         let mut cursor = 0usize;
-        let warm = PaddedBatch::new(tokenized.iter().take(size), tokenizer.pad_id());
+        let warm = PaddedBatch::bucketed(tokenized.iter().take(size), tokenizer.pad_id(), buckets);
         backend.infer(&warm).expect("warm-up");
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs_f64(seconds) {
@@ -70,7 +91,7 @@ fn main() {
                 .map(|i| &tokenized[(cursor + i) % tokenized.len()])
                 .collect();
             cursor = (cursor + size) % tokenized.len();
-            let batch = PaddedBatch::new(chunk, tokenizer.pad_id());
+            let batch = PaddedBatch::bucketed(chunk, tokenizer.pad_id(), buckets);
             real += batch.real_tokens();
             padded += batch.padded_tokens();
             backend.infer(&batch).expect("infer");
@@ -95,12 +116,12 @@ fn main() {
         .map(|r| r["texts_per_second"].as_f64().unwrap_or(0.0))
         .fold(0.0, f64::max);
     println!("best: {best:.1} texts/s");
-    std::fs::create_dir_all("bench/results").expect("results dir");
-    let report = serde_json::json!({"texts": texts.len(), "mean_tokens": mean_tokens, "intra_op_threads": threads,
+    let out = std::env::var("CEILING_OUT").unwrap_or_else(|_| "bench/results/ceiling.json".into());
+    if let Some(dir) = std::path::Path::new(&out).parent() {
+        std::fs::create_dir_all(dir).expect("results dir");
+    }
+    let report = serde_json::json!({"file": loaded.file, "provider": loaded.provider, "texts": texts.len(),
+        "mean_tokens": mean_tokens, "intra_op_threads": threads,
         "seconds_per_size": seconds, "rows": rows, "best_texts_per_second": best});
-    std::fs::write(
-        "bench/results/ceiling.json",
-        serde_json::to_string_pretty(&report).expect("json"),
-    )
-    .expect("write");
+    std::fs::write(&out, serde_json::to_string_pretty(&report).expect("json")).expect("write");
 }

@@ -27,11 +27,11 @@ use tokio::sync::Semaphore;
 
 use crate::batching::worker::WorkerPool;
 use crate::batching::{AdmitError, BatchQueue, BatchRule, Job, JobError, JobOutput};
-use crate::config::{BatchingConfig, LimitsConfig};
+use crate::config::{BatchDevice, BatchLimits, BatchingConfig, LimitsConfig};
 use crate::metrics::Metrics;
 use crate::model::{LoadedModel, ModelSpec};
-use crate::postprocess::ranked;
-use crate::tokenize::{TextTokenizer, TokenizeError, TokenizedText};
+use crate::postprocess::{ranked, ScoreFunction};
+use crate::tokenize::{TextTokenizer, TokenizeError, TokenizedText, TruncationSide};
 
 /// What went wrong with a classification, in terms the caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +111,10 @@ pub struct ClassifyRequest {
     pub top_k: Option<usize>,
     /// Cut texts longer than the model's window; with `false` such a text is an error.
     pub truncate: bool,
+    /// Which end of a long text is kept.
+    pub truncation_side: TruncationSide,
+    /// How logits become scores (softmax unless asked otherwise).
+    pub scores: ScoreFunction,
     pub deadline: Deadline,
 }
 
@@ -126,6 +130,8 @@ pub struct LabelScore {
 pub struct TextScores {
     /// Labels by probability, best first, cut to `top_k`.
     pub ranked: Vec<LabelScore>,
+    /// Every label's score in the model's label order (protocols that send vectors).
+    pub scores: Vec<f32>,
     /// Tokens the model read for this text, special tokens included.
     pub tokens: usize,
 }
@@ -155,12 +161,16 @@ pub struct ModelIdentity {
 pub struct Classification {
     pub texts: Vec<TextScores>,
     pub model: ModelIdentity,
+    /// The producing model's labels, in the order of [`TextScores::scores`].
+    pub labels: Arc<[String]>,
     pub timing: Timing,
 }
 
 /// One model version in service: what it is, and its own queue and inference workers.
 pub struct ServingModel {
     pub spec: ModelSpec,
+    /// `spec.labels`, shared with every answer this model gives.
+    pub labels: Arc<[String]>,
     pub tokenizer: TextTokenizer,
     /// The ONNX file in use, relative to the model directory.
     pub file: PathBuf,
@@ -171,6 +181,8 @@ pub struct ServingModel {
     /// Version of the ONNX Runtime library actually loaded.
     pub runtime_version: String,
     pub inference_workers: usize,
+    /// The batch limits in force for this model's device.
+    pub batch_limits: BatchLimits,
     pub loaded_at: SystemTime,
     queue: Arc<BatchQueue>,
     workers: WorkerPool,
@@ -179,9 +191,14 @@ pub struct ServingModel {
 impl ServingModel {
     fn start(model: LoadedModel, batching: &BatchingConfig, metrics: &Arc<Metrics>) -> Self {
         let inference_workers = model.backends.len();
+        let device = match model.provider.as_str() {
+            "cpu" => BatchDevice::Cpu,
+            _ => BatchDevice::Gpu,
+        };
+        let batch_limits = batching.limits(device);
         let queue = Arc::new(BatchQueue::new(
             batching.max_queue_size,
-            BatchRule::from_config(batching),
+            BatchRule::new(batching, batch_limits),
             metrics.clone(),
             inference_workers,
         ));
@@ -192,6 +209,7 @@ impl ServingModel {
             metrics.clone(),
         );
         Self {
+            labels: model.spec.labels.clone().into(),
             spec: model.spec,
             tokenizer: model.tokenizer,
             file: model.file,
@@ -199,6 +217,7 @@ impl ServingModel {
             batch_independent: model.batch_independent,
             runtime_version: model.runtime_version,
             inference_workers,
+            batch_limits,
             loaded_at: SystemTime::now(),
             queue,
             workers,
@@ -314,9 +333,16 @@ impl Classifier {
 
     async fn run(&self, request: ClassifyRequest) -> Result<Classification, ClassifyError> {
         let model = self.serving();
-        let deadline = request.deadline;
+        let ClassifyRequest {
+            texts,
+            top_k,
+            truncate,
+            truncation_side,
+            scores,
+            deadline,
+        } = request;
         let (tokenized, tokenize_time) = self
-            .tokenize(&model, request.texts, request.truncate, deadline)
+            .tokenize(&model, texts, truncate, truncation_side, deadline)
             .await?;
         let tokens: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
         let (jobs, replies): (Vec<Job>, Vec<_>) = tokenized
@@ -343,23 +369,28 @@ impl Classifier {
             inference: slowest(|o| o.inference_time).unwrap_or_default(),
             largest_batch: outputs.iter().map(|o| o.batch_size).max().unwrap_or(0),
         };
-        let labels = &model.spec.labels;
+        let labels = &model.labels;
         let texts = outputs
             .iter()
             .zip(tokens)
-            .map(|(output, tokens)| TextScores {
-                ranked: ranked(&output.probabilities, request.top_k)
-                    .into_iter()
-                    .map(|(index, score)| LabelScore {
-                        label: labels[index].clone(),
-                        score,
-                    })
-                    .collect(),
-                tokens,
+            .map(|(output, tokens)| {
+                let scores = scores.apply(&output.logits);
+                TextScores {
+                    ranked: ranked(&scores, top_k)
+                        .into_iter()
+                        .map(|(index, score)| LabelScore {
+                            label: labels[index].clone(),
+                            score,
+                        })
+                        .collect(),
+                    scores,
+                    tokens,
+                }
             })
             .collect();
         Ok(Classification {
             texts,
+            labels: model.labels.clone(),
             model: model.identity(),
             timing,
         })
@@ -371,6 +402,7 @@ impl Classifier {
         model: &Arc<ServingModel>,
         texts: Vec<String>,
         truncate: bool,
+        side: TruncationSide,
         deadline: Deadline,
     ) -> Result<(Vec<TokenizedText>, Duration), ClassifyError> {
         let _permit = self
@@ -385,7 +417,10 @@ impl Classifier {
                 return None;
             }
             let started = Instant::now();
-            Some((model.tokenizer.encode(&texts, truncate), started.elapsed()))
+            Some((
+                model.tokenizer.encode_with(&texts, truncate, side),
+                started.elapsed(),
+            ))
         })
         .await
         .map_err(|e| ClassifyError::Inference(format!("tokenizer thread failed: {e}")))?;

@@ -77,10 +77,11 @@ pub enum Device {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchingConfig {
-    /// A batch closes when it holds this many texts...
-    pub max_batch_size: usize,
-    /// ...or when its padded size (texts x longest text) would pass this many tokens...
-    pub max_batch_tokens: usize,
+    /// A batch closes when it holds this many texts (null: by device, see [`BatchLimits`])...
+    pub max_batch_size: Option<usize>,
+    /// ...or when its padded size (texts x longest text) would pass this many tokens (null: by
+    /// device)...
+    pub max_batch_tokens: Option<usize>,
     /// ...or when its oldest text has waited this long.
     pub max_wait_ms: u64,
     /// Texts waiting in the queue; past it a request is refused with 429 at once.
@@ -144,8 +145,8 @@ impl Default for ModelConfig {
 impl Default for BatchingConfig {
     fn default() -> Self {
         Self {
-            max_batch_size: 32,
-            max_batch_tokens: 1024,
+            max_batch_size: None,
+            max_batch_tokens: None,
             max_wait_ms: 2,
             max_queue_size: 1024,
         }
@@ -174,6 +175,47 @@ impl Default for LoggingConfig {
 impl BatchingConfig {
     pub fn max_wait(&self) -> Duration {
         Duration::from_millis(self.max_wait_ms)
+    }
+
+    /// The limits in force on `device`: the configured ones, else the device's defaults.
+    pub fn limits(&self, device: BatchDevice) -> BatchLimits {
+        let defaults = BatchLimits::default_for(device);
+        BatchLimits {
+            max_batch_size: self.max_batch_size.unwrap_or(defaults.max_batch_size),
+            max_batch_tokens: self.max_batch_tokens.unwrap_or(defaults.max_batch_tokens),
+        }
+    }
+}
+
+/// What a batch may hold on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_batch_size: usize,
+    pub max_batch_tokens: usize,
+}
+
+/// The kind of device the batch limits are chosen for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchDevice {
+    Cpu,
+    Gpu,
+}
+
+impl BatchLimits {
+    /// Measured defaults. CPU: throughput peaks at small batches that stay in cache, 8 texts of
+    /// 128 tokens (benches/ceiling.rs). GPU: it keeps rising to 128-256 texts per batch
+    /// (../bench/results of the GPU run), so the limits only stop runaway batches.
+    pub fn default_for(device: BatchDevice) -> Self {
+        match device {
+            BatchDevice::Cpu => Self {
+                max_batch_size: 32,
+                max_batch_tokens: 1024,
+            },
+            BatchDevice::Gpu => Self {
+                max_batch_size: 256,
+                max_batch_tokens: 32768,
+            },
+        }
     }
 }
 
@@ -315,10 +357,13 @@ impl Config {
             self.server.drain_timeout.is_finite() && self.server.drain_timeout > 0.0,
         )?;
         positive("model.inference_workers", self.model.inference_workers > 0)?;
-        positive("batching.max_batch_size", self.batching.max_batch_size > 0)?;
+        positive(
+            "batching.max_batch_size",
+            self.batching.max_batch_size != Some(0),
+        )?;
         positive(
             "batching.max_batch_tokens",
-            self.batching.max_batch_tokens > 0,
+            self.batching.max_batch_tokens != Some(0),
         )?;
         positive("batching.max_queue_size", self.batching.max_queue_size > 0)?;
         positive("limits.max_body_bytes", self.limits.max_body_bytes > 0)?;
@@ -503,7 +548,7 @@ mod tests {
                 ..ModelConfig::default()
             },
             batching: BatchingConfig {
-                max_batch_size: 4,
+                max_batch_size: Some(4),
                 max_wait_ms: 6,
                 max_queue_size: 70,
                 ..BatchingConfig::default()

@@ -1,4 +1,26 @@
-//! Logits to answers: softmax, then labels ranked by score. Pure functions.
+//! Logits to answers: a score function (softmax by default), then labels ranked by score.
+//! Pure functions.
+
+/// How logits become scores. Softmax for a single-label classifier; sigmoid scores each label on
+/// its own (Hugging Face's `function_to_apply`); `None` returns the logits themselves (TEI's
+/// `raw_scores`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScoreFunction {
+    #[default]
+    Softmax,
+    Sigmoid,
+    None,
+}
+
+impl ScoreFunction {
+    pub fn apply(self, logits: &[f32]) -> Vec<f32> {
+        match self {
+            ScoreFunction::Softmax => softmax(logits),
+            ScoreFunction::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
+            ScoreFunction::None => logits.to_vec(),
+        }
+    }
+}
 
 /// Numerically stable softmax (shifts by the max so `exp` cannot overflow).
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
@@ -32,6 +54,13 @@ mod tests {
         let p = softmax(&[1000.0, 0.0]);
         assert!(p.iter().all(|x| x.is_finite()));
         assert!((p[0] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sigmoid_scores_each_label_alone_and_none_keeps_logits() {
+        let s = ScoreFunction::Sigmoid.apply(&[0.0, 100.0]);
+        assert!((s[0] - 0.5).abs() < 1e-6 && (s[1] - 1.0).abs() < 1e-6);
+        assert_eq!(ScoreFunction::None.apply(&[1.5, -2.0]), vec![1.5, -2.0]);
     }
 
     #[test]

@@ -47,8 +47,19 @@ pub struct TokenizerLoadError {
     pub reason: String,
 }
 
+/// Which end of a long text is kept. News puts the essentials first, so `Right` (cut the end)
+/// is the default; `Left` keeps the end (TEI's `truncation_direction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TruncationSide {
+    #[default]
+    Right,
+    Left,
+}
+
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer truncating from the left.
+    inner_left: Tokenizer,
     max_length: usize,
     pad_id: i64,
     /// Long texts are tried on prefixes of these many bytes first, shortest first; empty
@@ -89,12 +100,22 @@ impl TextTokenizer {
             }))
             .map_err(|e| fail(e.to_string()))?;
         inner.with_padding(None);
+        let mut inner_left = inner.clone();
+        inner_left
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Left,
+            }))
+            .map_err(|e| fail(e.to_string()))?;
         let prefix_bytes = PREFIX_BYTES_PER_TOKEN
             .iter()
             .map(|per_token| max_length.saturating_mul(*per_token))
             .collect();
         Ok(Self {
             inner,
+            inner_left,
             max_length,
             pad_id,
             prefix_bytes,
@@ -129,16 +150,29 @@ impl TextTokenizer {
         texts: &[String],
         truncate: bool,
     ) -> Result<Vec<TokenizedText>, TokenizeError> {
+        self.encode_with(texts, truncate, TruncationSide::Right)
+    }
+
+    /// Like [`TextTokenizer::encode`], keeping the given end of long texts.
+    pub fn encode_with(
+        &self,
+        texts: &[String],
+        truncate: bool,
+        side: TruncationSide,
+    ) -> Result<Vec<TokenizedText>, TokenizeError> {
         texts
             .iter()
             .enumerate()
             .map(|(index, text)| {
-                let encoding = self
-                    .encode_window(text)
-                    .map_err(|e| TokenizeError::Failed {
-                        index,
-                        reason: e.to_string(),
-                    })?;
+                let encoding = match side {
+                    TruncationSide::Right => self.encode_window(text),
+                    // No shortcut for the end of a text: whole texts.
+                    TruncationSide::Left => self.inner_left.encode_fast(text.as_str(), true),
+                };
+                let encoding = encoding.map_err(|e| TokenizeError::Failed {
+                    index,
+                    reason: e.to_string(),
+                })?;
                 if !truncate && !encoding.get_overflowing().is_empty() {
                     return Err(TokenizeError::TooLong {
                         index,

@@ -146,6 +146,17 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        self.response_builder().json(ErrorBody {
+            error: self.to_string(),
+            error_type: self.error_type(),
+        })
+    }
+}
+
+impl ApiError {
+    /// The status and the headers that go with it (`Retry-After`, `Allow`); the body is added
+    /// by the caller, in its protocol's shape.
+    fn response_builder(&self) -> actix_web::HttpResponseBuilder {
         let mut response = HttpResponse::build(self.status_code());
         let retry_after = match self {
             ApiError::Overloaded { retry_after, .. } => Some(retry_after.as_secs().max(1)),
@@ -158,9 +169,41 @@ impl ResponseError for ApiError {
         if let ApiError::MethodNotAllowed { allow, .. } = self {
             response.insert_header((header::ALLOW, *allow));
         }
-        response.json(ErrorBody {
-            error: self.to_string(),
-            error_type: self.error_type(),
+        response
+    }
+}
+
+/// An error on an Open Inference Protocol (KServe v2) route: the same status and headers as
+/// the [`ApiError`] it wraps, in that protocol's body, `{"error": "..."}`.
+#[derive(Debug)]
+pub struct V2Error(pub ApiError);
+
+/// The body of every KServe v2 error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct V2ErrorBody {
+    pub error: String,
+}
+
+impl From<ApiError> for V2Error {
+    fn from(error: ApiError) -> Self {
+        Self(error)
+    }
+}
+
+impl std::fmt::Display for V2Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for V2Error {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.0.response_builder().json(V2ErrorBody {
+            error: self.0.to_string(),
         })
     }
 }

@@ -8,8 +8,10 @@
 pub mod connection;
 pub mod demo;
 pub mod error;
+pub mod kserve;
 pub mod predict;
 pub mod status;
+pub mod vllm;
 
 use std::sync::Arc;
 
@@ -44,6 +46,14 @@ pub struct ApiState {
     ),
     paths(
         predict::predict,
+        predict::predict_at_root,
+        vllm::classify,
+        kserve::server_metadata,
+        kserve::live,
+        kserve::ready,
+        kserve::model_metadata,
+        kserve::model_ready,
+        kserve::infer,
         status::livez,
         status::readyz,
         status::info,
@@ -52,6 +62,9 @@ pub struct ApiState {
     components(schemas(
         predict::PredictRequest,
         predict::PredictInputs,
+        predict::Parameters,
+        predict::FunctionToApply,
+        predict::TruncationDirection,
         predict::PredictResponse,
         predict::LabelScore,
         status::Health,
@@ -60,10 +73,27 @@ pub struct ApiState {
         status::BatchingInfo,
         status::LimitsInfo,
         ErrorBody,
-        ErrorType
+        ErrorType,
+        vllm::ClassifyBody,
+        vllm::ClassifyInput,
+        vllm::ClassifyResponse,
+        vllm::ClassifyData,
+        vllm::Usage,
+        kserve::ServerMetadata,
+        kserve::TensorMetadata,
+        kserve::ModelMetadata,
+        kserve::Liveness,
+        kserve::Readiness,
+        kserve::InferRequest,
+        kserve::InputTensor,
+        kserve::RequestedOutput,
+        kserve::InferResponse,
+        kserve::OutputTensor,
+        error::V2ErrorBody
     )),
     tags(
-        (name = "classification", description = "The model"),
+        (name = "classification", description = "The model: TEI / Hugging Face (`/predict`, `/`) and vLLM (`/classify`) shapes"),
+        (name = "kserve-v2", description = "Open Inference Protocol (KServe v2, Triton, MLServer): JSON tensors"),
         (name = "operations", description = "Health, readiness, build info and metrics")
     )
 )]
@@ -83,15 +113,35 @@ pub fn openapi(limits: &LimitsConfig) -> utoipa::openapi::OpenApi {
 /// Registers every route. A known path with a method it does not serve gets 405.
 pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bool) {
     let max_body_bytes = limits.max_body_bytes;
+    // `POST /` is `/predict` (TEI and the Hugging Face Inference API serve their task there);
+    // a browser's `GET /` gets the demo page.
     if demo_page {
-        cfg.service(resource("/", "GET").get(demo::page));
+        cfg.service(
+            resource("/", "GET, POST")
+                .get(demo::page)
+                .post(predict::predict_at_root),
+        );
+    } else {
+        cfg.service(resource("/", "POST").post(predict::predict_at_root));
     }
     cfg.app_data(
         web::JsonConfig::default()
             .limit(max_body_bytes)
             .error_handler(move |err, _req| json_error(err, max_body_bytes).into()),
     )
+    // Raw bodies (the KServe v2 routes read them to answer in their own error form).
+    .app_data(web::PayloadConfig::new(max_body_bytes))
     .service(resource("/predict", "POST").post(predict::predict))
+    .service(resource("/classify", "POST").post(vllm::classify))
+    .service(resource("/v2", "GET").get(kserve::server_metadata))
+    .service(resource("/v2/health/live", "GET").get(kserve::live))
+    .service(resource("/v2/health/ready", "GET").get(kserve::ready))
+    .service(resource("/v2/models/{name}", "GET").get(kserve::model_metadata))
+    .service(resource("/v2/models/{name}/versions/{version}", "GET").get(kserve::model_metadata))
+    .service(resource("/v2/models/{name}/ready", "GET").get(kserve::model_ready))
+    .service(resource("/v2/models/{name}/versions/{version}/ready", "GET").get(kserve::model_ready))
+    .service(resource("/v2/models/{name}/infer", "POST").post(kserve::infer))
+    .service(resource("/v2/models/{name}/versions/{version}/infer", "POST").post(kserve::infer))
     .service(resource("/livez", "GET").get(status::livez))
     .service(resource("/readyz", "GET").get(status::readyz))
     .service(resource("/info", "GET").get(status::info))

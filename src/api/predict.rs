@@ -17,6 +17,8 @@ use super::error::{ApiError, ErrorBody};
 use super::ApiState;
 use crate::classify::{Classification, ClassifyRequest, Deadline};
 use crate::config::LimitsConfig;
+use crate::postprocess::ScoreFunction;
+use crate::tokenize::TruncationSide;
 
 /// The body of `POST /predict`. Only a JSON object is accepted: serde's derive would also
 /// take a positional array (`["text"]`), which no client means to send.
@@ -31,6 +33,54 @@ pub struct PredictRequest {
     /// Cut texts longer than the model's token limit (default `true`). With `false`, such a
     /// text is refused with 422.
     pub truncate: Option<bool>,
+    /// Which end of a long text is kept (TEI): `Right` cuts the end (default), `Left` the start.
+    pub truncation_direction: Option<TruncationDirection>,
+    /// Return the model's logits instead of probabilities (TEI).
+    pub raw_scores: Option<bool>,
+    /// Hugging Face Inference API parameters, as `huggingface_hub.InferenceClient` sends them.
+    /// With this field present, a single text is answered as a list of one ranked list, the
+    /// shape that client reads.
+    pub parameters: Option<Parameters>,
+}
+
+/// `parameters` of the Hugging Face text-classification task.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Parameters {
+    /// Same as the top-level `top_k`.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1)]
+    pub top_k: Option<usize>,
+    /// `softmax` (default), `sigmoid` (each label scored alone) or `none` (logits).
+    pub function_to_apply: Option<FunctionToApply>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FunctionToApply {
+    Softmax,
+    Sigmoid,
+    None,
+}
+
+/// TEI spells these `Left` and `Right`; any case is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+pub enum TruncationDirection {
+    Left,
+    Right,
+}
+
+impl<'de> Deserialize<'de> for TruncationDirection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.to_ascii_lowercase().as_str() {
+            "left" => Ok(Self::Left),
+            "right" => Ok(Self::Right),
+            _ => Err(serde::de::Error::custom(format!(
+                "truncation_direction must be \"Left\" or \"Right\", not {text:?}"
+            ))),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -41,6 +91,12 @@ struct PredictRequestFields {
     top_k: Option<usize>,
     #[serde(default)]
     truncate: Option<bool>,
+    #[serde(default)]
+    truncation_direction: Option<TruncationDirection>,
+    #[serde(default)]
+    raw_scores: Option<bool>,
+    #[serde(default)]
+    parameters: Option<Parameters>,
 }
 
 /// JSON Schema counts `3.0` as an integer, so the API does too; `3.5` or `-1` stay errors.
@@ -84,6 +140,9 @@ impl<'de> Deserialize<'de> for PredictRequest {
             inputs: fields.inputs,
             top_k: fields.top_k,
             truncate: fields.truncate,
+            truncation_direction: fields.truncation_direction,
+            raw_scores: fields.raw_scores,
+            parameters: fields.parameters,
         })
     }
 }
@@ -91,11 +150,86 @@ impl<'de> Deserialize<'de> for PredictRequest {
 #[derive(Debug, Deserialize)]
 #[serde(
     untagged,
-    expecting = "`inputs` must be a string or an array of strings"
+    expecting = "`inputs` must be a string, an array of strings, or (TEI) an array of one-string arrays"
 )]
 pub enum PredictInputs {
     Single(String),
     Batch(Vec<String>),
+    /// TEI's batch form, `[["a"], ["b"]]`: each inner list is one input. An inner list of two
+    /// is a text pair in TEI, which a single-text classifier cannot take.
+    Nested(Vec<Vec<String>>),
+}
+
+impl PredictRequest {
+    /// The texts, whether the answer is one list (a single text) or a list per text, and the
+    /// classification options, with conflicts between TEI's and Hugging Face's fields refused.
+    fn into_parts(self) -> Result<(Vec<String>, bool, Options), ApiError> {
+        let parameters = self.parameters.as_ref();
+        let hf_shape = parameters.is_some();
+        let (texts, single) = match self.inputs {
+            PredictInputs::Single(text) => (vec![text], !hf_shape),
+            PredictInputs::Batch(texts) => (texts, false),
+            PredictInputs::Nested(inputs) => {
+                let mut texts = Vec::with_capacity(inputs.len());
+                for (index, mut input) in inputs.into_iter().enumerate() {
+                    match input.len() {
+                        1 => texts.extend(input.pop()),
+                        2 => {
+                            return Err(ApiError::Validation(format!(
+                                "input {index} is a text pair; this model classifies single texts: \
+                                 send [[\"text\"], ...] or [\"text\", ...]"
+                            )))
+                        }
+                        n => {
+                            return Err(ApiError::Validation(format!(
+                                "input {index} is a list of {n} strings; each inner list must hold one text"
+                            )))
+                        }
+                    }
+                }
+                (texts, false)
+            }
+        };
+        let top_k = match (self.top_k, parameters.and_then(|p| p.top_k)) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::Validation(format!(
+                    "`top_k` ({a}) and `parameters.top_k` ({b}) disagree"
+                )))
+            }
+            (a, b) => a.or(b),
+        };
+        let function = parameters.and_then(|p| p.function_to_apply);
+        let scores = match (self.raw_scores.unwrap_or(false), function) {
+            (true, Some(f)) if f != FunctionToApply::None => {
+                return Err(ApiError::Validation(
+                    "`raw_scores: true` asks for logits; `parameters.function_to_apply` asks for another function"
+                        .into(),
+                ))
+            }
+            (true, _) | (false, Some(FunctionToApply::None)) => ScoreFunction::None,
+            (false, Some(FunctionToApply::Sigmoid)) => ScoreFunction::Sigmoid,
+            (false, _) => ScoreFunction::Softmax,
+        };
+        let truncation_side = match self.truncation_direction {
+            Some(TruncationDirection::Left) => TruncationSide::Left,
+            _ => TruncationSide::Right,
+        };
+        let options = Options {
+            top_k,
+            truncate: self.truncate.unwrap_or(true),
+            truncation_side,
+            scores,
+        };
+        Ok((texts, single, options))
+    }
+}
+
+/// How to classify, decoded from a request.
+struct Options {
+    top_k: Option<usize>,
+    truncate: bool,
+    truncation_side: TruncationSide,
+    scores: ScoreFunction,
 }
 
 /// The OpenAPI schema of `inputs`, with the limits the server enforces, so that any text the
@@ -121,6 +255,18 @@ pub fn inputs_schema(
                 .min_items(Some(1))
                 .max_items(Some(limits.max_client_batch_size))
                 .description(Some("Several news texts, answered in order")),
+        )
+        .item(
+            ArrayBuilder::new()
+                .items(
+                    ArrayBuilder::new()
+                        .items(text("A news text"))
+                        .min_items(Some(1))
+                        .max_items(Some(1)),
+                )
+                .min_items(Some(1))
+                .max_items(Some(limits.max_client_batch_size))
+                .description(Some("TEI's batch form: one single-text list per input")),
         )
         .into()
 }
@@ -204,21 +350,40 @@ pub async fn predict(
     body: web::Json<PredictRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = request_deadline(&http, state.config.server.timeout)?;
-    let request = body.into_inner();
-    let single = matches!(request.inputs, PredictInputs::Single(_));
-    let texts = match request.inputs {
-        PredictInputs::Single(text) => vec![text],
-        PredictInputs::Batch(texts) => texts,
-    };
+    let (texts, single, options) = body.into_inner().into_parts()?;
     let request = ClassifyRequest {
         texts,
-        top_k: request.top_k,
-        truncate: request.truncate.unwrap_or(true),
+        top_k: options.top_k,
+        truncate: options.truncate,
+        truncation_side: options.truncation_side,
+        scores: options.scores,
         deadline,
     };
     let hung_up = disconnected(http.conn_data::<ClientSocket>());
     let classification = state.classifier.classify(request, hung_up).await?;
     Ok(respond(classification, single))
+}
+
+/// `POST /`: the same as `POST /predict`, where Hugging Face's clients and TEI's send it.
+#[utoipa::path(
+    post,
+    path = "/",
+    tag = "classification",
+    request_body(content = PredictRequest, example = json!({
+        "inputs": "The striker scored twice as the home side won the cup final.",
+        "parameters": {"top_k": 2}
+    })),
+    responses(
+        (status = 200, description = "As POST /predict", body = PredictResponse),
+        (status = 422, description = "Invalid input", body = ErrorBody),
+    )
+)]
+pub async fn predict_at_root(
+    state: web::Data<ApiState>,
+    http: HttpRequest,
+    body: web::Json<PredictRequest>,
+) -> Result<HttpResponse, ApiError> {
+    predict(state, http, body).await
 }
 
 /// The ranked labels as JSON, with where the time went in headers.
@@ -261,7 +426,10 @@ pub const TIMEOUT_HEADER: &str = "x-request-timeout";
 const MIN_REQUEST_TIMEOUT: f64 = 0.1;
 
 /// The request's deadline: `server.timeout` from now, or the client's header when tighter.
-fn request_deadline(http: &HttpRequest, server_timeout: f64) -> Result<Deadline, ApiError> {
+pub(super) fn request_deadline(
+    http: &HttpRequest,
+    server_timeout: f64,
+) -> Result<Deadline, ApiError> {
     let seconds = match http.headers().get(TIMEOUT_HEADER) {
         None => server_timeout,
         Some(value) => header_seconds(value)?.min(server_timeout),
@@ -299,9 +467,54 @@ mod tests {
         let err = serde_json::from_str::<PredictRequest>(r#"{"inputs": 5}"#)
             .expect_err("number")
             .to_string();
-        assert!(err.contains("string or an array of strings"), "{err}");
+        assert!(err.contains("a string, an array of strings"), "{err}");
         let err = serde_json::from_str::<PredictRequest>(r#"{"inputs": "x", "topk": 1}"#)
             .expect_err("typo");
         assert!(err.to_string().contains("topk"), "{err}");
+    }
+
+    fn parts(json: &str) -> Result<(Vec<String>, bool, Options), ApiError> {
+        serde_json::from_str::<PredictRequest>(json)
+            .expect("decodes")
+            .into_parts()
+    }
+
+    #[test]
+    fn hugging_face_parameters_are_honoured_and_ask_for_a_list_per_text() {
+        let (texts, single, options) =
+            parts(r#"{"inputs": "x", "parameters": {"top_k": 2, "function_to_apply": "sigmoid"}}"#)
+                .expect("valid");
+        assert_eq!((texts.len(), single), (1, false));
+        assert_eq!(options.top_k, Some(2));
+        assert_eq!(options.scores, ScoreFunction::Sigmoid);
+        let (_, single, options) = parts(r#"{"inputs": "x"}"#).expect("valid");
+        assert!(single, "TEI's shape without parameters");
+        assert_eq!(options.scores, ScoreFunction::Softmax);
+        let err = serde_json::from_str::<PredictRequest>(
+            r#"{"inputs": "x", "parameters": {"top_k": 1, "temperature": 2}}"#,
+        )
+        .expect_err("unknown parameter");
+        assert!(err.to_string().contains("temperature"), "{err}");
+    }
+
+    #[test]
+    fn tei_batches_raw_scores_and_truncation_direction() {
+        let (texts, single, options) = parts(
+            r#"{"inputs": [["a"], ["b"]], "raw_scores": true, "truncation_direction": "Left"}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            (texts, single),
+            (vec!["a".to_string(), "b".to_string()], false)
+        );
+        assert_eq!(options.scores, ScoreFunction::None);
+        assert_eq!(options.truncation_side, TruncationSide::Left);
+        let pair = parts(r#"{"inputs": [["a", "b"]]}"#).err().expect("a pair");
+        assert!(pair.to_string().contains("text pair"), "{pair}");
+        assert!(parts(r#"{"inputs": "x", "top_k": 1, "parameters": {"top_k": 2}}"#).is_err());
+        assert!(parts(
+            r#"{"inputs": "x", "raw_scores": true, "parameters": {"function_to_apply": "softmax"}}"#
+        )
+        .is_err());
     }
 }

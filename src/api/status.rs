@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::ApiState;
-use crate::config::{BatchingConfig, LimitsConfig};
+use crate::config::{BatchLimits, BatchingConfig, LimitsConfig};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -63,11 +63,12 @@ pub struct BatchingInfo {
     pub max_queue_size: usize,
 }
 
-impl From<&BatchingConfig> for BatchingInfo {
-    fn from(config: &BatchingConfig) -> Self {
+impl BatchingInfo {
+    /// The settings in force: the limits depend on the device the model runs on.
+    fn new(config: &BatchingConfig, limits: BatchLimits) -> Self {
         Self {
-            max_batch_size: config.max_batch_size,
-            max_batch_tokens: config.max_batch_tokens,
+            max_batch_size: limits.max_batch_size,
+            max_batch_tokens: limits.max_batch_tokens,
             max_wait_ms: config.max_wait_ms,
             max_queue_size: config.max_queue_size,
         }
@@ -121,7 +122,7 @@ pub async fn info(state: web::Data<ApiState>) -> HttpResponse {
             batch_independent: model.batch_independent,
             inference_workers: model.inference_workers,
         },
-        batching: (&state.config.batching).into(),
+        batching: BatchingInfo::new(&state.config.batching, model.batch_limits),
         limits: (&state.config.limits).into(),
         timeout_seconds: state.config.server.timeout,
         version: env!("CARGO_PKG_VERSION"),

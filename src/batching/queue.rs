@@ -26,8 +26,8 @@ pub type JobResult = Result<JobOutput, JobError>;
 /// The answer for one text, with where its time went.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOutput {
-    /// Class probabilities in label order.
-    pub probabilities: Vec<f32>,
+    /// The model's logits in label order; the caller turns them into scores.
+    pub logits: Vec<f32>,
     /// Texts in the batch this one was computed in.
     pub batch_size: usize,
     pub queue_time: Duration,

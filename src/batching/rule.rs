@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::config::BatchingConfig;
+use crate::config::{BatchLimits, BatchingConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchRule {
@@ -26,10 +26,10 @@ pub enum Decision {
 }
 
 impl BatchRule {
-    pub fn from_config(config: &BatchingConfig) -> Self {
+    pub fn new(config: &BatchingConfig, limits: BatchLimits) -> Self {
         Self {
-            max_batch_size: config.max_batch_size,
-            max_batch_tokens: config.max_batch_tokens,
+            max_batch_size: limits.max_batch_size,
+            max_batch_tokens: limits.max_batch_tokens,
             max_wait: config.max_wait(),
         }
     }

@@ -14,7 +14,6 @@ use std::time::Instant;
 use super::queue::{BatchQueue, Job, JobError, JobOutput};
 use crate::inference::{Backend, PaddedBatch};
 use crate::metrics::Metrics;
-use crate::postprocess::softmax;
 
 pub struct WorkerPool {
     handles: Mutex<Vec<JoinHandle<()>>>,
@@ -75,18 +74,45 @@ impl Drop for RunningGuard {
 }
 
 fn run_worker(mut backend: Box<dyn Backend>, queue: &BatchQueue, pad_id: i64, metrics: &Metrics) {
-    while let Some(jobs) = queue.next_batch() {
-        let started = std::time::Instant::now();
-        let texts = run_batch(backend.as_mut(), jobs, pad_id, metrics);
+    let (buckets, pipelined) = (backend.shape_buckets(), backend.pipelined());
+    let assemble = |jobs: Vec<Job>| {
+        let batch = PaddedBatch::bucketed(jobs.iter().map(|j| &j.text), pad_id, buckets);
+        (jobs, batch)
+    };
+    let mut infer = |(jobs, batch): (Vec<Job>, PaddedBatch)| {
+        let started = Instant::now();
+        let texts = run_batch(backend.as_mut(), jobs, batch, metrics);
         queue.record_batch(texts, started.elapsed());
+    };
+    if !pipelined {
+        while let Some(jobs) = queue.next_batch() {
+            infer(assemble(jobs));
+        }
+        return;
     }
+    // While the device runs a batch, another thread takes the next one from the queue and
+    // pads it. The channel holds one: a batch is assembled ahead, never more.
+    let (ready, assembled) = std::sync::mpsc::sync_channel(1);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Some(jobs) = queue.next_batch() {
+                if ready.send(assemble(jobs)).is_err() {
+                    break;
+                }
+            }
+        });
+        for next in assembled {
+            infer(next);
+        }
+    });
 }
 
-/// Runs one batch and answers every job in it, whatever happens.
+/// Runs one batch (`batch` holds `jobs`' texts, in order) and answers every job in it,
+/// whatever happens. Returns the number of texts.
 pub fn run_batch(
     backend: &mut dyn Backend,
     jobs: Vec<Job>,
-    pad_id: i64,
+    batch: PaddedBatch,
     metrics: &Metrics,
 ) -> usize {
     let started = Instant::now();
@@ -95,8 +121,7 @@ pub fn run_batch(
             .queue_wait
             .observe(started.duration_since(job.enqueued_at).as_secs_f64());
     }
-    let batch = PaddedBatch::new(jobs.iter().map(|j| &j.text), pad_id);
-    metrics.batch_size.observe(batch.rows as f64);
+    metrics.batch_size.observe(batch.texts as f64);
     metrics.batch_tokens.observe(batch.padded_tokens() as f64);
     metrics
         .tokens
@@ -112,13 +137,14 @@ pub fn run_batch(
     metrics
         .inference_duration
         .observe(inference_time.as_secs_f64());
-    let rows = batch.rows;
+    let texts = batch.texts;
     match outcome {
         Ok(Ok(logits)) => {
+            // Filler rows past the texts are dropped by the zip.
             for (job, row) in jobs.into_iter().zip(logits.rows()) {
                 let output = JobOutput {
-                    probabilities: softmax(row),
-                    batch_size: rows,
+                    logits: row.to_vec(),
+                    batch_size: texts,
                     queue_time: started.duration_since(job.enqueued_at),
                     inference_time,
                 };
@@ -136,7 +162,7 @@ pub fn run_batch(
             fail_all(jobs, &format!("inference panicked: {message}"), metrics);
         }
     }
-    rows
+    texts
 }
 
 fn fail_all(jobs: Vec<Job>, message: &str, metrics: &Metrics) {

@@ -13,7 +13,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use super::{Backend, BackendError, Logits, PaddedBatch, SetupError};
+use super::{Backend, BackendError, Logits, PaddedBatch, SetupError, ShapeBuckets};
 
 /// The ONNX Runtime release `make setup` fetches; pinned together with ort's `api-31` feature.
 const PINNED_VERSION: &str = "1.31.1";
@@ -266,7 +266,18 @@ fn cuda_session(
     path: &Path,
     options: &OnnxOptions,
 ) -> Result<Session, ort::Error> {
-    cpu_builder(env, options)?
+    // ONNX Runtime's CPU threads only run what the CUDA provider leaves on the host (shape
+    // arithmetic): one thread that does not spin leaves the cores to tokenization. An explicit
+    // model.intra_op_threads still wins.
+    let options = OnnxOptions {
+        intra_op_threads: match options.intra_op_threads {
+            0 => 1,
+            n => n,
+        },
+        intra_op_spinning: false,
+        ..options.clone()
+    };
+    cpu_builder(env, &options)?
         .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
         .map_err(ort::Error::<()>::from)?
         .commit_from_file(path)
@@ -286,6 +297,17 @@ fn cuda_session(
 impl Backend for OnnxBackend {
     fn provider(&self) -> &str {
         self.provider
+    }
+
+    fn shape_buckets(&self) -> ShapeBuckets {
+        match self.provider {
+            "cuda" => ShapeBuckets::GPU,
+            _ => ShapeBuckets::EXACT,
+        }
+    }
+
+    fn pipelined(&self) -> bool {
+        self.provider == "cuda"
     }
 
     fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {

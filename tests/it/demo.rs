@@ -13,6 +13,9 @@ async fn demo_page_is_served_from_the_binary_and_can_be_turned_off() {
     drop(server);
 
     let server = Server::start(&[], &[("NEWSCLS__SERVER__DEMO_PAGE", "false")]);
-    assert_eq!(server.get("/").await.status(), 404);
+    // `/` still takes POST (Hugging Face clients send their task there); GET is not served.
+    let root = server.get("/").await;
+    assert_eq!(root.status(), 405);
+    assert_eq!(root.headers()["allow"], "POST");
     assert_eq!(server.get("/livez").await.status(), 200);
 }

@@ -101,9 +101,40 @@ async fn every_hostile_input_gets_a_defined_answer_and_the_server_stays_ready() 
             422,
             "validation",
         ),
+        // TEI's batch form [["a"], ["b"]] is valid; a pair or a mix is not.
         bad(
-            "list holds a list",
-            r#"{"inputs": [["nested"]]}"#,
+            "list holds a text pair",
+            r#"{"inputs": [["a", "b"]]}"#,
+            422,
+            "validation",
+        ),
+        bad(
+            "list holds an empty list",
+            r#"{"inputs": [[]]}"#,
+            422,
+            "validation",
+        ),
+        bad(
+            "list mixes strings and lists",
+            r#"{"inputs": ["a", ["b"]]}"#,
+            422,
+            "validation",
+        ),
+        bad(
+            "unknown Hugging Face parameter",
+            r#"{"inputs": "x", "parameters": {"temperature": 1}}"#,
+            422,
+            "validation",
+        ),
+        bad(
+            "unknown function_to_apply",
+            r#"{"inputs": "x", "parameters": {"function_to_apply": "relu"}}"#,
+            422,
+            "validation",
+        ),
+        bad(
+            "unknown truncation_direction",
+            r#"{"inputs": "x", "truncation_direction": "Middle"}"#,
             422,
             "validation",
         ),

@@ -4,6 +4,7 @@
 //! run in parallel and none depends on another's state.
 
 mod demo;
+mod determinism;
 mod errors;
 mod fuzz;
 mod layering;

@@ -57,9 +57,25 @@ fn missing_tokenizer() {
 
 #[test]
 fn truncated_onnx_file() {
-    let model = std::fs::read(repo_path(MODEL_DIR).join("model.onnx")).expect("model");
-    let dir = broken_model("truncated", "model.onnx", Some(&model[..model.len() / 3]));
-    assert_fails_with(&["--model-dir", utf8(&dir)], &[], &["model.onnx"]);
+    let file = "model_quantized.onnx";
+    let model = std::fs::read(repo_path(MODEL_DIR).join(file)).expect("model");
+    let dir = broken_model("truncated", file, Some(&model[..model.len() / 3]));
+    assert_fails_with(
+        &["--model-dir", utf8(&dir), "--device", "cpu"],
+        &[],
+        &[file],
+    );
+}
+
+#[test]
+fn a_directory_without_any_onnx_file() {
+    let dir = broken_model("no-onnx", "model_quantized.onnx", None);
+    std::fs::remove_file(dir.path().join("model_fp16.onnx")).expect("remove");
+    assert_fails_with(
+        &["--model-dir", utf8(&dir)],
+        &[],
+        &["no ONNX file", "model.onnx"],
+    );
 }
 
 #[test]

@@ -1,0 +1,153 @@
+//! `POST /classify`: the classification API of vLLM and SGLang.
+//!
+//! `{"model": "...", "input": "text" | ["a", "b"]}` in; `data[{index, label, probs,
+//! num_classes}]` and `usage` (token counts) out, `probs` in the model's label order. A
+//! `model` that is not the one served is refused with 404, as those servers do.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::connection::{disconnected, ClientSocket};
+use super::error::{ApiError, ErrorBody};
+use super::predict::request_deadline;
+use super::ApiState;
+use crate::classify::ClassifyRequest;
+use crate::postprocess::ScoreFunction;
+use crate::tokenize::TruncationSide;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyBody {
+    /// The served model's name (see `/info`); optional.
+    #[schema(example = "news-topic-e5-small")]
+    pub model: Option<String>,
+    /// One text or a list of texts.
+    pub input: ClassifyInput,
+    /// An end-user id, accepted for compatibility and ignored.
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(
+    untagged,
+    expecting = "`input` must be a string or an array of strings"
+)]
+pub enum ClassifyInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClassifyResponse {
+    #[schema(example = "classify-18a2f0c4d1e")]
+    pub id: String,
+    /// Always `list`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    pub model: String,
+    pub data: Vec<ClassifyData>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClassifyData {
+    pub index: usize,
+    /// The most probable label.
+    pub label: String,
+    /// Every label's probability, in the model's label order (`/info` lists it).
+    pub probs: Vec<f32>,
+    pub num_classes: usize,
+    /// Always `classify`.
+    pub object: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    /// Tokens the model read, special tokens included.
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Classify texts, vLLM style.
+#[utoipa::path(
+    post,
+    path = "/classify",
+    tag = "classification",
+    request_body(content = ClassifyBody, example = json!({
+        "model": "news-topic-e5-small",
+        "input": ["The striker scored twice.", "Shares fell 5% after the forecast cut."]
+    })),
+    responses(
+        (status = 200, description = "One entry per input, in order", body = ClassifyResponse),
+        (status = 404, description = "`model` is not the served model", body = ErrorBody),
+        (status = 422, description = "Invalid input", body = ErrorBody),
+        (status = 429, description = "Overloaded; retry after `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Not ready", body = ErrorBody),
+        (status = 504, description = "Timeout", body = ErrorBody),
+    )
+)]
+pub async fn classify(
+    state: web::Data<ApiState>,
+    http: HttpRequest,
+    body: web::Json<ClassifyBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let served = state.classifier.serving().spec.name.clone();
+    if let Some(model) = body.model.as_deref().filter(|m| *m != served) {
+        return Err(ApiError::NotFound(format!(
+            "model `{model}`; this server serves `{served}`"
+        )));
+    }
+    let texts = match body.input {
+        ClassifyInput::One(text) => vec![text],
+        ClassifyInput::Many(texts) => texts,
+    };
+    let request = ClassifyRequest {
+        texts,
+        top_k: Some(1),
+        truncate: true,
+        truncation_side: TruncationSide::Right,
+        scores: ScoreFunction::Softmax,
+        deadline: request_deadline(&http, state.config.server.timeout)?,
+    };
+    let hung_up = disconnected(http.conn_data::<ClientSocket>());
+    let classification = state.classifier.classify(request, hung_up).await?;
+    let tokens: usize = classification.texts.iter().map(|t| t.tokens).sum();
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let data = classification
+        .texts
+        .into_iter()
+        .enumerate()
+        .map(|(index, text)| ClassifyData {
+            index,
+            label: text
+                .ranked
+                .into_iter()
+                .next()
+                .map(|best| best.label)
+                .unwrap_or_default(),
+            num_classes: text.scores.len(),
+            probs: text.scores,
+            object: "classify",
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ClassifyResponse {
+        id: format!("classify-{:x}", created.as_nanos()),
+        object: "list",
+        created: created.as_secs(),
+        model: classification.model.name,
+        data,
+        usage: Usage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+            completion_tokens: 0,
+        },
+    }))
+}

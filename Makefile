@@ -22,6 +22,7 @@ setup:
 setup-test: setup
 	@scripts/setup-browser.sh
 	@scripts/setup-jmeter.sh >/dev/null
+	@scripts/setup-pyclients.sh >/dev/null
 
 build: setup
 	$(CARGO) build --release --locked

@@ -12,6 +12,7 @@ mod operations;
 mod overload;
 mod parity;
 mod predict;
+mod protocols;
 mod startup;
 mod support;
 mod variants;

@@ -1,4 +1,5 @@
-//! Tests that need a tool outside Rust: Java for QA's JMeter plan, Chromium for the demo page.
+//! Tests that need a tool outside Rust: Java for QA's JMeter plan, Chromium for the demo page,
+//! and the Python clients of other inference servers (huggingface_hub, tritonclient).
 //!
 //! A custom harness (libtest-mimic) so that a missing tool is reported as what it is. `make
 //! test` installs both tools first; under `CI=true` a missing tool therefore means a broken
@@ -6,6 +7,7 @@
 //! test is reported as *ignored*, with the reason printed, never as passed.
 
 mod browser;
+mod clients;
 mod jmeter;
 // Shared with the main integration binary; not every helper is used here.
 #[allow(dead_code)]
@@ -21,6 +23,11 @@ fn main() {
             "jmeter::jmeter_plan_runs_against_the_server_without_errors",
             jmeter::missing(),
             jmeter::jmeter_plan_runs_against_the_server_without_errors,
+        ),
+        needs_tool(
+            "clients::huggingface_and_triton_clients_work_unchanged",
+            clients::missing(),
+            clients::huggingface_and_triton_clients_work_unchanged,
         ),
         needs_tool(
             "browser::demo_page_classifies_an_example_and_shows_errors_in_a_real_browser",

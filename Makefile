@@ -23,6 +23,7 @@ setup-test: setup
 	@scripts/setup-browser.sh
 	@scripts/setup-jmeter.sh >/dev/null
 	@scripts/setup-pyclients.sh >/dev/null
+	@scripts/setup-mlflow.sh >/dev/null
 
 build: setup
 	$(CARGO) build --release --locked

@@ -24,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::batching::worker::WorkerPool;
 use crate::batching::{AdmitError, BatchQueue, BatchRule, Job, JobError, JobOutput};
@@ -343,24 +344,32 @@ impl Classifier {
         } = request;
         let (tokenized, tokenize_time) = self
             .tokenize(&model, texts, truncate, truncation_side, deadline)
+            .instrument(tracing::info_span!("tokenize"))
             .await?;
         let tokens: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
         let (jobs, replies): (Vec<Job>, Vec<_>) = tokenized
             .into_iter()
             .map(|text| Job::new(text, deadline.at))
             .unzip();
-        model.queue.admit(jobs)?;
-        let mut outputs = Vec::with_capacity(replies.len());
-        for reply in replies {
-            outputs.push(match reply.await {
-                Ok(Ok(output)) => output,
-                Ok(Err(JobError::Inference(message))) => {
-                    return Err(ClassifyError::Inference(message))
-                }
-                // The queue drops a job only once its deadline has passed.
-                Err(_) => return Err(deadline.timeout_error()),
-            });
+        let waiting = tracing::info_span!("queue_wait", texts = jobs.len());
+        let outputs = async {
+            model.queue.admit(jobs)?;
+            let mut outputs = Vec::with_capacity(replies.len());
+            for reply in replies {
+                outputs.push(match reply.await {
+                    Ok(Ok(output)) => output,
+                    Ok(Err(JobError::Inference(message))) => {
+                        return Err(ClassifyError::Inference(message))
+                    }
+                    // The queue drops a job only once its deadline has passed.
+                    Err(_) => return Err(deadline.timeout_error()),
+                });
+            }
+            Ok(outputs)
         }
+        .instrument(waiting)
+        .await?;
+        let _answer = tracing::info_span!("answer").entered();
         let slowest = |f: fn(&JobOutput) -> Duration| outputs.iter().map(f).max();
         let timing = Timing {
             total: Duration::ZERO,

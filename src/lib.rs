@@ -9,7 +9,7 @@
 //! [`model`] reads a model directory and is the one way to load it; [`app`] wires everything
 //! together and owns startup and shutdown; [`config`] is the one typed configuration;
 //! [`api::error`] is the one place where errors become HTTP; [`metrics`] is what operators
-//! scrape; [`probe`] is the container health check.
+//! scrape; [`telemetry`] sets up logs and OTLP traces; [`probe`] is the container health check.
 //!
 //! Dependencies point one way: `app` → `api` → `classify` → `batching`/`tokenize`/`model` →
 //! `inference`; nothing below `api` knows about HTTP.
@@ -29,4 +29,5 @@ pub mod metrics;
 pub mod model;
 pub mod postprocess;
 pub mod probe;
+pub mod telemetry;
 pub mod tokenize;

@@ -1,8 +1,7 @@
-//! The `newscls` binary: flags, logging, configuration, then the app. Nothing else.
+//! The `newscls` binary: flags, configuration, logging and traces, then the app. Nothing else.
 
 use clap::Parser;
-use newscls::config::{Cli, Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use newscls::config::{Cli, Config};
 
 fn main() {
     let cli = Cli::parse();
@@ -24,23 +23,14 @@ fn main() {
         );
         return;
     }
-    init_tracing(&config);
+    let _telemetry = match newscls::telemetry::init(&config.logging) {
+        Ok(telemetry) => telemetry,
+        Err(e) => fail(&e),
+    };
     tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "effective configuration");
     if let Err(e) = actix_web::rt::System::new().block_on(newscls::app::run(config)) {
         tracing::error!(error = %e, "startup failed");
         fail(&e);
-    }
-}
-
-fn init_tracing(config: &Config) {
-    let filter =
-        EnvFilter::try_new(&config.logging.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.logging.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }
 

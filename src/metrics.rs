@@ -77,6 +77,10 @@ impl Metrics {
             .register(Box::new(failed_batches.clone()))
             .expect("metric names are unique. This is a bug.");
 
+        registry
+            .register(Box::new(crate::telemetry::SPANS_DROPPED.clone()))
+            .expect("metric names are unique. This is a bug.");
+
         Self {
             http_requests: counter_vec(
                 "http_requests_total",

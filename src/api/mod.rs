@@ -27,7 +27,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::classify::Classifier;
 use crate::config::{Config, LimitsConfig};
 use crate::metrics::Metrics;
+use crate::telemetry;
 use error::{json_error, ApiError, ErrorBody, ErrorType};
+use tracing::Instrument;
 
 /// What every handler can reach, shared by all HTTP workers.
 pub struct ApiState {
@@ -179,7 +181,16 @@ pub async fn observe(
     if let Some(state) = &state {
         state.metrics.inflight.inc();
     }
-    let result = next.call(req).await;
+    // The request's span, a child of the caller's when it sent a W3C traceparent.
+    let span = tracing::info_span!("request", method = %req.method(), path = req.path());
+    telemetry::continue_trace(
+        &span,
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let trace_id = telemetry::trace_id(&span);
+    let result = next.call(req).instrument(span).await;
     if let Some(state) = &state {
         state.metrics.inflight.dec();
     }
@@ -215,6 +226,7 @@ pub async fn observe(
         latency_ms = format!("{:.2}", elapsed.as_secs_f64() * 1000.0),
         texts = timing.map(|t| t.texts),
         batch_size = timing.map(|t| t.largest_batch),
+        trace_id,
         "request"
     );
     Ok(response)

@@ -350,7 +350,8 @@ pub async fn predict(
     body: web::Json<PredictRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = request_deadline(&http, state.config.server.timeout)?;
-    let (texts, single, options) = body.into_inner().into_parts()?;
+    let (texts, single, options) =
+        tracing::info_span!("decode").in_scope(|| body.into_inner().into_parts())?;
     let request = ClassifyRequest {
         texts,
         top_k: options.top_k,

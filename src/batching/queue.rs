@@ -47,6 +47,8 @@ pub struct Job {
     pub enqueued_at: Instant,
     pub deadline: Instant,
     pub reply: oneshot::Sender<JobResult>,
+    /// The caller's span: the inference batch that serves this text links to it.
+    pub span: tracing::Span,
 }
 
 impl Job {
@@ -58,6 +60,7 @@ impl Job {
                 enqueued_at: Instant::now(),
                 deadline,
                 reply,
+                span: tracing::Span::current(),
             },
             receiver,
         )

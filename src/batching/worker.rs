@@ -132,7 +132,21 @@ pub fn run_batch(
         .with_label_values(&["padded"])
         .inc_by(batch.padded_tokens() as u64);
 
-    let outcome = catch_unwind(AssertUnwindSafe(|| backend.infer(&batch)));
+    // One span per batch: a child of its first request, linked to every request it serves.
+    let span = match jobs.first() {
+        Some(first) => tracing::info_span!(
+            parent: &first.span,
+            "inference_batch",
+            batch_size = batch.texts,
+            padded_tokens = batch.padded_tokens(),
+            provider = backend.provider(),
+        ),
+        None => tracing::Span::none(),
+    };
+    for job in &jobs {
+        span.follows_from(&job.span);
+    }
+    let outcome = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| backend.infer(&batch))));
     let inference_time = started.elapsed();
     metrics
         .inference_duration

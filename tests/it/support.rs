@@ -204,9 +204,13 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_newscls"));
     command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "warn"])
+        .args(["--host", "127.0.0.1", "--port", "0"])
         .args(args)
         .env_remove("NEWSCLS_CONFIG");
+    // Quiet unless the test asks for a level.
+    if !args.contains(&"--log-level") {
+        command.args(["--log-level", "warn"]);
+    }
     for (key, value) in env {
         command.env(key, value);
     }

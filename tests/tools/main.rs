@@ -9,6 +9,8 @@
 mod browser;
 mod clients;
 mod jmeter;
+mod mlflow;
+mod traces;
 // Shared with the main integration binary; not every helper is used here.
 #[allow(dead_code)]
 #[path = "../it/support.rs"]
@@ -28,6 +30,11 @@ fn main() {
             "clients::huggingface_and_triton_clients_work_unchanged",
             clients::missing(),
             clients::huggingface_and_triton_clients_work_unchanged,
+        ),
+        needs_tool(
+            "traces::requests_are_traced_into_an_otlp_backend",
+            mlflow::missing(),
+            traces::requests_are_traced_into_an_otlp_backend,
         ),
         needs_tool(
             "browser::demo_page_classifies_an_example_and_shows_errors_in_a_real_browser",

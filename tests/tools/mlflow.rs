@@ -1,0 +1,117 @@
+//! A real MLflow server for the tests (scripts/setup-mlflow.sh installs it): SQLite backend
+//! and an artifact folder in a temporary directory, on a free loopback port; killed on drop.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{repo_path, TempDir};
+
+pub fn bin() -> std::path::PathBuf {
+    repo_path(".cache/mlflow/bin")
+}
+
+/// Why the MLflow tests cannot run here, if they cannot.
+pub fn missing() -> Option<String> {
+    (!bin().join("mlflow").is_file()).then(|| {
+        "MLflow is not installed in .cache/mlflow (scripts/setup-mlflow.sh installs it)".to_string()
+    })
+}
+
+pub struct Mlflow {
+    pub url: String,
+    process: Child,
+    pub http: reqwest::Client,
+    _dir: TempDir,
+}
+
+impl Mlflow {
+    pub async fn start() -> Mlflow {
+        let dir = TempDir::new("mlflow");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let process = Command::new(bin().join("mlflow"))
+            .args(["server", "--backend-store-uri"])
+            .arg(format!("sqlite:///{}/mlflow.db", dir.path().display()))
+            .args(["--serve-artifacts", "--artifacts-destination"])
+            .arg(dir.path().join("artifacts"))
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--workers",
+                "1",
+            ])
+            .env("MLFLOW_DISABLE_TELEMETRY", "true")
+            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mlflow server");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(r) = http.get(format!("{url}/health")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "MLflow did not answer /health within 90 s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Mlflow {
+            url,
+            process,
+            http,
+            _dir: dir,
+        }
+    }
+
+    /// POSTs JSON to an MLflow REST path and returns the JSON answer (panics on an error).
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("mlflow request");
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {value}");
+        value
+    }
+
+    pub async fn create_experiment(&self, name: &str) -> String {
+        self.post(
+            "/api/2.0/mlflow/experiments/create",
+            json!({ "name": name }),
+        )
+        .await["experiment_id"]
+            .as_str()
+            .expect("experiment id")
+            .to_string()
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for Mlflow {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.cache/mlflow
-PINS="mlflow==3.17.2"
+PINS="mlflow[auth]==3.17.2"
 if [ ! -x "$VENV/bin/mlflow" ] || [ "$(cat "$VENV/pins" 2>/dev/null)" != "$PINS" ]; then
   python3 -m venv "$VENV"
   # shellcheck disable=SC2086

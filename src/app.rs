@@ -1,7 +1,8 @@
 //! Startup, the HTTP server, and graceful shutdown.
 //!
-//! Startup order: the model is loaded and warmed up ([`model::load`]) -> the [`Classifier`]
-//! starts its inference workers -> listen -> ready. Any failure before listening is a
+//! Startup order: the model is found (a directory or a registry version, [`ModelSource`]),
+//! loaded and warmed up -> the [`Classifier`] starts its inference workers -> the registry
+//! poll and SIGHUP reloads start -> listen -> ready. Any failure before listening is a
 //! [`StartupError`] and the process exits non-zero.
 //!
 //! Shutdown on SIGTERM or SIGINT: readiness goes false and new /predict calls get 503 at once;
@@ -19,7 +20,7 @@ use crate::api::{self, ApiState};
 use crate::classify::Classifier;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::model::{self, LoadError};
+use crate::reload::{ModelSource, Reloader, SourceError};
 
 /// Why the service could not start. Printed as one line; the process exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +28,7 @@ pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Model(#[from] LoadError),
+    Model(#[from] SourceError),
     #[error("cannot serve on {addr}: {source}")]
     Bind {
         addr: String,
@@ -40,7 +41,10 @@ pub enum StartupError {
 /// Loads the model and serves until a shutdown signal. Returns once drained.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let started = Instant::now();
-    let loaded = model::load(&config.model)?;
+    let source = ModelSource::new(&config.model)?;
+    // The registry client blocks: it runs on a plain thread, outside the async runtime.
+    let loaded = std::thread::scope(|scope| scope.spawn(|| source.load_initial()).join())
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     let metrics = Arc::new(Metrics::new());
     let classifier = Arc::new(Classifier::start(
         loaded,
@@ -48,8 +52,11 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         &config.limits,
         metrics.clone(),
     ));
+    let reloader = Arc::new(Reloader::new(source, classifier.clone(), metrics.clone()));
+    reloader.spawn_poller();
     let state = web::Data::new(ApiState {
         classifier: classifier.clone(),
+        reloader: reloader.clone(),
         metrics,
         config: config.clone(),
     });
@@ -99,6 +106,17 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     );
     // Tests and scripts read this line to learn the port when `server.port` is 0.
     println!("newscls listening on http://{bound}");
+
+    // SIGHUP: check the model source now (a directory is reloaded, a URI resolved again).
+    actix_web::rt::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            reloader.reload_off_runtime(true).await;
+        }
+    });
 
     let handle = server.handle();
     let signal_classifier = classifier.clone();

@@ -181,6 +181,8 @@ pub struct ServingModel {
     pub batch_independent: bool,
     /// Version of the ONNX Runtime library actually loaded.
     pub runtime_version: String,
+    /// Where this version came from: a directory or a registry URI.
+    pub source: String,
     pub inference_workers: usize,
     /// The batch limits in force for this model's device.
     pub batch_limits: BatchLimits,
@@ -217,6 +219,7 @@ impl ServingModel {
             provider: model.provider,
             batch_independent: model.batch_independent,
             runtime_version: model.runtime_version,
+            source: model.source,
             inference_workers,
             batch_limits,
             loaded_at: SystemTime::now(),
@@ -242,6 +245,7 @@ impl ServingModel {
 /// The classification service: the serving model, the limits, and the service's lifecycle.
 pub struct Classifier {
     serving: RwLock<Arc<ServingModel>>,
+    batching: BatchingConfig,
     limits: LimitsConfig,
     metrics: Arc<Metrics>,
     /// Tokenizations running at once. Without a bound, each waiting request takes a thread of
@@ -262,6 +266,7 @@ impl Classifier {
         let serving = ServingModel::start(model, batching, &metrics);
         Self {
             serving: RwLock::new(Arc::new(serving)),
+            batching: batching.clone(),
             limits: limits.clone(),
             metrics,
             tokenize_permits: Semaphore::new(
@@ -292,6 +297,23 @@ impl Classifier {
     /// Shutdown has begun: new calls are refused, running ones finish.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Puts `model` in service: it gets its own queue and workers, and calls from now on use
+    /// it. The old model's queue closes to new texts; the texts it holds are still computed
+    /// by its workers, which then exit, and the old model is freed when the last call holding
+    /// it has its answer. A call that tokenized for the old model and finds its queue closed
+    /// starts over on the new one, so nothing accepted is lost.
+    pub fn swap(&self, model: LoadedModel) {
+        let new = Arc::new(ServingModel::start(model, &self.batching, &self.metrics));
+        let old = std::mem::replace(
+            &mut *self.serving.write().unwrap_or_else(|p| p.into_inner()),
+            new,
+        );
+        std::thread::Builder::new()
+            .name("model-retire".into())
+            .spawn(move || old.stop())
+            .expect("spawning a thread failed; the OS is out of threads. This is a bug.");
     }
 
     /// Lets the workers finish every queued text, then stops them. Blocks; call once accepted
@@ -333,42 +355,55 @@ impl Classifier {
     }
 
     async fn run(&self, request: ClassifyRequest) -> Result<Classification, ClassifyError> {
-        let model = self.serving();
         let ClassifyRequest {
-            texts,
+            mut texts,
             top_k,
             truncate,
             truncation_side,
             scores,
             deadline,
         } = request;
-        let (tokenized, tokenize_time) = self
-            .tokenize(&model, texts, truncate, truncation_side, deadline)
-            .instrument(tracing::info_span!("tokenize"))
-            .await?;
-        let tokens: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
-        let (jobs, replies): (Vec<Job>, Vec<_>) = tokenized
-            .into_iter()
-            .map(|text| Job::new(text, deadline.at))
-            .unzip();
-        let waiting = tracing::info_span!("queue_wait", texts = jobs.len());
-        let outputs = async {
-            model.queue.admit(jobs)?;
-            let mut outputs = Vec::with_capacity(replies.len());
-            for reply in replies {
-                outputs.push(match reply.await {
-                    Ok(Ok(output)) => output,
-                    Ok(Err(JobError::Inference(message))) => {
-                        return Err(ClassifyError::Inference(message))
-                    }
-                    // The queue drops a job only once its deadline has passed.
-                    Err(_) => return Err(deadline.timeout_error()),
-                });
+        // At most twice: a model swapped in between tokenizing and admission closes the old
+        // queue, and the texts are tokenized again for the new model.
+        let (model, outputs, tokens, tokenize_time) = loop {
+            let model = self.serving();
+            let (returned, tokenized, tokenize_time) = self
+                .tokenize(&model, texts, truncate, truncation_side, deadline)
+                .instrument(tracing::info_span!("tokenize"))
+                .await?;
+            texts = returned;
+            let tokens: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
+            let (jobs, replies): (Vec<Job>, Vec<_>) = tokenized
+                .into_iter()
+                .map(|text| Job::new(text, deadline.at))
+                .unzip();
+            let waiting = tracing::info_span!("queue_wait", texts = jobs.len());
+            let admitted = model.queue.admit(jobs);
+            if matches!(admitted, Err(AdmitError::Closed))
+                && !self.draining.load(Ordering::SeqCst)
+                && !Arc::ptr_eq(&model, &self.serving())
+            {
+                continue;
             }
-            Ok(outputs)
-        }
-        .instrument(waiting)
-        .await?;
+            admitted?;
+            let outputs = async {
+                let mut outputs = Vec::with_capacity(replies.len());
+                for reply in replies {
+                    outputs.push(match reply.await {
+                        Ok(Ok(output)) => output,
+                        Ok(Err(JobError::Inference(message))) => {
+                            return Err(ClassifyError::Inference(message))
+                        }
+                        // The queue drops a job only once its deadline has passed.
+                        Err(_) => return Err(deadline.timeout_error()),
+                    });
+                }
+                Ok(outputs)
+            }
+            .instrument(waiting)
+            .await?;
+            break (model, outputs, tokens, tokenize_time);
+        };
         let _answer = tracing::info_span!("answer").entered();
         let slowest = |f: fn(&JobOutput) -> Duration| outputs.iter().map(f).max();
         let timing = Timing {
@@ -413,7 +448,7 @@ impl Classifier {
         truncate: bool,
         side: TruncationSide,
         deadline: Deadline,
-    ) -> Result<(Vec<TokenizedText>, Duration), ClassifyError> {
+    ) -> Result<(Vec<String>, Vec<TokenizedText>, Duration), ClassifyError> {
         let _permit = self
             .tokenize_permits
             .acquire()
@@ -426,18 +461,16 @@ impl Classifier {
                 return None;
             }
             let started = Instant::now();
-            Some((
-                model.tokenizer.encode_with(&texts, truncate, side),
-                started.elapsed(),
-            ))
+            let tokenized = model.tokenizer.encode_with(&texts, truncate, side);
+            Some((texts, tokenized, started.elapsed()))
         })
         .await
         .map_err(|e| ClassifyError::Inference(format!("tokenizer thread failed: {e}")))?;
-        let (tokenized, elapsed) = outcome.ok_or_else(|| deadline.timeout_error())?;
+        let (texts, tokenized, elapsed) = outcome.ok_or_else(|| deadline.timeout_error())?;
         self.metrics
             .tokenize_duration
             .observe(elapsed.as_secs_f64());
-        Ok((tokenized?, elapsed))
+        Ok((texts, tokenized?, elapsed))
     }
 }
 

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub drain_timeout: f64,
     /// Serve the demo page at `/`.
     pub demo_page: bool,
+    /// Bearer token for `POST /admin/reload`; null leaves the endpoint off (404).
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -48,6 +50,13 @@ pub struct ServerConfig {
 pub struct ModelConfig {
     /// Directory with the ONNX file(s), tokenizer.json and config.json.
     pub dir: PathBuf,
+    /// An MLflow registry model, `models:/<name>@<alias>` or `models:/<name>/<version>`, used
+    /// instead of `dir` (tracking server from `MLFLOW_TRACKING_URI`).
+    pub uri: Option<String>,
+    /// Seconds between registry checks for a new version; 0 turns polling off.
+    pub poll_interval: f64,
+    /// Where registry versions are downloaded to.
+    pub cache_dir: PathBuf,
     /// ONNX file to use, relative to `dir`; null picks the variant for the device
     /// (CPU: model_quantized.onnx, ...; GPU: model_fp16.onnx, else model.onnx).
     pub file: Option<PathBuf>,
@@ -123,6 +132,7 @@ impl Default for ServerConfig {
             timeout: 10.0,
             drain_timeout: 20.0,
             demo_page: true,
+            admin_token: None,
         }
     }
 }
@@ -131,6 +141,9 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("models/news-topic-e5-small"),
+            uri: None,
+            poll_interval: 30.0,
+            cache_dir: PathBuf::from(".cache/models"),
             file: None,
             max_length: None,
             device: Device::Auto,
@@ -264,6 +277,7 @@ flags! {
     workers: usize => "server.workers",
     timeout: f64 => "server.timeout",
     model_dir: PathBuf => "model.dir",
+    model_uri: String => "model.uri",
     model_file: PathBuf => "model.file",
     device: Device => "model.device",
     max_batch_size: usize => "batching.max_batch_size",
@@ -372,6 +386,11 @@ impl Config {
             self.limits.max_client_batch_size > 0,
         )?;
         positive("limits.max_input_chars", self.limits.max_input_chars > 0)?;
+        if !(self.model.poll_interval.is_finite() && self.model.poll_interval >= 0.0) {
+            return Err(ConfigError(
+                "model.poll_interval must be zero (off) or a number of seconds".into(),
+            ));
+        }
         if self.model.max_length == Some(0) {
             return Err(ConfigError(
                 "model.max_length must be greater than zero".into(),

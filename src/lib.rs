@@ -29,5 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod postprocess;
 pub mod probe;
+pub mod registry;
+pub mod reload;
 pub mod telemetry;
 pub mod tokenize;

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub dropped_jobs: IntCounterVec,
     pub failed_batches: IntCounter,
+    pub model_reloads: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -126,6 +127,11 @@ impl Metrics {
                 &["reason"],
             ),
             failed_batches,
+            model_reloads: counter_vec(
+                "model_reloads_total",
+                "Model reloads by outcome (swapped, unchanged on request, refused)",
+                &["outcome"],
+            ),
             registry,
         }
     }

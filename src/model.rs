@@ -208,6 +208,8 @@ pub struct LoadedModel {
     pub batch_independent: bool,
     /// Version of the ONNX Runtime library actually loaded.
     pub runtime_version: String,
+    /// Where this version came from, for `/info`: a directory or a registry URI.
+    pub source: String,
 }
 
 /// Which file to run on which device, in the order to try.
@@ -320,6 +322,7 @@ pub fn load(config: &ModelConfig) -> Result<LoadedModel, LoadError> {
                     );
                 }
                 return Ok(LoadedModel {
+                    source: format!("directory {}", spec.dir.display()),
                     file: attempt.file.clone(),
                     provider: attempt.target.name().to_string(),
                     spec,

@@ -31,6 +31,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("no route for {0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
     #[error("method not allowed: {request}; this path accepts {allow}")]
     MethodNotAllowed {
         request: String,
@@ -85,6 +87,8 @@ pub enum ErrorType {
     UnsupportedMediaType,
     /// 404: no such route.
     NotFound,
+    /// 401: an admin route without its bearer token.
+    Unauthorized,
     /// 405: the route does not serve this method (see `Allow`).
     MethodNotAllowed,
     /// 429: the queue is full or cannot finish in time (see `Retry-After`).
@@ -117,6 +121,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => ErrorType::PayloadTooLarge,
             ApiError::UnsupportedMediaType => ErrorType::UnsupportedMediaType,
             ApiError::NotFound(_) => ErrorType::NotFound,
+            ApiError::Unauthorized(_) => ErrorType::Unauthorized,
             ApiError::MethodNotAllowed { .. } => ErrorType::MethodNotAllowed,
             ApiError::Overloaded { .. } => ErrorType::Overloaded,
             ApiError::NotReady(_) => ErrorType::NotReady,
@@ -135,6 +140,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -168,6 +174,9 @@ impl ApiError {
         }
         if let ApiError::MethodNotAllowed { allow, .. } = self {
             response.insert_header((header::ALLOW, *allow));
+        }
+        if let ApiError::Unauthorized(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response
     }

@@ -27,6 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::classify::Classifier;
 use crate::config::{Config, LimitsConfig};
 use crate::metrics::Metrics;
+use crate::reload::Reloader;
 use crate::telemetry;
 use error::{json_error, ApiError, ErrorBody, ErrorType};
 use tracing::Instrument;
@@ -34,6 +35,8 @@ use tracing::Instrument;
 /// What every handler can reach, shared by all HTTP workers.
 pub struct ApiState {
     pub classifier: Arc<Classifier>,
+    /// Loads new model versions (`POST /admin/reload`).
+    pub reloader: Arc<Reloader>,
     pub metrics: Arc<Metrics>,
     /// The effective configuration, for `/info` and per-request defaults.
     pub config: Config,
@@ -59,7 +62,8 @@ pub struct ApiState {
         status::livez,
         status::readyz,
         status::info,
-        status::metrics
+        status::metrics,
+        status::reload
     ),
     components(schemas(
         predict::PredictRequest,
@@ -145,6 +149,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bo
     .service(resource("/v2/models/{name}/infer", "POST").post(kserve::infer))
     .service(resource("/v2/models/{name}/versions/{version}/infer", "POST").post(kserve::infer))
     .service(resource("/livez", "GET").get(status::livez))
+    .service(resource("/admin/reload", "POST").post(status::reload))
     .service(resource("/readyz", "GET").get(status::readyz))
     .service(resource("/info", "GET").get(status::info))
     .service(resource("/metrics", "GET").get(status::metrics))

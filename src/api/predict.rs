@@ -389,7 +389,12 @@ pub async fn predict_at_root(
 
 /// The ranked labels as JSON, with where the time went in headers.
 fn respond(classification: Classification, single: bool) -> HttpResponse {
-    let Classification { texts, timing, .. } = classification;
+    let Classification {
+        texts,
+        timing,
+        model,
+        ..
+    } = classification;
     let stats = RequestStats {
         texts: texts.len(),
         largest_batch: timing.largest_batch,
@@ -416,10 +421,16 @@ fn respond(classification: Classification, single: bool) -> HttpResponse {
         .insert_header(("x-queue-time", millis(timing.queue)))
         .insert_header(("x-inference-time", millis(timing.inference)))
         .insert_header(("x-batch-size", timing.largest_batch.to_string()))
+        .insert_header((MODEL_NAME_HEADER, model.name))
+        .insert_header((MODEL_VERSION_HEADER, model.version))
         .json(body);
     response.extensions_mut().insert(stats);
     response
 }
+
+/// Response headers naming the model version that produced the answer.
+pub const MODEL_NAME_HEADER: &str = "x-model-name";
+pub const MODEL_VERSION_HEADER: &str = "x-model-version";
 
 /// Header with which a client asks for a tighter deadline than `server.timeout`, in seconds.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout";

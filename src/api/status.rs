@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::ApiState;
 use crate::config::{BatchLimits, BatchingConfig, LimitsConfig};
+use crate::reload::Outcome;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -51,6 +52,11 @@ pub struct ModelInfo {
     /// the other texts it happens to be batched with.
     pub batch_independent: bool,
     pub inference_workers: usize,
+    /// Where the serving version came from: a directory, or a registry URI and its version.
+    #[schema(example = "models:/news-topic@champion (version 3)")]
+    pub source: String,
+    /// When the serving version was loaded, in Unix seconds.
+    pub loaded_at_unix: f64,
 }
 
 /// How texts are batched. Its own type, not the config struct: renaming a config key must not
@@ -121,6 +127,11 @@ pub async fn info(state: web::Data<ApiState>) -> HttpResponse {
             provider: model.provider.clone(),
             batch_independent: model.batch_independent,
             inference_workers: model.inference_workers,
+            source: model.source.clone(),
+            loaded_at_unix: model
+                .loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
         },
         batching: BatchingInfo::new(&state.config.batching, model.batch_limits),
         limits: (&state.config.limits).into(),
@@ -137,4 +148,46 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
+}
+
+/// Loads the model source's version now and swaps it in if it is new (a directory is always
+/// reloaded). Off (404) unless `server.admin_token` is set; send it as a bearer token.
+#[utoipa::path(post, path = "/admin/reload", tag = "operations",
+    responses(
+        (status = 200, description = "Swapped, or unchanged", body = Object,
+            example = json!({"outcome": "swapped", "from": "2", "to": "3"})),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "The endpoint is off (no server.admin_token)", body = ErrorBody),
+        (status = 409, description = "The new version was refused; the serving one stays", body = Object,
+            example = json!({"outcome": "refused", "version": "4", "reason": "..."})),
+    ))]
+pub async fn reload(
+    state: web::Data<ApiState>,
+    http: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let Some(token) = state.config.server.admin_token.as_deref() else {
+        return Err(ApiError::NotFound(
+            "POST /admin/reload (set server.admin_token to enable it)".into(),
+        ));
+    };
+    let presented = http
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented != Some(token) {
+        return Err(ApiError::Unauthorized(
+            "POST /admin/reload needs the admin bearer token",
+        ));
+    }
+    let outcome = state
+        .reloader
+        .reload_off_runtime(true)
+        .await
+        .ok_or_else(|| ApiError::Inference("the reload thread failed".into()))?;
+    let status = match outcome {
+        Outcome::Refused { .. } => actix_web::http::StatusCode::CONFLICT,
+        _ => actix_web::http::StatusCode::OK,
+    };
+    Ok(HttpResponse::build(status).json(outcome))
 }

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::connection::{disconnected, ClientSocket};
 use super::error::{ApiError, ErrorBody};
-use super::predict::request_deadline;
+use super::predict::{request_deadline, MODEL_NAME_HEADER, MODEL_VERSION_HEADER};
 use super::ApiState;
 use crate::classify::ClassifyRequest;
 use crate::postprocess::ScoreFunction;
@@ -138,16 +138,19 @@ pub async fn classify(
             object: "classify",
         })
         .collect();
-    Ok(HttpResponse::Ok().json(ClassifyResponse {
-        id: format!("classify-{:x}", created.as_nanos()),
-        object: "list",
-        created: created.as_secs(),
-        model: classification.model.name,
-        data,
-        usage: Usage {
-            prompt_tokens: tokens,
-            total_tokens: tokens,
-            completion_tokens: 0,
-        },
-    }))
+    Ok(HttpResponse::Ok()
+        .insert_header((MODEL_NAME_HEADER, classification.model.name.clone()))
+        .insert_header((MODEL_VERSION_HEADER, classification.model.version.clone()))
+        .json(ClassifyResponse {
+            id: format!("classify-{:x}", created.as_nanos()),
+            object: "list",
+            created: created.as_secs(),
+            model: classification.model.name,
+            data,
+            usage: Usage {
+                prompt_tokens: tokens,
+                total_tokens: tokens,
+                completion_tokens: 0,
+            },
+        }))
 }

@@ -207,3 +207,69 @@ async fn openapi_states_the_limits_this_server_enforces() {
     assert_eq!(inputs[1]["minItems"], 1);
     assert_eq!(inputs[0]["minLength"], 1);
 }
+
+#[tokio::test]
+async fn admin_reload_is_off_without_a_token_and_needs_it_when_on() {
+    let server = Server::start(&[], &[]);
+    let off = server
+        .client
+        .post(server.url("/admin/reload"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(off.status(), 404);
+    drop(server);
+
+    let server = Server::start(&[], &[("NEWSCLS__SERVER__ADMIN_TOKEN", "s3cret")]);
+    let reload = |token: &'static str| {
+        server
+            .client
+            .post(server.url("/admin/reload"))
+            .bearer_auth(token)
+            .send()
+    };
+    let wrong = reload("guess").await.expect("request");
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
+    let right = reload("s3cret").await.expect("request");
+    assert_eq!(right.status(), 200);
+    let outcome: Value = right.json().await.expect("json");
+    assert_eq!(outcome["outcome"], "swapped", "{outcome}");
+    // The reloaded directory serves, and answers name the model.
+    let response = server.predict(json!({"inputs": "Oil prices rose."})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-model-name"], "news-topic-e5-small");
+    assert!(response.headers().contains_key("x-model-version"));
+    assert_eq!(
+        server
+            .metric("newscls_model_reloads_total{outcome=\"swapped\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_model_directory_while_serving() {
+    let server = Server::start(&[], &[]);
+    let loaded_at = server.get_json("/info").await["model"]["loaded_at_unix"]
+        .as_f64()
+        .expect("loaded_at");
+    send_signal(server.pid(), "HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server
+        .metric("newscls_model_reloads_total{outcome=\"swapped\"}")
+        .await
+        < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info = server.get_json("/info").await;
+    assert!(info["model"]["loaded_at_unix"].as_f64().expect("loaded_at") > loaded_at);
+    assert_eq!(server.get("/readyz").await.status(), 200);
+    let response = server.predict(json!({"inputs": "Oil prices rose."})).await;
+    assert_eq!(response.status(), 200);
+}

@@ -10,6 +10,7 @@ mod browser;
 mod clients;
 mod jmeter;
 mod mlflow;
+mod registry;
 mod traces;
 // Shared with the main integration binary; not every helper is used here.
 #[allow(dead_code)]
@@ -35,6 +36,16 @@ fn main() {
             "traces::requests_are_traced_into_an_otlp_backend",
             mlflow::missing(),
             traces::requests_are_traced_into_an_otlp_backend,
+        ),
+        needs_tool(
+            "registry::versions_are_served_swapped_and_refused",
+            mlflow::missing(),
+            registry::versions_are_served_swapped_and_refused,
+        ),
+        needs_tool(
+            "registry::wrong_credentials_are_a_clear_error",
+            mlflow::missing(),
+            registry::wrong_credentials_are_a_clear_error,
         ),
         needs_tool(
             "browser::demo_page_classifies_an_example_and_shows_errors_in_a_real_browser",

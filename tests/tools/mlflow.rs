@@ -2,6 +2,7 @@
 //! and an artifact folder in a temporary directory, on a free loopback port; killed on drop.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,14 +30,35 @@ pub struct Mlflow {
 
 impl Mlflow {
     pub async fn start() -> Mlflow {
+        Self::launch(false).await
+    }
+
+    /// With MLflow's basic-auth app: every request needs credentials (admin / a secret).
+    pub async fn start_with_auth() -> Mlflow {
+        Self::launch(true).await
+    }
+
+    async fn launch(auth: bool) -> Mlflow {
         let dir = TempDir::new("mlflow");
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
             .expect("addr")
             .port();
-        let process = Command::new(bin().join("mlflow"))
-            .args(["server", "--backend-store-uri"])
+        let mut command = Command::new(bin().join("mlflow"));
+        if auth {
+            command
+                .args(["server", "--app-name", "basic-auth"])
+                .env("MLFLOW_FLASK_SERVER_SECRET_KEY", "newscls-test-secret")
+                .env("MLFLOW_AUTH_ADMIN_PASSWORD", "newscls-admin-password-1");
+        } else {
+            command.arg("server");
+        }
+        // Its own process group: `mlflow server` runs its workers as children, and stopping it
+        // must stop them all.
+        let process = command
+            .process_group(0)
+            .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}/mlflow.db", dir.path().display()))
             .args(["--serve-artifacts", "--artifacts-destination"])
             .arg(dir.path().join("artifacts"))
@@ -103,14 +125,15 @@ impl Mlflow {
             .to_string()
     }
 
-    pub fn stop(mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+    pub fn stop(self) {
+        drop(self);
     }
 }
 
 impl Drop for Mlflow {
     fn drop(&mut self) {
+        let group = format!("-{}", self.process.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.process.kill();
         let _ = self.process.wait();
     }

@@ -119,6 +119,20 @@ pub struct ClassifyRequest {
     pub deadline: Deadline,
 }
 
+impl ClassifyRequest {
+    /// All labels, softmax scores, long texts cut at the end.
+    pub fn new(texts: Vec<String>, deadline: Deadline) -> Self {
+        Self {
+            texts,
+            top_k: None,
+            truncate: true,
+            truncation_side: TruncationSide::Right,
+            scores: ScoreFunction::Softmax,
+            deadline,
+        }
+    }
+}
+
 /// One label and its probability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelScore {

@@ -17,8 +17,6 @@ use super::error::{ApiError, V2Error, V2ErrorBody};
 use super::predict::request_deadline;
 use super::ApiState;
 use crate::classify::ClassifyRequest;
-use crate::postprocess::ScoreFunction;
-use crate::tokenize::TruncationSide;
 
 const INPUT: &str = "text";
 const LABEL: &str = "label";
@@ -214,14 +212,8 @@ pub async fn infer(
         .map_err(|e| bad(format!("not a valid inference request: {e}")))?;
     let texts = input_texts(&request)?;
     let wanted = requested_outputs(&request)?;
-    let classify = ClassifyRequest {
-        texts,
-        top_k: Some(1),
-        truncate: true,
-        truncation_side: TruncationSide::Right,
-        scores: ScoreFunction::Softmax,
-        deadline: request_deadline(&http, state.config.server.timeout)?,
-    };
+    let classify =
+        ClassifyRequest::new(texts, request_deadline(&http, state.config.server.timeout)?);
     let hung_up = disconnected(http.conn_data::<ClientSocket>());
     let classification = state
         .classifier

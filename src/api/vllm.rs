@@ -15,8 +15,6 @@ use super::error::{ApiError, ErrorBody};
 use super::predict::{request_deadline, MODEL_NAME_HEADER, MODEL_VERSION_HEADER};
 use super::ApiState;
 use crate::classify::ClassifyRequest;
-use crate::postprocess::ScoreFunction;
-use crate::tokenize::TruncationSide;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -107,14 +105,8 @@ pub async fn classify(
         ClassifyInput::One(text) => vec![text],
         ClassifyInput::Many(texts) => texts,
     };
-    let request = ClassifyRequest {
-        texts,
-        top_k: Some(1),
-        truncate: true,
-        truncation_side: TruncationSide::Right,
-        scores: ScoreFunction::Softmax,
-        deadline: request_deadline(&http, state.config.server.timeout)?,
-    };
+    let request =
+        ClassifyRequest::new(texts, request_deadline(&http, state.config.server.timeout)?);
     let hung_up = disconnected(http.conn_data::<ClientSocket>());
     let classification = state.classifier.classify(request, hung_up).await?;
     let tokens: usize = classification.texts.iter().map(|t| t.tokens).sum();

@@ -2,16 +2,10 @@
 
 use std::path::Path;
 
-use crate::support::{repo_path, run_to_exit, TempDir, MODEL_DIR};
+use crate::support::{repo_path, startup_error, TempDir, MODEL_DIR};
 
 fn assert_fails_with(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
-    let output = run_to_exit(args, env);
-    assert!(!output.status.success(), "started despite {args:?} {env:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("newscls: error:"))
-        .unwrap_or_else(|| panic!("{stderr}"));
+    let line = startup_error(args, env);
     for part in expected {
         assert!(line.contains(part), "{line:?} should mention {part:?}");
     }

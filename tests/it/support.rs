@@ -229,6 +229,22 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> Output {
     child.wait_with_output().expect("wait for newscls")
 }
 
+/// Runs the binary, which must fail to start, and returns its one `newscls: error:` line.
+pub fn startup_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = run_to_exit(args, env);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "started (or crashed) despite {args:?} {env:?}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr
+        .lines()
+        .find(|l| l.starts_with("newscls: error:"))
+        .unwrap_or_else(|| panic!("no `newscls: error:` line in:\n{stderr}"))
+        .to_string()
+}
+
 /// Sends a signal with the system's `kill` (the crate forbids unsafe code, so no libc here).
 pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")

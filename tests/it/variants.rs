@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{repo_path, run_to_exit, tiny_dynamic_model, Server, TempDir, MODEL_DIR};
+use crate::support::{repo_path, startup_error, tiny_dynamic_model, Server, TempDir, MODEL_DIR};
 
 /// A model directory with the bundled tokenizer, two labels and the given ONNX files.
 fn model_dir(files: &[(&str, Vec<u8>)]) -> TempDir {
@@ -45,13 +45,7 @@ async fn a_dynamically_quantized_graph_is_served_with_a_warning_and_says_so() {
 #[test]
 fn cuda_refuses_a_graph_whose_quantized_operators_have_no_cuda_kernel() {
     let dir = model_dir(&[("model.onnx", tiny_dynamic_model(2))]);
-    let output = run_to_exit(&["--model-dir", path(&dir), "--device", "cuda"], &[]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("newscls: error:"))
-        .unwrap_or_else(|| panic!("{stderr}"));
+    let line = startup_error(&["--model-dir", path(&dir), "--device", "cuda"], &[]);
     for part in [
         "model.onnx",
         "DynamicQuantizeLinear",

@@ -21,8 +21,13 @@ import time
 from pathlib import Path
 
 
+# Thread names -> pipeline stage. Unnamed threads carry the process name: ONNX Runtime's pool.
+STAGES = {"tokio-rt-worker": "tokenize (blocking pool)", "actix-rt|system": "HTTP workers",
+          "inference": "inference thread", "newscls": "ONNX Runtime pool", "model-poll": "registry poll"}
+
+
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """utime + stime per thread group (thread name with trailing digits dropped)."""
+    """utime + stime per pipeline stage (thread name, trailing digits dropped, mapped by STAGES)."""
     tick = os.sysconf("SC_CLK_TCK")
     groups: dict[str, float] = collections.defaultdict(float)
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -33,6 +38,7 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
         name = stat[stat.index("(") + 1: stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
         group = re.sub(r"[-_:#]?\d+$", "", name) or name
+        group = STAGES.get(group, group)
         groups[group] += (int(fields[11]) + int(fields[12])) / tick
     return dict(groups)
 

@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-10}
 CONCURRENCY=${CONCURRENCY:-64,256,1024}
+OUT_SET=${OUT:-}
 OUT=${OUT:-bench/results/gpu-$(date +%Y-%m-%d)}
-[ "$DEVICE" = cpu ] && OUT=${OUT/gpu-/gpu-smoke-cpu-}
+[ "$DEVICE" = cpu ] && [ -z "${OUT_SET:-}" ] && OUT=${OUT/gpu-/gpu-smoke-cpu-}
 mkdir -p "$OUT" bench/.cache
 
 if [ "$DEVICE" = cuda ]; then

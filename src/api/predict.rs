@@ -161,9 +161,9 @@ pub enum PredictInputs {
 }
 
 impl PredictRequest {
-    /// The texts, whether the answer is one list (a single text) or a list per text, and the
-    /// classification options, with conflicts between TEI's and Hugging Face's fields refused.
-    fn into_parts(self) -> Result<(Vec<String>, bool, Options), ApiError> {
+    /// The classification asked for, and whether the answer is one list (a single text) or a
+    /// list per text; conflicts between TEI's and Hugging Face's fields are refused.
+    fn into_request(self, deadline: Deadline) -> Result<(ClassifyRequest, bool), ApiError> {
         let parameters = self.parameters.as_ref();
         let hf_shape = parameters.is_some();
         let (texts, single) = match self.inputs {
@@ -214,22 +214,16 @@ impl PredictRequest {
             Some(TruncationDirection::Left) => TruncationSide::Left,
             _ => TruncationSide::Right,
         };
-        let options = Options {
+        let request = ClassifyRequest {
+            texts,
             top_k,
             truncate: self.truncate.unwrap_or(true),
             truncation_side,
             scores,
+            deadline,
         };
-        Ok((texts, single, options))
+        Ok((request, single))
     }
-}
-
-/// How to classify, decoded from a request.
-struct Options {
-    top_k: Option<usize>,
-    truncate: bool,
-    truncation_side: TruncationSide,
-    scores: ScoreFunction,
 }
 
 /// The OpenAPI schema of `inputs`, with the limits the server enforces, so that any text the
@@ -350,16 +344,8 @@ pub async fn predict(
     body: web::Json<PredictRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = request_deadline(&http, state.config.server.timeout)?;
-    let (texts, single, options) =
-        tracing::info_span!("decode").in_scope(|| body.into_inner().into_parts())?;
-    let request = ClassifyRequest {
-        texts,
-        top_k: options.top_k,
-        truncate: options.truncate,
-        truncation_side: options.truncation_side,
-        scores: options.scores,
-        deadline,
-    };
+    let (request, single) =
+        tracing::info_span!("decode").in_scope(|| body.into_inner().into_request(deadline))?;
     let hung_up = disconnected(http.conn_data::<ClientSocket>());
     let classification = state.classifier.classify(request, hung_up).await?;
     Ok(respond(classification, single))
@@ -485,23 +471,23 @@ mod tests {
         assert!(err.to_string().contains("topk"), "{err}");
     }
 
-    fn parts(json: &str) -> Result<(Vec<String>, bool, Options), ApiError> {
+    fn parts(json: &str) -> Result<(ClassifyRequest, bool), ApiError> {
         serde_json::from_str::<PredictRequest>(json)
             .expect("decodes")
-            .into_parts()
+            .into_request(Deadline::after(Duration::from_secs(1)))
     }
 
     #[test]
     fn hugging_face_parameters_are_honoured_and_ask_for_a_list_per_text() {
-        let (texts, single, options) =
+        let (request, single) =
             parts(r#"{"inputs": "x", "parameters": {"top_k": 2, "function_to_apply": "sigmoid"}}"#)
                 .expect("valid");
-        assert_eq!((texts.len(), single), (1, false));
-        assert_eq!(options.top_k, Some(2));
-        assert_eq!(options.scores, ScoreFunction::Sigmoid);
-        let (_, single, options) = parts(r#"{"inputs": "x"}"#).expect("valid");
+        assert_eq!((request.texts.len(), single), (1, false));
+        assert_eq!(request.top_k, Some(2));
+        assert_eq!(request.scores, ScoreFunction::Sigmoid);
+        let (request, single) = parts(r#"{"inputs": "x"}"#).expect("valid");
         assert!(single, "TEI's shape without parameters");
-        assert_eq!(options.scores, ScoreFunction::Softmax);
+        assert_eq!(request.scores, ScoreFunction::Softmax);
         let err = serde_json::from_str::<PredictRequest>(
             r#"{"inputs": "x", "parameters": {"top_k": 1, "temperature": 2}}"#,
         )
@@ -511,17 +497,17 @@ mod tests {
 
     #[test]
     fn tei_batches_raw_scores_and_truncation_direction() {
-        let (texts, single, options) = parts(
+        let (request, single) = parts(
             r#"{"inputs": [["a"], ["b"]], "raw_scores": true, "truncation_direction": "Left"}"#,
         )
         .expect("valid");
         assert_eq!(
-            (texts, single),
+            (request.texts, single),
             (vec!["a".to_string(), "b".to_string()], false)
         );
-        assert_eq!(options.scores, ScoreFunction::None);
-        assert_eq!(options.truncation_side, TruncationSide::Left);
-        let pair = parts(r#"{"inputs": [["a", "b"]]}"#).err().expect("a pair");
+        assert_eq!(request.scores, ScoreFunction::None);
+        assert_eq!(request.truncation_side, TruncationSide::Left);
+        let pair = parts(r#"{"inputs": [["a", "b"]]}"#).expect_err("a pair");
         assert!(pair.to_string().contains("text pair"), "{pair}");
         assert!(parts(r#"{"inputs": "x", "top_k": 1, "parameters": {"top_k": 2}}"#).is_err());
         assert!(parts(

@@ -25,6 +25,8 @@ RUN ORT_FLAVOR=${ORT_FLAVOR} scripts/setup-onnxruntime.sh \
 FROM rust:1.95-slim-bookworm AS build
 ARG FEATURES=""
 WORKDIR /src
+COPY scripts/setup-build.sh scripts/
+RUN scripts/setup-build.sh && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY tests tests

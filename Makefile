@@ -17,6 +17,7 @@ help:
 	@echo "make jmeter - QA's JMeter plan against a running service (JMETER_ARGS=-Jport=8080)"
 
 setup:
+	@scripts/setup-build.sh
 	@scripts/setup-onnxruntime.sh
 
 setup-test: setup
@@ -24,6 +25,7 @@ setup-test: setup
 	@scripts/setup-jmeter.sh >/dev/null
 	@scripts/setup-pyclients.sh >/dev/null
 	@scripts/setup-mlflow.sh >/dev/null
+	@scripts/setup-tansu.sh
 
 build: setup
 	$(CARGO) build --release --locked

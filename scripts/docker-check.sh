@@ -40,7 +40,26 @@ step "promtool check config"
 
 step "kubernetes-validate (strict)"
 "$TOOLS/venv/bin/kubernetes-validate" --strict deploy/kubernetes/configmap.yaml deploy/kubernetes/deployment.yaml \
-  deploy/kubernetes/service.yaml deploy/kubernetes/hpa.yaml deploy/kubernetes/pdb.yaml deploy/kubernetes/variants/*.yaml
+  deploy/kubernetes/service.yaml deploy/kubernetes/hpa.yaml deploy/kubernetes/pdb.yaml deploy/kubernetes/variants/*.yaml \
+  deploy/kubernetes/stream/deployment.yaml
+
+step "KEDA ScaledObject (a CRD: checked against the Deployment it scales)"
+"$TOOLS/venv/bin/python" - <<'PY'
+import yaml
+scaled = yaml.safe_load(open("deploy/kubernetes/stream/scaledobject.yaml"))
+deployment = yaml.safe_load(open("deploy/kubernetes/stream/deployment.yaml"))
+assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["kind"] == "ScaledObject"
+assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+(trigger,) = scaled["spec"]["triggers"]
+meta = trigger["metadata"]
+assert trigger["type"] == "kafka"
+assert meta["bootstrapServers"] == env["NEWSCLS__STREAM__BROKERS"]
+assert meta["consumerGroup"] == env["NEWSCLS__STREAM__GROUP_ID"]
+assert meta["topic"] == env["NEWSCLS__STREAM__INPUT_TOPIC"]
+assert int(meta["lagThreshold"]) > 0 and 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+print("scaledobject.yaml: scales newscls-stream on the lag of group", meta["consumerGroup"], "on topic", meta["topic"])
+PY
 
 step "Grafana dashboard and provisioning parse"
 python3 - <<'PY'

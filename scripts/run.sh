@@ -21,6 +21,7 @@ run() {
 }
 
 echo "run: device $DEVICE"
+run scripts/setup-build.sh
 if [ "$DEVICE" = cuda ]; then
   # The GPU build lives in its own target folder, so switching devices does not rebuild.
   run env ORT_FLAVOR=gpu scripts/setup-onnxruntime.sh

@@ -12,7 +12,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{middleware, web, App, HttpServer};
 
@@ -21,6 +21,7 @@ use crate::classify::Classifier;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::reload::{ModelSource, Reloader, SourceError};
+use crate::stream::{self, StreamError};
 
 /// Why the service could not start. Printed as one line; the process exits non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Model(#[from] SourceError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     #[error("cannot serve on {addr}: {source}")]
     Bind {
         addr: String,
@@ -54,9 +57,19 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     ));
     let reloader = Arc::new(Reloader::new(source, classifier.clone(), metrics.clone()));
     reloader.spawn_poller();
+    let stream = match config.stream.brokers {
+        Some(_) => Some(stream::start(
+            &config.stream,
+            Duration::from_secs_f64(config.server.timeout),
+            classifier.clone(),
+            metrics.clone(),
+        )?),
+        None => None,
+    };
     let state = web::Data::new(ApiState {
         classifier: classifier.clone(),
         reloader: reloader.clone(),
+        stream: stream.as_ref().map(|s| s.status.clone()),
         metrics,
         config: config.clone(),
     });
@@ -135,6 +148,11 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     });
 
     server.await?;
+    if let Some(stream) = stream {
+        stream
+            .shutdown(Duration::from_secs_f64(config.server.drain_timeout))
+            .await;
+    }
     classifier.shutdown();
     tracing::info!("stopped");
     Ok(())

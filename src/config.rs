@@ -26,6 +26,43 @@ pub struct Config {
     pub batching: BatchingConfig,
     pub limits: LimitsConfig,
     pub logging: LoggingConfig,
+    pub stream: StreamConfig,
+}
+
+/// Stream mode (Kafka): off unless `brokers` is set.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// `host:port,...` of the Kafka cluster; null leaves stream mode off.
+    pub brokers: Option<String>,
+    pub input_topic: String,
+    pub output_topic: String,
+    /// Messages that cannot be classified go here, with the reason in the `x-error` header.
+    pub dead_letter_topic: String,
+    pub group_id: String,
+    /// Field names of JSON input messages (plain-text messages are taken whole).
+    pub id_field: String,
+    pub text_field: String,
+    /// Messages being classified at once; at the limit the consumer pauses its partitions.
+    pub max_in_flight: usize,
+    /// librdkafka properties passed through (security.protocol, sasl.*, ssl.*, ...).
+    pub kafka: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            brokers: None,
+            input_topic: "news".into(),
+            output_topic: "news-classified".into(),
+            dead_letter_topic: "news-dead-letter".into(),
+            group_id: "newscls".into(),
+            id_field: "id".into(),
+            text_field: "text".into(),
+            max_in_flight: 256,
+            kafka: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -386,6 +423,7 @@ impl Config {
             self.limits.max_client_batch_size > 0,
         )?;
         positive("limits.max_input_chars", self.limits.max_input_chars > 0)?;
+        positive("stream.max_in_flight", self.stream.max_in_flight > 0)?;
         if !(self.model.poll_interval.is_finite() && self.model.poll_interval >= 0.0) {
             return Err(ConfigError(
                 "model.poll_interval must be zero (off) or a number of seconds".into(),

@@ -31,5 +31,6 @@ pub mod postprocess;
 pub mod probe;
 pub mod registry;
 pub mod reload;
+pub mod stream;
 pub mod telemetry;
 pub mod tokenize;

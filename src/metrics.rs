@@ -25,6 +25,9 @@ pub struct Metrics {
     pub dropped_jobs: IntCounterVec,
     pub failed_batches: IntCounter,
     pub model_reloads: IntCounterVec,
+    pub stream_messages: IntCounterVec,
+    pub stream_commit_lag: prometheus::IntGaugeVec,
+    pub stream_paused: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -127,6 +130,29 @@ impl Metrics {
                 &["reason"],
             ),
             failed_batches,
+            stream_messages: counter_vec(
+                "stream_messages_total",
+                "Stream messages by outcome: consumed, produced (a result), dead_lettered",
+                &["outcome"],
+            ),
+            stream_commit_lag: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "stream_commit_lag_messages",
+                        "Per input partition: high watermark minus the offset to be committed",
+                    ),
+                    &["partition"],
+                )
+                .expect("valid gauge");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("metric names are unique. This is a bug.");
+                g
+            },
+            stream_paused: gauge(
+                "stream_paused",
+                "1 while the stream consumer has paused its partitions for backpressure",
+            ),
             model_reloads: counter_vec(
                 "model_reloads_total",
                 "Model reloads by outcome (swapped, unchanged on request, refused)",

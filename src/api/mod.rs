@@ -28,6 +28,7 @@ use crate::classify::Classifier;
 use crate::config::{Config, LimitsConfig};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
+use crate::stream::StreamStatus;
 use crate::telemetry;
 use error::{json_error, ApiError, ErrorBody, ErrorType};
 use tracing::Instrument;
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub classifier: Arc<Classifier>,
     /// Loads new model versions (`POST /admin/reload`).
     pub reloader: Arc<Reloader>,
+    /// The Kafka consumer's health, in stream mode.
+    pub stream: Option<Arc<StreamStatus>>,
     pub metrics: Arc<Metrics>,
     /// The effective configuration, for `/info` and per-request defaults.
     pub config: Config,

@@ -30,6 +30,11 @@ pub async fn livez() -> HttpResponse {
     ))]
 pub async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     state.classifier.readiness()?;
+    if state.stream.as_ref().is_some_and(|s| !s.healthy()) {
+        return Err(ApiError::NotReady(
+            "service is not ready: the stream consumer lost its Kafka brokers".into(),
+        ));
+    }
     Ok(HttpResponse::Ok().json(Health { status: "ready" }))
 }
 

@@ -11,6 +11,7 @@ mod clients;
 mod jmeter;
 mod mlflow;
 mod registry;
+mod stream;
 mod traces;
 // Shared with the main integration binary; not every helper is used here.
 #[allow(dead_code)]
@@ -46,6 +47,11 @@ fn main() {
             "registry::wrong_credentials_are_a_clear_error",
             mlflow::missing(),
             registry::wrong_credentials_are_a_clear_error,
+        ),
+        needs_tool(
+            "stream::stream_mode_end_to_end",
+            stream::missing(),
+            stream::stream_mode_end_to_end,
         ),
         needs_tool(
             "browser::demo_page_classifies_an_example_and_shows_errors_in_a_real_browser",

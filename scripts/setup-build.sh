@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# What compiling newscls needs beyond Rust: cmake and the libcurl headers, for the librdkafka that
+# the Kafka client (rdkafka, stream mode) builds from source. Debian packages, installed once
+# when missing (as root). Idempotent.
+set -euo pipefail
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+[ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "setup-build: install ${missing[*]} (needed to build librdkafka)" >&2
+  exit 1
+fi
+echo "installing ${missing[*]} from Debian (to build librdkafka)"
+apt-get update -q >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null

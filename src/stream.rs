@@ -1,0 +1,450 @@
+//! Stream mode: classify a Kafka topic through the same pipeline as HTTP.
+//!
+//! When `stream.brokers` is set, the process joins consumer group `stream.group_id` on
+//! `stream.input_topic` and answers every input message with one result on
+//! `stream.output_topic`, under the input's key. Each message is one call to the
+//! [`Classifier`], so stream texts share the batching queue with HTTP requests.
+//!
+//! At-least-once: offsets are stored (and then committed by librdkafka) only after the result,
+//! or the dead-letter record, is acknowledged by the broker, and only up to the lowest offset
+//! still in flight in its partition ([`OffsetTracker`]), so a crash re-delivers everything not
+//! answered. A message that cannot be classified (bad JSON, not UTF-8, missing or empty text,
+//! over the limits) goes to `stream.dead_letter_topic` with the reason in the `x-error` header
+//! and does not hold its partition up. Overload is retried, never dead-lettered. Backpressure:
+//! at most `stream.max_in_flight` messages are being classified; at the limit the consumer
+//! pauses its partitions, and resumes when there is room. On shutdown it stops consuming,
+//! finishes what is in flight, and commits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+use tokio::sync::{watch, Semaphore};
+
+use crate::classify::{Classifier, ClassifyError, ClassifyRequest, Deadline};
+use crate::config::StreamConfig;
+use crate::metrics::Metrics;
+
+/// The header that carries a dead-lettered message's reason.
+pub const ERROR_HEADER: &str = "x-error";
+
+#[derive(Debug, thiserror::Error)]
+#[error("stream: {0}")]
+pub struct StreamError(String);
+
+/// Whether the consumer can reach its brokers; `/readyz` reads it.
+#[derive(Default)]
+pub struct StreamStatus {
+    brokers_down: AtomicBool,
+}
+
+impl StreamStatus {
+    pub fn healthy(&self) -> bool {
+        !self.brokers_down.load(Ordering::SeqCst)
+    }
+}
+
+/// librdkafka's callbacks: all brokers down turns readiness off until a message arrives.
+struct Context {
+    status: Arc<StreamStatus>,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.status.brokers_down.store(true, Ordering::SeqCst);
+        }
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for Context {}
+
+/// Per partition, which offsets are in flight, so that the committed offset never passes a
+/// message that has not been answered. Pure: unit-tested without a broker.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: BTreeMap<i32, PartitionOffsets>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionOffsets {
+    in_flight: BTreeSet<i64>,
+    /// One past the highest offset seen.
+    next: i64,
+}
+
+impl OffsetTracker {
+    pub fn begin(&mut self, partition: i32, offset: i64) {
+        let state = self.partitions.entry(partition).or_default();
+        state.in_flight.insert(offset);
+        state.next = state.next.max(offset + 1);
+    }
+
+    /// Marks `offset` answered; returns the offset that may now be committed (the next one to
+    /// read after it): the lowest still in flight, else one past the highest seen.
+    pub fn complete(&mut self, partition: i32, offset: i64) -> i64 {
+        let state = self.partitions.entry(partition).or_default();
+        state.in_flight.remove(&offset);
+        state.next = state.next.max(offset + 1);
+        state.in_flight.first().copied().unwrap_or(state.next)
+    }
+
+    /// The committable offset of every partition seen.
+    pub fn committable(&self) -> Vec<(i32, i64)> {
+        self.partitions
+            .iter()
+            .map(|(p, s)| (*p, s.in_flight.first().copied().unwrap_or(s.next)))
+            .collect()
+    }
+}
+
+/// A running consumer; [`StreamHandle::shutdown`] drains and commits it.
+pub struct StreamHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    pub status: Arc<StreamStatus>,
+}
+
+impl StreamHandle {
+    /// Stops consuming, waits (at most `drain`) for messages in flight, commits.
+    pub async fn shutdown(self, drain: Duration) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(drain, self.task).await;
+    }
+}
+
+struct Stream {
+    config: StreamConfig,
+    consumer: StreamConsumer<Context>,
+    producer: FutureProducer,
+    classifier: Arc<Classifier>,
+    metrics: Arc<Metrics>,
+    offsets: Mutex<OffsetTracker>,
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// Joins the consumer group and starts classifying. `timeout`: each message's deadline.
+pub fn start(
+    config: &StreamConfig,
+    timeout: Duration,
+    classifier: Arc<Classifier>,
+    metrics: Arc<Metrics>,
+) -> Result<StreamHandle, StreamError> {
+    let brokers = config
+        .brokers
+        .as_deref()
+        .ok_or_else(|| StreamError("stream.brokers is not set".into()))?;
+    let status = Arc::new(StreamStatus::default());
+    let mut common = ClientConfig::new();
+    common.set("bootstrap.servers", brokers);
+    for (key, value) in &config.kafka {
+        common.set(key, value);
+    }
+    let consumer: StreamConsumer<Context> = common
+        .clone()
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "true")
+        // Offsets are stored by hand, only for answered messages (see OffsetTracker).
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(Context {
+            status: status.clone(),
+        })
+        .map_err(|e| StreamError(format!("consumer: {e}")))?;
+    consumer
+        .subscribe(&[&config.input_topic])
+        .map_err(|e| StreamError(format!("subscribe to {}: {e}", config.input_topic)))?;
+    let producer: FutureProducer = common
+        .set("acks", "all")
+        .create()
+        .map_err(|e| StreamError(format!("producer: {e}")))?;
+    let stream = Arc::new(Stream {
+        config: config.clone(),
+        consumer,
+        producer,
+        classifier,
+        metrics,
+        offsets: Mutex::new(OffsetTracker::default()),
+        permits: Arc::new(Semaphore::new(config.max_in_flight)),
+        timeout,
+    });
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(stream.run(stopped, status.clone()));
+    tracing::info!(brokers, topic = %config.input_topic, group = %config.group_id, "stream consumer started");
+    Ok(StreamHandle { stop, task, status })
+}
+
+impl Stream {
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, status: Arc<StreamStatus>) {
+        let lag = tokio::spawn(self.clone().report_lag());
+        loop {
+            if self.permits.available_permits() == 0 {
+                self.pause(true);
+                tokio::select! {
+                    permit = self.permits.clone().acquire_owned() => drop(permit),
+                    _ = stop.changed() => break,
+                }
+                self.pause(false);
+            }
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                break;
+            };
+            let message = tokio::select! {
+                message = self.consumer.recv() => message,
+                _ = stop.changed() => break,
+            };
+            match message {
+                Ok(message) => {
+                    status.brokers_down.store(false, Ordering::SeqCst);
+                    let message = message.detach();
+                    self.metrics
+                        .stream_messages
+                        .with_label_values(&["consumed"])
+                        .inc();
+                    self.offsets
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .begin(message.partition(), message.offset());
+                    let stream = self.clone();
+                    tokio::spawn(async move {
+                        stream.handle(message).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka consume error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        lag.abort();
+        // Drain: every permit back means nothing is in flight.
+        let _ = self
+            .permits
+            .acquire_many(self.config.max_in_flight as u32)
+            .await;
+        self.store_offsets();
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(error = %e, "final offset commit failed");
+        }
+        tracing::info!("stream consumer stopped");
+    }
+
+    fn pause(&self, pause: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let result = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "pausing or resuming partitions failed");
+        }
+        self.metrics.stream_paused.set(i64::from(pause));
+    }
+
+    /// Classifies one message and answers it; returns once the answer is acknowledged.
+    async fn handle(&self, message: OwnedMessage) {
+        let started = Instant::now();
+        let answer = match decode(&message, &self.config) {
+            Ok((id, text)) => self.classify(id, text, started).await,
+            Err(reason) => Err(reason),
+        };
+        let (topic, payload, error) = match answer {
+            Ok(result) => (
+                &self.config.output_topic,
+                result.to_string().into_bytes(),
+                None,
+            ),
+            Err(reason) => (
+                &self.config.dead_letter_topic,
+                message.payload().unwrap_or_default().to_vec(),
+                Some(reason),
+            ),
+        };
+        self.deliver(topic, message.key(), &payload, error.as_deref())
+            .await;
+        let outcome = if error.is_some() {
+            "dead_lettered"
+        } else {
+            "produced"
+        };
+        self.metrics
+            .stream_messages
+            .with_label_values(&[outcome])
+            .inc();
+        let committable = self
+            .offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .complete(message.partition(), message.offset());
+        if let Err(e) =
+            self.consumer
+                .store_offset(&self.config.input_topic, message.partition(), committable)
+        {
+            // The partition was handed to another consumer: it reads this message again.
+            tracing::debug!(error = %e, partition = message.partition(), "offset not stored");
+        }
+    }
+
+    /// The result JSON, or the reason the text cannot be classified. Overload and the like
+    /// are retried: they say nothing about the message.
+    async fn classify(&self, id: Value, text: String, started: Instant) -> Result<Value, String> {
+        loop {
+            let request = ClassifyRequest::new(vec![text.clone()], Deadline::after(self.timeout));
+            match self
+                .classifier
+                .classify(request, std::future::pending())
+                .await
+            {
+                Ok(classification) => {
+                    let scores = classification.texts.into_iter().next().map(|t| t.ranked);
+                    let scores = scores.unwrap_or_default();
+                    return Ok(json!({
+                        "id": id,
+                        "label": scores.first().map(|s| s.label.clone()),
+                        "scores": scores.iter().map(|s| (s.label.clone(), json!(s.score))).collect::<serde_json::Map<_, _>>(),
+                        "model": classification.model.name,
+                        "model_version": classification.model.version,
+                        "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
+                    }));
+                }
+                Err(e @ (ClassifyError::Invalid(_) | ClassifyError::Tokenize(_))) => {
+                    return Err(e.to_string())
+                }
+                Err(e @ ClassifyError::Inference(_)) => return Err(e.to_string()),
+                Err(ClassifyError::Overloaded { retry_after, .. }) => {
+                    tokio::time::sleep(retry_after.min(Duration::from_millis(500))).await;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Sends until the broker acknowledges: an answer is never given up.
+    async fn deliver(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], error: Option<&str>) {
+        loop {
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(reason) = error {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: ERROR_HEADER,
+                    value: Some(reason),
+                }));
+            }
+            match self.producer.send(record, Duration::from_secs(10)).await {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, topic, "producing failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    fn store_offsets(&self) {
+        let committable = self
+            .offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .committable();
+        for (partition, offset) in committable {
+            let _ = self
+                .consumer
+                .store_offset(&self.config.input_topic, partition, offset);
+        }
+    }
+
+    /// Every 5 s: per partition, the high watermark minus the offset that will be committed.
+    async fn report_lag(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let stream = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let committable = stream
+                    .offsets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .committable();
+                for (partition, offset) in committable {
+                    if let Ok((_, high)) = stream.consumer.fetch_watermarks(
+                        &stream.config.input_topic,
+                        partition,
+                        Duration::from_secs(1),
+                    ) {
+                        stream
+                            .metrics
+                            .stream_commit_lag
+                            .with_label_values(&[&partition.to_string()])
+                            .set(high - offset);
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// The id and text of a message: a JSON object with the configured fields, or plain UTF-8 text
+/// (whose id is then its key, else its offset).
+fn decode(message: &OwnedMessage, config: &StreamConfig) -> Result<(Value, String), String> {
+    let payload = message.payload().unwrap_or_default();
+    let text = std::str::from_utf8(payload).map_err(|_| "the message is not UTF-8".to_string())?;
+    let (id, text) = if text.trim_start().starts_with('{') {
+        let object: Value = serde_json::from_str(text)
+            .map_err(|e| format!("the message is not valid JSON: {e}"))?;
+        let text = match &object[&config.text_field] {
+            Value::String(text) => text.clone(),
+            Value::Null => return Err(format!("the message has no `{}` field", config.text_field)),
+            _ => return Err(format!("`{}` must be a string", config.text_field)),
+        };
+        (object[&config.id_field].clone(), text)
+    } else {
+        let id = message
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map_or_else(|| json!(message.offset()), |k| json!(k));
+        (id, text.to_string())
+    };
+    if text.trim().is_empty() {
+        return Err("the text is empty".into());
+    }
+    Ok((id, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_offset_never_passes_a_message_in_flight() {
+        let mut offsets = OffsetTracker::default();
+        for offset in 10..14 {
+            offsets.begin(0, offset);
+        }
+        assert_eq!(offsets.complete(0, 12), 10, "10 and 11 are still in flight");
+        assert_eq!(offsets.complete(0, 10), 11);
+        assert_eq!(offsets.complete(0, 11), 13);
+        assert_eq!(
+            offsets.complete(0, 13),
+            14,
+            "all answered: the next to read"
+        );
+        offsets.begin(1, 5);
+        assert_eq!(offsets.committable(), vec![(0, 14), (1, 5)]);
+    }
+}

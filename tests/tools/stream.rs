@@ -1,0 +1,376 @@
+//! Stream mode against a real Kafka-protocol broker (Tansu, see scripts/setup-tansu.sh): 2,000
+//! articles in and 2,000 results out with the labels `/predict` gives, malformed messages
+//! dead-lettered with their reason, a SIGKILL mid-stream with every input answered after a
+//! restart, and two consumers in one group splitting the partitions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::TopicPartitionList;
+use serde_json::{json, Value};
+
+use crate::support::{repo_path, send_signal, Server};
+
+fn tansu() -> std::path::PathBuf {
+    repo_path(".cache/tools/tansu/bin/tansu")
+}
+
+/// Why the stream tests cannot run here, if they cannot.
+pub fn missing() -> Option<String> {
+    (!tansu().is_file()).then(|| {
+        "the Tansu broker is not installed in .cache/tools/tansu (scripts/setup-tansu.sh builds it)"
+            .to_string()
+    })
+}
+
+/// An in-memory Tansu broker on a free port with the service's three topics.
+struct Broker {
+    process: Child,
+    address: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let process = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (topic, partitions) in [
+            ("news", "3"),
+            ("news-classified", "1"),
+            ("news-dead-letter", "1"),
+        ] {
+            let status = Command::new(tansu())
+                .args([
+                    "topic",
+                    "create",
+                    "--broker",
+                    &url,
+                    "--partitions",
+                    partitions,
+                    topic,
+                ])
+                .stdout(Stdio::null())
+                .status()
+                .expect("tansu topic create");
+            assert!(status.success(), "creating {topic}");
+        }
+        Broker {
+            process,
+            address: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn producer(&self) -> BaseProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            // Tansu 0.6 cannot fetch from the middle of a record batch: one message per batch.
+            .set("batch.num.messages", "1")
+            .create()
+            .expect("producer")
+    }
+
+    fn send(&self, producer: &BaseProducer, key: &str, payload: &[u8]) {
+        loop {
+            match producer.send(BaseRecord::to("news").key(key).payload(payload)) {
+                Ok(()) => return,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Every record of a topic so far, as (key, payload, x-error header), read from offset 0.
+    fn read_all(
+        &self,
+        topic: &str,
+        at_least: usize,
+        limit: Duration,
+    ) -> Vec<(String, Vec<u8>, Option<String>)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            .set("group.id", format!("reader-{topic}-{}", std::process::id()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut partitions = TopicPartitionList::new();
+        partitions
+            .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&partitions).expect("assign");
+        let mut records = Vec::new();
+        let deadline = Instant::now() + limit;
+        while records.len() < at_least && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                let error = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "x-error")
+                        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                });
+                records.push((key, m.payload().unwrap_or_default().to_vec(), error));
+            }
+        }
+        records
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn articles() -> Vec<String> {
+    let path = repo_path("training/.cache/data/test.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .or_else(|_| {
+            Command::new(repo_path("training/test_split.sh"))
+                .output()
+                .expect("test_split.sh");
+            std::fs::read_to_string(&path)
+        })
+        .expect("the test split");
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("jsonl")["text"]
+                .as_str()
+                .expect("text")
+                .to_string()
+        })
+        .collect()
+}
+
+fn serve(broker: &Broker, group: &str) -> Server {
+    Server::start(
+        &[],
+        &[
+            ("NEWSCLS__STREAM__BROKERS", broker.address.as_str()),
+            ("NEWSCLS__STREAM__GROUP_ID", group),
+        ],
+    )
+}
+
+pub fn stream_mode_end_to_end() {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(run());
+}
+
+async fn run() {
+    let broker = Broker::start();
+    let texts = articles();
+    let server = serve(&broker, "g1");
+    // What /predict says for each distinct article: the stream must say the same.
+    let mut expected = HashMap::new();
+    for chunk in texts.chunks(32) {
+        let answers: Vec<Vec<Value>> = server
+            .predict(json!({ "inputs": chunk }))
+            .await
+            .json()
+            .await
+            .expect("json");
+        for (text, answer) in chunk.iter().zip(answers) {
+            expected.insert(
+                text.clone(),
+                answer[0]["label"].as_str().expect("label").to_string(),
+            );
+        }
+    }
+
+    // 2,000 articles, with malformed messages among them.
+    let producer = broker.producer();
+    let started = Instant::now();
+    let mut sent = BTreeMap::new();
+    for i in 0..2000 {
+        let text = &texts[i % texts.len()];
+        let key = format!("a{i}");
+        broker.send(
+            &producer,
+            &key,
+            json!({"id": i, "text": text}).to_string().as_bytes(),
+        );
+        sent.insert(key, text.clone());
+        if i % 400 == 7 {
+            let bad: [(&str, Vec<u8>); 5] = [
+                ("bad-json", b"{\"id\": 1, \"text\": ".to_vec()),
+                ("no-text", br#"{"id": 2}"#.to_vec()),
+                ("empty", br#"{"id": 3, "text": "   "}"#.to_vec()),
+                ("not-utf8", vec![0xff, 0xfe, 0x41]),
+                (
+                    "too-long",
+                    json!({"id": 4, "text": "a ".repeat(60_000)})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            ];
+            for (kind, payload) in bad {
+                broker.send(&producer, &format!("bad-{kind}-{i}"), &payload);
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let results = broker.read_all("news-classified", 2000, Duration::from_secs(240));
+    let elapsed = started.elapsed();
+    assert_eq!(results.len(), 2000, "one result per article");
+    let mut seen = BTreeMap::new();
+    for (key, payload, _) in &results {
+        let result: Value = serde_json::from_slice(payload).expect("result JSON");
+        let text = sent
+            .get(key)
+            .unwrap_or_else(|| panic!("result for unknown key {key}"));
+        assert_eq!(
+            result["label"].as_str(),
+            Some(expected[text].as_str()),
+            "{key}"
+        );
+        assert_eq!(result["model"], "news-topic-e5-small");
+        assert!(result["scores"].as_object().is_some_and(|s| s.len() == 6));
+        *seen.entry(key.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2000, "every article answered");
+    eprintln!(
+        "stream: 2000 articles classified in {:.1} s ({:.0} messages/s)",
+        elapsed.as_secs_f64(),
+        2000.0 / elapsed.as_secs_f64()
+    );
+    let dead = broker.read_all("news-dead-letter", 25, Duration::from_secs(30));
+    assert_eq!(dead.len(), 25, "5 malformed messages x 5 rounds");
+    for (key, _, error) in &dead {
+        let reason = error
+            .as_deref()
+            .unwrap_or_else(|| panic!("{key} has no x-error"));
+        let wanted = match key.split('-').nth(1) {
+            Some("bad") => "not valid JSON",
+            Some("no") => "no `text` field",
+            Some("empty") => "empty",
+            Some("not") => "not UTF-8",
+            Some("too") => "characters",
+            other => panic!("unexpected dead letter {key} {other:?}"),
+        };
+        assert!(reason.contains(wanted), "{key}: {reason}");
+    }
+    assert_eq!(
+        server
+            .metric("newscls_stream_messages_total{outcome=\"dead_lettered\"}")
+            .await,
+        25.0
+    );
+
+    // SIGKILL mid-stream, then a restart: every input gets at least one result.
+    let before = results.len();
+    for i in 2000..2600 {
+        broker.send(
+            &producer,
+            &format!("k{i}"),
+            json!({"id": i, "text": texts[i % texts.len()]})
+                .to_string()
+                .as_bytes(),
+        );
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker
+        .read_all("news-classified", before + 150, Duration::from_secs(2))
+        .len()
+        < before + 150
+    {
+        assert!(Instant::now() < deadline, "no progress before the kill");
+    }
+    send_signal(server.pid(), "KILL");
+    drop(server);
+    let server = serve(&broker, "g1");
+    let all = broker.read_all("news-classified", before + 600, Duration::from_secs(240));
+    let mut after_kill: BTreeMap<&str, usize> = BTreeMap::new();
+    for (key, _, _) in &all {
+        if key.starts_with('k') {
+            *after_kill.entry(key.as_str()).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        after_kill.len(),
+        600,
+        "every message sent around the kill is answered"
+    );
+    let duplicates: usize = after_kill.values().map(|n| n - 1).sum();
+    eprintln!("stream: after SIGKILL and restart, 600 of 600 answered, {duplicates} duplicates");
+    drop(server);
+
+    // Two consumers in one group split the three partitions; every message is classified.
+    let (a, b) = (serve(&broker, "g2"), serve(&broker, "g2"));
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (before_a, before_b) = (consumed(&a).await, consumed(&b).await);
+    for i in 0..300 {
+        broker.send(
+            &producer,
+            &format!("g{i}"),
+            json!({"id": i, "text": texts[i % texts.len()]})
+                .to_string()
+                .as_bytes(),
+        );
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (now_a, now_b) = (consumed(&a).await, consumed(&b).await);
+        let group_total = now_a - before_a + now_b - before_b;
+        if group_total >= 300.0 {
+            assert!(
+                now_a > before_a && now_b > before_b,
+                "both consumers took partitions: {now_a} / {now_b}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group consumed {group_total} of 300"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let classified = broker.read_all("news-classified", all.len() + 300, Duration::from_secs(120));
+    let group: std::collections::BTreeSet<&str> = classified
+        .iter()
+        .map(|(k, _, _)| k.as_str())
+        .filter(|k| k.starts_with('g'))
+        .collect();
+    assert_eq!(
+        group.len(),
+        300,
+        "each message of the group run is classified"
+    );
+    let _ = (a, b);
+}
+
+async fn consumed(server: &Server) -> f64 {
+    server
+        .metric("newscls_stream_messages_total{outcome=\"consumed\"}")
+        .await
+}

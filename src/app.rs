@@ -133,10 +133,14 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
 
     let handle = server.handle();
     let signal_classifier = classifier.clone();
+    let stop_stream = stream.as_ref().map(|s| s.stopper());
     actix_web::rt::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown signal: draining");
         signal_classifier.start_draining();
+        if let Some(stop) = stop_stream {
+            stop();
+        }
         let graceful = handle.stop(true);
         tokio::select! {
             _ = graceful => {}

@@ -115,6 +115,14 @@ pub struct StreamHandle {
 }
 
 impl StreamHandle {
+    /// Something that stops consumption when called (at the shutdown signal, before the drain).
+    pub fn stopper(&self) -> impl Fn() + Send + 'static {
+        let stop = self.stop.clone();
+        move || {
+            let _ = stop.send(true);
+        }
+    }
+
     /// Stops consuming, waits (at most `drain`) for messages in flight, commits.
     pub async fn shutdown(self, drain: Duration) {
         let _ = self.stop.send(true);
@@ -131,6 +139,9 @@ struct Stream {
     offsets: Mutex<OffsetTracker>,
     permits: Arc<Semaphore>,
     timeout: Duration,
+    /// Set once shutdown began: messages the classifier no longer takes are left uncommitted,
+    /// for the next consumer to read again.
+    stopping: AtomicBool,
 }
 
 /// Joins the consumer group and starts classifying. `timeout`: each message's deadline.
@@ -177,6 +188,7 @@ pub fn start(
         offsets: Mutex::new(OffsetTracker::default()),
         permits: Arc::new(Semaphore::new(config.max_in_flight)),
         timeout,
+        stopping: AtomicBool::new(false),
     });
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(stream.run(stopped, status.clone()));
@@ -228,6 +240,7 @@ impl Stream {
             }
         }
         lag.abort();
+        self.stopping.store(true, Ordering::SeqCst);
         // Drain: every permit back means nothing is in flight.
         let _ = self
             .permits
@@ -259,7 +272,11 @@ impl Stream {
     async fn handle(&self, message: OwnedMessage) {
         let started = Instant::now();
         let answer = match decode(&message, &self.config) {
-            Ok((id, text)) => self.classify(id, text, started).await,
+            Ok((id, text)) => match self.classify(id, text, started).await {
+                Some(answer) => answer,
+                // Shutting down: not answered, not committed, read again after the restart.
+                None => return,
+            },
             Err(reason) => Err(reason),
         };
         let (topic, payload, error) = match answer {
@@ -299,9 +316,14 @@ impl Stream {
         }
     }
 
-    /// The result JSON, or the reason the text cannot be classified. Overload and the like
-    /// are retried: they say nothing about the message.
-    async fn classify(&self, id: Value, text: String, started: Instant) -> Result<Value, String> {
+    /// The result JSON, or the reason the text cannot be classified; `None` when shutdown
+    /// stopped it. Overload and the like are retried: they say nothing about the message.
+    async fn classify(
+        &self,
+        id: Value,
+        text: String,
+        started: Instant,
+    ) -> Option<Result<Value, String>> {
         loop {
             let request = ClassifyRequest::new(vec![text.clone()], Deadline::after(self.timeout));
             match self
@@ -312,19 +334,23 @@ impl Stream {
                 Ok(classification) => {
                     let scores = classification.texts.into_iter().next().map(|t| t.ranked);
                     let scores = scores.unwrap_or_default();
-                    return Ok(json!({
+                    return Some(Ok(json!({
                         "id": id,
                         "label": scores.first().map(|s| s.label.clone()),
                         "scores": scores.iter().map(|s| (s.label.clone(), json!(s.score))).collect::<serde_json::Map<_, _>>(),
                         "model": classification.model.name,
                         "model_version": classification.model.version,
                         "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
-                    }));
+                    })));
                 }
-                Err(e @ (ClassifyError::Invalid(_) | ClassifyError::Tokenize(_))) => {
-                    return Err(e.to_string())
+                Err(
+                    e @ (ClassifyError::Invalid(_)
+                    | ClassifyError::Tokenize(_)
+                    | ClassifyError::Inference(_)),
+                ) => return Some(Err(e.to_string())),
+                Err(ClassifyError::NotReady(_)) if self.stopping.load(Ordering::SeqCst) => {
+                    return None
                 }
-                Err(e @ ClassifyError::Inference(_)) => return Err(e.to_string()),
                 Err(ClassifyError::Overloaded { retry_after, .. }) => {
                     tokio::time::sleep(retry_after.min(Duration::from_millis(500))).await;
                 }

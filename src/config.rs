@@ -524,6 +524,30 @@ mod tests {
     }
 
     #[test]
+    fn librdkafka_properties_keep_their_dotted_names() {
+        let config = load_yaml(
+            "stream:\n  brokers: k:9092\n  kafka:\n    security.protocol: SASL_SSL\n    session.timeout.ms: 6000\n",
+        )
+        .expect("valid config");
+        assert_eq!(
+            config
+                .stream
+                .kafka
+                .get("security.protocol")
+                .map(String::as_str),
+            Some("SASL_SSL")
+        );
+        assert_eq!(
+            config
+                .stream
+                .kafka
+                .get("session.timeout.ms")
+                .map(String::as_str),
+            Some("6000")
+        );
+    }
+
+    #[test]
     fn unknown_key_is_rejected_by_name() {
         let err = load_yaml("server:\n  timout: 3\n")
             .expect_err("typo must fail")

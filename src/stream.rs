@@ -156,18 +156,24 @@ pub fn start(
         .as_deref()
         .ok_or_else(|| StreamError("stream.brokers is not set".into()))?;
     let status = Arc::new(StreamStatus::default());
-    let mut common = ClientConfig::new();
-    common.set("bootstrap.servers", brokers);
-    for (key, value) in &config.kafka {
-        common.set(key, value);
-    }
-    let consumer: StreamConsumer<Context> = common
-        .clone()
+    let with_properties = |mut client: ClientConfig| {
+        for (key, value) in &config.kafka {
+            client.set(key, value);
+        }
+        client.set("bootstrap.servers", brokers);
+        client
+    };
+    let mut consumer_config = ClientConfig::new();
+    // Defaults the properties may change: read a new group's topic from its start, and commit
+    // every second (what a crash re-delivers is at most about a second of answers).
+    consumer_config
+        .set("auto.offset.reset", "earliest")
+        .set("auto.commit.interval.ms", "1000");
+    let consumer: StreamConsumer<Context> = with_properties(consumer_config)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "true")
         // Offsets are stored by hand, only for answered messages (see OffsetTracker).
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
         .create_with_context(Context {
             status: status.clone(),
         })
@@ -175,7 +181,7 @@ pub fn start(
     consumer
         .subscribe(&[&config.input_topic])
         .map_err(|e| StreamError(format!("subscribe to {}: {e}", config.input_topic)))?;
-    let producer: FutureProducer = common
+    let producer: FutureProducer = with_properties(ClientConfig::new())
         .set("acks", "all")
         .create()
         .map_err(|e| StreamError(format!("producer: {e}")))?;

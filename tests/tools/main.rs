@@ -1,8 +1,9 @@
 //! Tests that need a tool outside Rust: Java for QA's JMeter plan, Chromium for the demo page,
-//! and the Python clients of other inference servers (huggingface_hub, tritonclient).
+//! the Python clients of other inference servers (huggingface_hub, tritonclient), an MLflow
+//! server (traces, model registry) and a Kafka-protocol broker (Tansu, stream mode).
 //!
 //! A custom harness (libtest-mimic) so that a missing tool is reported as what it is. `make
-//! test` installs both tools first; under `CI=true` a missing tool therefore means a broken
+//! test` installs every tool first; under `CI=true` a missing tool therefore means a broken
 //! setup, and the test fails. Elsewhere (a developer's `cargo test` without the tools) the
 //! test is reported as *ignored*, with the reason printed, never as passed.
 

@@ -17,11 +17,11 @@ use newscls::model;
 const CPU_BATCH_SIZES: &[usize] = &[1, 4, 8, 16, 32, 64];
 const GPU_BATCH_SIZES: &[usize] = &[1, 8, 32, 64, 128, 256];
 
+#[path = "common/mod.rs"]
+mod common;
+
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = common::args();
     let texts_path = PathBuf::from(
         args.first()
             .cloned()
@@ -42,17 +42,7 @@ fn main() {
         None if device == Device::Cuda => GPU_BATCH_SIZES.to_vec(),
         None => CPU_BATCH_SIZES.to_vec(),
     };
-    let texts: Vec<String> = std::fs::read_to_string(&texts_path)
-        .unwrap_or_else(|e| panic!("{}: {e}", texts_path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("jsonl")["text"]
-                .as_str()
-                .expect("text")
-                .to_string()
-        })
-        .collect();
+    let texts = common::texts(&texts_path);
 
     let mut loaded = model::load(&ModelConfig {
         // Another model directory (e.g. an older version, side by side): $MODEL_DIR.

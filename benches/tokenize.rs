@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use newscls::model::ModelSpec;
 use newscls::tokenize::TextTokenizer;
 
+#[path = "common/mod.rs"]
+mod common;
+
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = common::args();
     let path = PathBuf::from(
         args.first()
             .cloned()
@@ -27,17 +27,7 @@ fn main() {
         .get(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let texts: Vec<String> = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (training/test_split.sh writes it)", path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("jsonl")["text"]
-                .as_str()
-                .expect("text")
-                .to_string()
-        })
-        .collect();
+    let texts = common::texts(&path);
     let spec = ModelSpec::load(std::path::Path::new("models/news-topic-e5-small")).expect("model");
     let load = || TextTokenizer::load(&spec.tokenizer_path(), spec.max_length).expect("tokenizer");
     let service = load();

@@ -20,7 +20,7 @@ use crate::classify::Classifier;
 use crate::config::ModelConfig;
 use crate::metrics::Metrics;
 use crate::model::{self, LoadError, LoadedModel};
-use crate::registry::{self, Mlflow, ModelUri, RegistryError};
+use crate::registry::{self, Mlflow, ModelUri, ModelVersion, RegistryError};
 
 /// Why no model could be had at startup.
 #[derive(Debug, thiserror::Error)]
@@ -109,11 +109,15 @@ impl ModelSource {
         Ok((version.version, dir))
     }
 
-    /// The version the source names now, without loading it: `None` for a directory.
-    fn current_version(&self) -> Result<Option<String>, RegistryError> {
+    /// The version the source names now, without downloading it: `None` for a directory.
+    fn current_version(&self) -> Result<Option<(Mlflow, ModelVersion)>, RegistryError> {
         match &self.uri {
             None => Ok(None),
-            Some(uri) => Ok(Some(Mlflow::from_env(uri)?.resolve(uri)?.version)),
+            Some(uri) => {
+                let client = Mlflow::from_env(uri)?;
+                let version = client.resolve(uri)?;
+                Ok(Some((client, version)))
+            }
         }
     }
 
@@ -228,10 +232,11 @@ impl Reloader {
             version: version.to_string(),
             reason,
         };
-        let named = match self.source.current_version() {
-            Ok(named) => named,
+        let current = match self.source.current_version() {
+            Ok(current) => current,
             Err(e) => return refuse("?", e.to_string()),
         };
+        let named = current.as_ref().map(|(_, v)| v.version.clone());
         if let Some(version) = &named {
             let already = version == serving || refused.as_deref() == Some(version.as_str());
             if already && !forced {
@@ -240,18 +245,17 @@ impl Reloader {
                 };
             }
         }
-        let loaded = match &self.source.uri {
-            None => self
+        // The version just resolved is the one fetched and loaded: resolving again could name
+        // another if the alias moved in between.
+        let loaded = match (&self.source.uri, &current) {
+            (Some(uri), Some((client, version))) => client
+                .fetch(version, &self.source.config.cache_dir)
+                .map_err(SourceError::from)
+                .and_then(|dir| Ok(self.source.load_dir(&dir, Some((uri, &version.version)))?)),
+            _ => self
                 .source
                 .load_dir(&self.source.config.dir, None)
                 .map_err(SourceError::from),
-            Some(uri) => self
-                .source
-                .resolve_and_fetch(uri)
-                .map_err(SourceError::from)
-                .and_then(|(version, dir)| {
-                    Ok(self.source.load_dir(&dir, Some((uri, &version)))?)
-                }),
         };
         let version = named.clone().unwrap_or_else(|| "directory".into());
         let loaded = match loaded.and_then(check_examples) {

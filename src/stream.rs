@@ -22,10 +22,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
@@ -52,9 +55,42 @@ impl StreamStatus {
     }
 }
 
-/// librdkafka's callbacks: all brokers down turns readiness off until a message arrives.
+/// The offsets of the input topic, shared by the stream task and librdkafka's rebalance
+/// callback.
+type SharedOffsets = Arc<Mutex<OffsetTracker>>;
+
+fn lock(offsets: &SharedOffsets) -> std::sync::MutexGuard<'_, OffsetTracker> {
+    offsets.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Stores "the next offset to read" of each partition for the next commit.
+///
+/// `rd_kafka_offsets_store` takes the next offset as given; the single-partition
+/// `store_offset` stores one past the offset it is given (it expects the last message
+/// processed), which would skip a message after a crash.
+fn store_next_offsets<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+    next: &[(i32, i64)],
+) -> Result<(), KafkaError> {
+    if next.is_empty() {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::with_capacity(next.len());
+    for &(partition, offset) in next {
+        list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    consumer.store_offsets(&list)
+}
+
+/// librdkafka's callbacks: all brokers down turns readiness off until a message arrives; a
+/// revoked partition's answered offsets are stored (librdkafka commits them as it hands the
+/// partition over) and its messages still in flight are handed back: the next owner reads
+/// them again, and their late answers store nothing.
 struct Context {
     status: Arc<StreamStatus>,
+    topic: String,
+    offsets: SharedOffsets,
 }
 
 impl ClientContext for Context {
@@ -66,43 +102,118 @@ impl ClientContext for Context {
     }
 }
 
-impl ConsumerContext for Context {}
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let mut handed_back = 0;
+        let mut answered = Vec::new();
+        {
+            let mut offsets = lock(&self.offsets);
+            for element in revoked.elements_for_topic(&self.topic) {
+                if let Some(revoke) = offsets.revoke(element.partition()) {
+                    handed_back += revoke.in_flight;
+                    answered.push((element.partition(), revoke.next));
+                }
+            }
+        }
+        if let Err(e) = store_next_offsets(consumer, &self.topic, &answered) {
+            tracing::warn!(error = %e, "storing the revoked partitions' offsets failed");
+        }
+        tracing::info!(
+            partitions = ?answered,
+            handed_back,
+            "partitions revoked: answered offsets stored, messages in flight handed back"
+        );
+    }
+}
 
 /// Per partition, which offsets are in flight, so that the committed offset never passes a
 /// message that has not been answered. Pure: unit-tested without a broker.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: BTreeMap<i32, PartitionOffsets>,
+    /// Numbers each assignment of a partition, so that an answer begun under an earlier
+    /// assignment cannot complete an offset of the current one.
+    assignments: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PartitionOffsets {
+    assignment: u64,
     in_flight: BTreeSet<i64>,
     /// One past the highest offset seen.
     next: i64,
 }
 
+impl PartitionOffsets {
+    fn committable(&self) -> i64 {
+        self.in_flight.first().copied().unwrap_or(self.next)
+    }
+}
+
+/// A message being answered: what [`OffsetTracker::complete`] needs.
+#[derive(Debug, Clone, Copy)]
+pub struct InFlight {
+    partition: i32,
+    offset: i64,
+    assignment: u64,
+}
+
+/// What a revoked partition leaves: the offset to commit, and how many of its messages were
+/// handed back unanswered.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Revoked {
+    pub next: i64,
+    pub in_flight: usize,
+}
+
 impl OffsetTracker {
-    pub fn begin(&mut self, partition: i32, offset: i64) {
-        let state = self.partitions.entry(partition).or_default();
+    pub fn begin(&mut self, partition: i32, offset: i64) -> InFlight {
+        let assignments = &mut self.assignments;
+        let state = self.partitions.entry(partition).or_insert_with(|| {
+            *assignments += 1;
+            PartitionOffsets {
+                assignment: *assignments,
+                in_flight: BTreeSet::new(),
+                next: offset,
+            }
+        });
         state.in_flight.insert(offset);
         state.next = state.next.max(offset + 1);
+        InFlight {
+            partition,
+            offset,
+            assignment: state.assignment,
+        }
     }
 
-    /// Marks `offset` answered; returns the offset that may now be committed (the next one to
-    /// read after it): the lowest still in flight, else one past the highest seen.
-    pub fn complete(&mut self, partition: i32, offset: i64) -> i64 {
-        let state = self.partitions.entry(partition).or_default();
-        state.in_flight.remove(&offset);
-        state.next = state.next.max(offset + 1);
-        state.in_flight.first().copied().unwrap_or(state.next)
+    /// Marks a message answered; returns the offset that may now be committed (the next one
+    /// to read): the lowest still in flight, else one past the highest seen. `None` when the
+    /// partition was revoked since the message was read: its next owner reads it again.
+    pub fn complete(&mut self, message: InFlight) -> Option<i64> {
+        let state = self
+            .partitions
+            .get_mut(&message.partition)
+            .filter(|s| s.assignment == message.assignment)?;
+        state.in_flight.remove(&message.offset);
+        Some(state.committable())
     }
 
-    /// The committable offset of every partition seen.
+    /// Forgets a partition handed to another consumer.
+    pub fn revoke(&mut self, partition: i32) -> Option<Revoked> {
+        self.partitions.remove(&partition).map(|state| Revoked {
+            next: state.committable(),
+            in_flight: state.in_flight.len(),
+        })
+    }
+
+    /// The committable offset of every partition held.
     pub fn committable(&self) -> Vec<(i32, i64)> {
         self.partitions
             .iter()
-            .map(|(p, s)| (*p, s.in_flight.first().copied().unwrap_or(s.next)))
+            .map(|(p, s)| (*p, s.committable()))
             .collect()
     }
 }
@@ -136,7 +247,7 @@ struct Stream {
     producer: FutureProducer,
     classifier: Arc<Classifier>,
     metrics: Arc<Metrics>,
-    offsets: Mutex<OffsetTracker>,
+    offsets: SharedOffsets,
     permits: Arc<Semaphore>,
     timeout: Duration,
     /// Set once shutdown began: messages the classifier no longer takes are left uncommitted,
@@ -163,6 +274,7 @@ pub fn start(
         client.set("bootstrap.servers", brokers);
         client
     };
+    let offsets = SharedOffsets::default();
     let mut consumer_config = ClientConfig::new();
     // Defaults the properties may change: read a new group's topic from its start, and commit
     // every second (what a crash re-delivers is at most about a second of answers).
@@ -176,6 +288,8 @@ pub fn start(
         .set("enable.auto.offset.store", "false")
         .create_with_context(Context {
             status: status.clone(),
+            topic: config.input_topic.clone(),
+            offsets: offsets.clone(),
         })
         .map_err(|e| StreamError(format!("consumer: {e}")))?;
     consumer
@@ -191,7 +305,7 @@ pub fn start(
         producer,
         classifier,
         metrics,
-        offsets: Mutex::new(OffsetTracker::default()),
+        offsets,
         permits: Arc::new(Semaphore::new(config.max_in_flight)),
         timeout,
         stopping: AtomicBool::new(false),
@@ -229,13 +343,11 @@ impl Stream {
                         .stream_messages
                         .with_label_values(&["consumed"])
                         .inc();
-                    self.offsets
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .begin(message.partition(), message.offset());
+                    let in_flight =
+                        lock(&self.offsets).begin(message.partition(), message.offset());
                     let stream = self.clone();
                     tokio::spawn(async move {
-                        stream.handle(message).await;
+                        stream.handle(message, in_flight).await;
                         drop(permit);
                     });
                 }
@@ -253,8 +365,10 @@ impl Stream {
             .acquire_many(self.config.max_in_flight as u32)
             .await;
         self.store_offsets();
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(error = %e, "final offset commit failed");
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // The last automatic commit already holds every stored offset.
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
         }
         tracing::info!("stream consumer stopped");
     }
@@ -275,7 +389,7 @@ impl Stream {
     }
 
     /// Classifies one message and answers it; returns once the answer is acknowledged.
-    async fn handle(&self, message: OwnedMessage) {
+    async fn handle(&self, message: OwnedMessage, in_flight: InFlight) {
         let started = Instant::now();
         let answer = match decode(&message, &self.config) {
             Ok((id, text)) => match self.classify(id, text, started).await {
@@ -308,17 +422,16 @@ impl Stream {
             .stream_messages
             .with_label_values(&[outcome])
             .inc();
-        let committable = self
-            .offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .complete(message.partition(), message.offset());
-        if let Err(e) =
-            self.consumer
-                .store_offset(&self.config.input_topic, message.partition(), committable)
-        {
-            // The partition was handed to another consumer: it reads this message again.
-            tracing::debug!(error = %e, partition = message.partition(), "offset not stored");
+        // None: the partition was handed to another consumer, which reads this message again.
+        if let Some(next) = lock(&self.offsets).complete(in_flight) {
+            let partition = in_flight.partition;
+            if let Err(e) = store_next_offsets(
+                &self.consumer,
+                &self.config.input_topic,
+                &[(partition, next)],
+            ) {
+                tracing::debug!(error = %e, partition, "offset not stored");
+            }
         }
     }
 
@@ -389,15 +502,9 @@ impl Stream {
     }
 
     fn store_offsets(&self) {
-        let committable = self
-            .offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .committable();
-        for (partition, offset) in committable {
-            let _ = self
-                .consumer
-                .store_offset(&self.config.input_topic, partition, offset);
+        let committable = lock(&self.offsets).committable();
+        if let Err(e) = store_next_offsets(&self.consumer, &self.config.input_topic, &committable) {
+            tracing::warn!(error = %e, "storing the final offsets failed");
         }
     }
 
@@ -407,11 +514,7 @@ impl Stream {
             tokio::time::sleep(Duration::from_secs(5)).await;
             let stream = self.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                let committable = stream
-                    .offsets
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .committable();
+                let committable = lock(&stream.offsets).committable();
                 for (partition, offset) in committable {
                     if let Ok((_, high)) = stream.consumer.fetch_watermarks(
                         &stream.config.input_topic,
@@ -465,18 +568,50 @@ mod tests {
     #[test]
     fn the_committed_offset_never_passes_a_message_in_flight() {
         let mut offsets = OffsetTracker::default();
-        for offset in 10..14 {
-            offsets.begin(0, offset);
-        }
-        assert_eq!(offsets.complete(0, 12), 10, "10 and 11 are still in flight");
-        assert_eq!(offsets.complete(0, 10), 11);
-        assert_eq!(offsets.complete(0, 11), 13);
+        let read: Vec<InFlight> = (10..14).map(|offset| offsets.begin(0, offset)).collect();
         assert_eq!(
-            offsets.complete(0, 13),
-            14,
+            offsets.complete(read[2]),
+            Some(10),
+            "10 and 11 are still in flight"
+        );
+        assert_eq!(offsets.complete(read[0]), Some(11));
+        assert_eq!(offsets.complete(read[1]), Some(13));
+        assert_eq!(
+            offsets.complete(read[3]),
+            Some(14),
             "all answered: the next to read"
         );
         offsets.begin(1, 5);
         assert_eq!(offsets.committable(), vec![(0, 14), (1, 5)]);
+    }
+
+    #[test]
+    fn a_revoked_partition_hands_back_its_messages_in_flight() {
+        let mut offsets = OffsetTracker::default();
+        let first = offsets.begin(0, 20);
+        let second = offsets.begin(0, 21);
+        assert_eq!(offsets.complete(second), Some(20));
+        assert_eq!(
+            offsets.revoke(0),
+            Some(Revoked {
+                next: 20,
+                in_flight: 1
+            }),
+            "20 is not answered: the next owner starts there"
+        );
+        assert_eq!(offsets.revoke(0), None);
+        // Assigned again, the partition is read from the committed offset: 20 once more.
+        let again = offsets.begin(0, 20);
+        assert_eq!(
+            offsets.complete(first),
+            None,
+            "an answer from the earlier assignment stores nothing"
+        );
+        assert_eq!(
+            offsets.committable(),
+            vec![(0, 20)],
+            "20 is in flight again"
+        );
+        assert_eq!(offsets.complete(again), Some(21));
     }
 }

@@ -54,10 +54,9 @@ fn main() {
             stream::missing(),
             stream::stream_mode_end_to_end,
         ),
-        known_failure(
+        needs_tool(
             "stream::a_killed_consumer_is_restarted_without_losing_messages",
-            "after a SIGKILL and restart, 1-2 of 600 inputs got no result in most runs against \
-             Tansu 0.6 (cause not found yet; see the README's stream section); run it with --include-ignored",
+            stream::missing(),
             stream::a_killed_consumer_is_restarted_without_losing_messages,
         ),
         needs_tool(
@@ -74,21 +73,6 @@ fn main() {
         ),
     ];
     libtest_mimic::run(&args, trials).exit();
-}
-
-/// A test that shows an open defect: reported as ignored with the reason (never as passed),
-/// and run on request with `--include-ignored`.
-fn known_failure(
-    name: &'static str,
-    reason: &'static str,
-    test: impl FnOnce() + Send + 'static,
-) -> Trial {
-    eprintln!("{name}: ignored: known failure: {reason}");
-    Trial::test(name, move || {
-        test();
-        Ok(())
-    })
-    .with_ignored_flag(true)
 }
 
 /// A trial that runs `test` when its tool is there; otherwise fails under `CI=true` and is

@@ -151,6 +151,35 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Per partition of `news`: the offset group `group` committed, and the partition's end.
+    fn committed(&self, group: &str) -> Vec<(i32, i64, i64)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        let mut partitions = TopicPartitionList::new();
+        for partition in 0..3 {
+            partitions.add_partition("news", partition);
+        }
+        let committed = consumer
+            .committed_offsets(partitions, Duration::from_secs(10))
+            .expect("committed offsets");
+        committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let (_, end) = consumer
+                    .fetch_watermarks("news", e.partition(), Duration::from_secs(10))
+                    .expect("watermarks");
+                let committed = e.offset().to_raw().expect("a committed offset");
+                (e.partition(), committed, end)
+            })
+            .collect()
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.process.kill();
@@ -321,7 +350,16 @@ async fn run() {
         25.0
     );
 
-    drop(server);
+    // SIGTERM drains and commits exactly the next offset to read: the end of every partition.
+    send_signal(server.pid(), "TERM");
+    let exit = server.wait_exit(Duration::from_secs(30));
+    assert!(exit.is_some_and(|s| s.success()), "clean exit: {exit:?}");
+    for (partition, committed, end) in broker.committed("g1") {
+        assert_eq!(
+            committed, end,
+            "partition {partition}: committed offset vs the partition's end"
+        );
+    }
 
     // Two consumers in one group split the three partitions; every message is classified.
     let (a, b) = (serve(&broker, "g2"), serve(&broker, "g2"));

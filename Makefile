@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench bench-gpu clean help
+.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench bench-gpu bench-stream clean help
 
 help:
 	@echo "make run    - build (release) and serve the bundled model on :8080 (GPU if present; DEVICE=cpu|cuda)"
@@ -38,7 +38,7 @@ run:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(CARGO) clippy --locked --bench ceiling --bench loadgen --bench tokenize -- -D warnings
+	$(CARGO) clippy --locked --bench ceiling --bench loadgen --bench stream --bench tokenize -- -D warnings
 
 test: setup-test lint docker-check
 	$(CARGO) test --locked --all-targets
@@ -63,6 +63,10 @@ bench:
 # The GPU benchmark on a machine with an NVIDIA GPU (DEVICE=cpu: a smoke run of the harness).
 bench-gpu:
 	bench/gpu.sh
+
+# Stream mode (Kafka, local Tansu broker) beside /predict and the ceiling, in one run.
+bench-stream:
+	bench/stream.sh
 
 eval:
 	training/eval_service.sh $(URL)

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Stream mode beside /predict and the in-process ceiling, in one run on this machine: the
+# ceiling of the CPU variant (benches/ceiling.rs), then a service with stream mode on against a
+# local Tansu broker (scripts/setup-tansu.sh): /predict under wrk (one article per request, 20
+# clients), a burst of MESSAGES articles through Kafka, and the stream at 25/50/75 % of the
+# burst's rate (benches/stream.rs). Writes the tables into $OUT. Not part of `make test`.
+#   MESSAGES=2000 SECONDS_PER_LOAD=15 OUT=bench/results/stream-<date> bench/stream.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MESSAGES=${MESSAGES:-2000}
+SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-15}
+PORT=${PORT:-8141}
+OUT=${OUT:-bench/results/stream-$(date +%F)}
+WORK=$(mktemp -d /tmp/newscls-stream-XXXX)
+trap 'kill ${NPID:-} ${BPID:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
+mkdir -p "$OUT"
+scripts/setup-tansu.sh
+TANSU=.cache/tools/tansu/bin/tansu
+TEXTS=$(training/test_split.sh)
+cargo build --release --locked --quiet
+cargo bench --locked --quiet --no-run --bench ceiling --bench stream 2>/dev/null
+
+echo "== in-process ceiling (model_quantized.onnx, 2 intra-op threads)"
+CEILING_OUT="$OUT/ceiling.json" cargo bench --locked --quiet --bench ceiling -- "$TEXTS" "$SECONDS_PER_LOAD" 2 cpu 1,8,32 \
+  | tee "$OUT/ceiling.md"
+
+KAFKA_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+BROKER=127.0.0.1:$KAFKA_PORT
+"$TANSU" broker --listener-url "tcp://$BROKER" --advertised-listener-url "tcp://$BROKER" \
+  --storage-engine memory://tansu/ > "$WORK/tansu.log" 2>&1 &
+BPID=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && break; sleep 0.1; done
+for topic in news:3 news-classified:1 news-dead-letter:1; do
+  "$TANSU" topic create --broker "tcp://$BROKER" --partitions "${topic#*:}" "${topic%:*}" > /dev/null
+done
+# For Tansu 0.6, not for a real Kafka cluster: one record per produce batch (Tansu cannot fetch
+# from the middle of a batch), and a short fetch wait (Tansu answered fetches only after
+# fetch.wait.max.ms, 500 ms by default, which then dominated the latency at low load).
+cat > "$WORK/config.yaml" <<YAML
+stream:
+  brokers: "$BROKER"
+  kafka:
+    batch.num.messages: "1"
+    fetch.wait.max.ms: "20"
+YAML
+./target/release/newscls --config "$WORK/config.yaml" --host 127.0.0.1 --port "$PORT" > "$WORK/newscls.log" 2>&1 &
+NPID=$!
+for _ in $(seq 1 150); do curl -sf "localhost:$PORT/readyz" >/dev/null && break; sleep 0.2; done
+
+echo "== /predict, wrk, 20 clients, one article per request"
+BODIES=$WORK/bodies.jsonl
+python3 - "$TEXTS" "$BODIES" <<'PY'
+import json, sys
+with open(sys.argv[2], "w") as out:
+    for line in open(sys.argv[1], encoding="utf-8"):
+        out.write(json.dumps({"inputs": [json.loads(line)["text"]]}, ensure_ascii=False) + "\n")
+PY
+BODIES=$BODIES wrk -t 2 -c 20 -d "${SECONDS_PER_LOAD}s" --timeout 30s -s bench/mix.lua "http://127.0.0.1:$PORT" \
+  | grep WRK_JSON | cut -c10- > "$OUT/predict.json"
+cat "$OUT/predict.json"
+
+echo "== stream: a burst of $MESSAGES, then paced"
+cargo bench --locked --quiet --bench stream -- "$BROKER" "$TEXTS" "$MESSAGES" | tee "$OUT/stream.md"
+RATES=$(python3 -c "
+import json, sys
+burst = [json.loads(l[12:]) for l in open('$OUT/stream.md') if l.startswith('STREAM_JSON')][0]['messages_per_s']
+print(','.join(str(round(burst * f)) for f in (0.25, 0.5, 0.75)))")
+cargo bench --locked --quiet --bench stream -- "$BROKER" "$TEXTS" 0 "$RATES" "$SECONDS_PER_LOAD" | tee -a "$OUT/stream.md"
+
+python3 - "$OUT" <<'PY' | tee "$OUT/summary.md"
+import json, sys
+out = sys.argv[1]
+ceiling = json.load(open(f"{out}/ceiling.json"))
+best = ceiling["best_texts_per_second"]
+predict = json.load(open(f"{out}/predict.json"))
+predict_rate = predict["requests"] / (predict["duration_us"] / 1e6)
+phases = [json.loads(l[12:]) for l in open(f"{out}/stream.md") if l.startswith("STREAM_JSON")]
+burst = phases[0]
+print("| path | texts/s | vs ceiling | p50 ms | p99 ms |")
+print("|---|---:|---:|---:|---:|")
+print(f"| in-process ceiling (best batch) | {best:.1f} | 1.00 | | |")
+print(f"| /predict, wrk c=20, 1 article/request | {predict_rate:.1f} | {predict_rate / best:.2f} | {predict['p50_ms']:.0f} | {predict['p99_ms']:.0f} |")
+for p in phases:
+    rate = p["messages_per_s"]
+    print(f"| stream, {p['phase']} ({p['messages']} messages) | {rate:.1f} | {rate / best:.2f} | {p['p50_ms']} | {p['p99_ms']} |")
+PY
+echo "stream / predict: $(python3 -c "
+import json
+p = json.load(open('$OUT/predict.json')); r = p['requests'] / (p['duration_us'] / 1e6)
+s = [json.loads(l[12:]) for l in open('$OUT/stream.md') if l.startswith('STREAM_JSON')][0]['messages_per_s']
+print(f'{s / r:.2f}')")" | tee -a "$OUT/summary.md"

@@ -80,13 +80,7 @@ impl Phase {
 }
 
 /// Sends `count` articles (all at once, or at `rate` per second) and waits for every result.
-fn run_phase(
-    broker: &str,
-    texts: &[String],
-    name: &str,
-    count: usize,
-    rate: Option<f64>,
-) -> Phase {
+fn run_phase(broker: &str, texts: &[String], name: &str, count: usize, rate: Option<f64>) -> Phase {
     let results = result_reader(broker);
     let prefix = format!("{}-{}", name.replace([' ', '/'], ""), now_ms());
     let sender = {
@@ -112,10 +106,7 @@ fn run_phase(
     let sent_at: HashMap<String, i64> = sender.join().expect("sender");
     let first_sent = sent_at.values().min().copied().unwrap_or_default();
     let last_answer = answered.values().max().copied().unwrap_or_default();
-    let mut latencies_ms: Vec<i64> = answered
-        .iter()
-        .map(|(key, at)| at - sent_at[key])
-        .collect();
+    let mut latencies_ms: Vec<i64> = answered.iter().map(|(key, at)| at - sent_at[key]).collect();
     latencies_ms.sort_unstable();
     Phase {
         name: name.to_string(),

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub stream_messages: IntCounterVec,
     pub stream_commit_lag: prometheus::IntGaugeVec,
     pub stream_paused: IntGauge,
+    pub stream_batch_size: Histogram,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -152,6 +153,11 @@ impl Metrics {
             stream_paused: gauge(
                 "stream_paused",
                 "1 while the stream consumer has paused its partitions for backpressure",
+            ),
+            stream_batch_size: histogram(
+                "stream_batch_size",
+                "Per stream message: texts in the inference batch it was classified in",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
             ),
             model_reloads: counter_vec(
                 "model_reloads_total",

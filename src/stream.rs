@@ -43,7 +43,8 @@ pub const ERROR_HEADER: &str = "x-error";
 #[error("stream: {0}")]
 pub struct StreamError(String);
 
-/// Whether the consumer can reach its brokers; `/readyz` reads it.
+/// Whether the consumer reached its brokers at the last probe (every few seconds);
+/// `/readyz` reads it.
 #[derive(Default)]
 pub struct StreamStatus {
     brokers_down: AtomicBool,
@@ -83,21 +84,16 @@ fn store_next_offsets<C: Consumer<X>, X: ConsumerContext>(
     consumer.store_offsets(&list)
 }
 
-/// librdkafka's callbacks: all brokers down turns readiness off until a message arrives; a
-/// revoked partition's answered offsets are stored (librdkafka commits them as it hands the
+/// librdkafka's callbacks: errors are logged; a revoked partition's answered offsets are stored (librdkafka commits them as it hands the
 /// partition over) and its messages still in flight are handed back: the next owner reads
 /// them again, and their late answers store nothing.
 struct Context {
-    status: Arc<StreamStatus>,
     topic: String,
     offsets: SharedOffsets,
 }
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.status.brokers_down.store(true, Ordering::SeqCst);
-        }
         tracing::warn!(%error, reason, "kafka client error");
     }
 }
@@ -117,6 +113,9 @@ impl ConsumerContext for Context {
                     answered.push((element.partition(), revoke.next));
                 }
             }
+        }
+        if answered.is_empty() {
+            return;
         }
         if let Err(e) = store_next_offsets(consumer, &self.topic, &answered) {
             tracing::warn!(error = %e, "storing the revoked partitions' offsets failed");
@@ -253,6 +252,7 @@ struct Stream {
     /// Set once shutdown began: messages the classifier no longer takes are left uncommitted,
     /// for the next consumer to read again.
     stopping: AtomicBool,
+    status: Arc<StreamStatus>,
 }
 
 /// Joins the consumer group and starts classifying. `timeout`: each message's deadline.
@@ -287,7 +287,6 @@ pub fn start(
         // Offsets are stored by hand, only for answered messages (see OffsetTracker).
         .set("enable.auto.offset.store", "false")
         .create_with_context(Context {
-            status: status.clone(),
             topic: config.input_topic.clone(),
             offsets: offsets.clone(),
         })
@@ -309,16 +308,17 @@ pub fn start(
         permits: Arc::new(Semaphore::new(config.max_in_flight)),
         timeout,
         stopping: AtomicBool::new(false),
+        status: status.clone(),
     });
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(stream.run(stopped, status.clone()));
+    let task = tokio::spawn(stream.run(stopped));
     tracing::info!(brokers, topic = %config.input_topic, group = %config.group_id, "stream consumer started");
     Ok(StreamHandle { stop, task, status })
 }
 
 impl Stream {
-    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, status: Arc<StreamStatus>) {
-        let lag = tokio::spawn(self.clone().report_lag());
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let watcher = tokio::spawn(self.clone().watch_brokers());
         loop {
             if self.permits.available_permits() == 0 {
                 self.pause(true);
@@ -337,7 +337,6 @@ impl Stream {
             };
             match message {
                 Ok(message) => {
-                    status.brokers_down.store(false, Ordering::SeqCst);
                     let message = message.detach();
                     self.metrics
                         .stream_messages
@@ -357,7 +356,7 @@ impl Stream {
                 }
             }
         }
-        lag.abort();
+        watcher.abort();
         self.stopping.store(true, Ordering::SeqCst);
         // Drain: every permit back means nothing is in flight.
         let _ = self
@@ -451,6 +450,9 @@ impl Stream {
                 .await
             {
                 Ok(classification) => {
+                    self.metrics
+                        .stream_batch_size
+                        .observe(classification.timing.largest_batch as f64);
                     let scores = classification.texts.into_iter().next().map(|t| t.ranked);
                     let scores = scores.unwrap_or_default();
                     return Some(Ok(json!({
@@ -508,12 +510,23 @@ impl Stream {
         }
     }
 
-    /// Every 5 s: per partition, the high watermark minus the offset that will be committed.
-    async fn report_lag(self: Arc<Self>) {
+    /// Every 5 s: asks a broker for the input topic's metadata (no answer within 2 s: the
+    /// brokers are down and `/readyz` says so), and reports per partition the high watermark
+    /// minus the offset that will be committed.
+    async fn watch_brokers(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
             let stream = self.clone();
             let _ = tokio::task::spawn_blocking(move || {
+                let reached = stream
+                    .consumer
+                    .fetch_metadata(Some(&stream.config.input_topic), Duration::from_secs(2));
+                if let Err(e) = &reached {
+                    tracing::warn!(error = %e, "the Kafka brokers did not answer");
+                }
+                stream
+                    .status
+                    .brokers_down
+                    .store(reached.is_err(), Ordering::SeqCst);
                 let committable = lock(&stream.offsets).committable();
                 for (partition, offset) in committable {
                     if let Ok((_, high)) = stream.consumer.fetch_watermarks(
@@ -530,6 +543,7 @@ impl Stream {
                 }
             })
             .await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
     }
 }

@@ -349,6 +349,15 @@ async fn run() {
             .await,
         25.0
     );
+    // Stream texts go through the batching queue: a burst shares batches.
+    let classified = server.metric("newscls_stream_batch_size_count").await;
+    let texts_per_batch = server.metric("newscls_stream_batch_size_sum").await / classified;
+    assert_eq!(classified, 2000.0);
+    assert!(
+        texts_per_batch > 1.5,
+        "stream messages were batched together: {texts_per_batch:.1} texts per batch"
+    );
+    eprintln!("stream: a message's batch held {texts_per_batch:.1} texts on average");
 
     // SIGTERM drains and commits exactly the next offset to read: the end of every partition.
     send_signal(server.pid(), "TERM");
@@ -409,6 +418,29 @@ async fn run() {
         "stream: group of two across a rebalance: first consumed {}, second {by_second}",
         consumed(&first).await
     );
+
+    // Brokers gone: the consumer is not ready.
+    drop(broker);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = second.get("/readyz").await;
+        if response.status() == 503 {
+            let body: Value = response.json().await.expect("json");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("lost its Kafka brokers")),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {} a minute after the broker stopped",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn produced(server: &Server) -> f64 {

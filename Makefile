@@ -13,6 +13,7 @@ help:
 	@echo "make eval   - replay the model's test split through a running service (URL=...)"
 	@echo "make bench  - newscls vs the in-process ceiling, BentoML 1.4 and FastAPI (BENCH_ARGS=...)"
 	@echo "make bench-gpu - GPU variant: ceiling, service at c=64/256/1024, seed scenario, GPU busy, CPU per stage"
+	@echo "make bench-stream - stream mode (local Tansu broker) beside /predict and the ceiling"
 	@echo "make docker-check - lint/validate Dockerfile, compose, Prometheus and Kubernetes files"
 	@echo "make jmeter - QA's JMeter plan against a running service (JMETER_ARGS=-Jport=8080)"
 

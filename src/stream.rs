@@ -321,9 +321,12 @@ impl Stream {
         let watcher = tokio::spawn(self.clone().watch_brokers());
         loop {
             if self.permits.available_permits() == 0 {
+                // Resume once half the room is back, not at every answer: each pause and
+                // resume drops and refetches what librdkafka had buffered.
+                let room = (self.config.max_in_flight / 2).max(1) as u32;
                 self.pause(true);
                 tokio::select! {
-                    permit = self.permits.clone().acquire_owned() => drop(permit),
+                    permits = self.permits.acquire_many(room) => drop(permits),
                     _ = stop.changed() => break,
                 }
                 self.pause(false);

@@ -256,6 +256,20 @@ async fn run() {
         }
     }
 
+    // Backpressure: with 2,000 messages waiting, the consumer pauses its partitions at
+    // `max_in_flight` (256) rather than taking them all.
+    let metrics_url = server.url("/metrics");
+    let paused_seen = tokio::spawn(async move {
+        loop {
+            let metrics = reqwest::get(&metrics_url).await.expect("metrics");
+            let text = metrics.text().await.expect("metrics text");
+            if text.lines().any(|l| l == "newscls_stream_paused 1") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+
     // 2,000 articles, with malformed messages among them.
     let producer = broker.producer();
     let started = Instant::now();
@@ -309,6 +323,10 @@ async fn run() {
         *seen.entry(key.clone()).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2000, "every article answered");
+    assert!(
+        paused_seen.is_finished(),
+        "the consumer paused its partitions during the burst"
+    );
     // Produce-to-result latency: the result's broker timestamp minus the input's send time.
     let mut latencies: Vec<i64> = results
         .iter()

@@ -270,7 +270,8 @@ async fn run() {
         }
     });
 
-    // 2,000 articles, with malformed messages among them.
+    // 2,000 articles (every 200th as plain text, whose id is its key), with malformed
+    // messages among them.
     let producer = broker.producer();
     let started = Instant::now();
     let mut sent = BTreeMap::new();
@@ -279,11 +280,12 @@ async fn run() {
         let text = &texts[i % texts.len()];
         let key = format!("a{i}");
         sent_at.insert(key.clone(), now_millis());
-        broker.send(
-            &producer,
-            &key,
-            json!({"id": i, "text": text}).to_string().as_bytes(),
-        );
+        let payload = if i % 200 == 0 {
+            text.clone()
+        } else {
+            json!({"id": i, "text": text}).to_string()
+        };
+        broker.send(&producer, &key, payload.as_bytes());
         sent.insert(key, text.clone());
         if i % 400 == 7 {
             let bad: [(&str, Vec<u8>); 5] = [
@@ -304,6 +306,18 @@ async fn run() {
         }
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
+    // HTTP keeps its own limits beside the stream's backlog.
+    while produced(&server).await < 200.0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = Instant::now();
+    let response = server.predict(json!({ "inputs": [texts[0]] })).await;
+    assert_eq!(response.status(), 200, "/predict during the stream's burst");
+    eprintln!(
+        "stream: /predict during the burst ({} in flight) answered in {} ms",
+        consumed(&server).await - produced(&server).await,
+        asked.elapsed().as_millis()
+    );
     let results = broker.read_all("news-classified", 2000, Duration::from_secs(240));
     let elapsed = started.elapsed();
     assert_eq!(results.len(), 2000, "one result per article");
@@ -317,6 +331,16 @@ async fn run() {
             result["label"].as_str(),
             Some(expected[text].as_str()),
             "{key}"
+        );
+        let number: u64 = key[1..].parse().expect("key number");
+        let id = if number % 200 == 0 {
+            json!(key)
+        } else {
+            json!(number)
+        };
+        assert_eq!(
+            result["id"], id,
+            "{key}: the id of a JSON or a plain-text input"
         );
         assert_eq!(result["model"], "news-topic-e5-small");
         assert!(result["scores"].as_object().is_some_and(|s| s.len() == 6));

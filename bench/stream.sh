@@ -2,8 +2,9 @@
 # Stream mode beside /predict and the in-process ceiling, in one run on this machine: the
 # ceiling of the CPU variant (benches/ceiling.rs), then a service with stream mode on against a
 # local Tansu broker (scripts/setup-tansu.sh): /predict under wrk (one article per request, 20
-# clients), a burst of MESSAGES articles through Kafka, and the stream at 25/50/75 % of the
-# burst's rate (benches/stream.rs). Writes the tables into $OUT. Not part of `make test`.
+# clients), a burst of MESSAGES articles through Kafka, the stream at 25/50/75 % of the burst's
+# rate (benches/stream.rs), and a second burst with /predict at 4 clients beside it (HTTP goes
+# ahead of the stream's backlog: its latency under a backlog). Writes the tables into $OUT. Not part of `make test`.
 #   MESSAGES=2000 SECONDS_PER_LOAD=15 OUT=bench/results/stream-<date> bench/stream.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +68,13 @@ burst = [json.loads(l[12:]) for l in open('$OUT/stream.md') if l.startswith('STR
 print(','.join(str(round(burst * f)) for f in (0.25, 0.5, 0.75)))")
 cargo bench --locked --quiet --bench stream -- "$BROKER" "$TEXTS" 0 "$RATES" "$SECONDS_PER_LOAD" | tee -a "$OUT/stream.md"
 
+echo "== a second burst with /predict at 4 clients beside it"
+(sleep 2; BODIES=$BODIES wrk -t 1 -c 4 -d "${SECONDS_PER_LOAD}s" --timeout 30s -s bench/mix.lua "http://127.0.0.1:$PORT" \
+  | grep WRK_JSON | cut -c10- > "$OUT/predict_during_burst.json") &
+WPID=$!
+cargo bench --locked --quiet --bench stream -- "$BROKER" "$TEXTS" "$MESSAGES" | tee "$OUT/stream_with_http.md"
+wait $WPID
+
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.md"
 import json, sys
 out = sys.argv[1]
@@ -80,9 +88,15 @@ print("| path | texts/s | vs ceiling | p50 ms | p99 ms |")
 print("|---|---:|---:|---:|---:|")
 print(f"| in-process ceiling (best batch) | {best:.1f} | 1.00 | | |")
 print(f"| /predict, wrk c=20, 1 article/request | {predict_rate:.1f} | {predict_rate / best:.2f} | {predict['p50_ms']:.0f} | {predict['p99_ms']:.0f} |")
+
 for p in phases:
     rate = p["messages_per_s"]
     print(f"| stream, {p['phase']} ({p['messages']} messages) | {rate:.1f} | {rate / best:.2f} | {p['p50_ms']} | {p['p99_ms']} |")
+mixed = [json.loads(l[12:]) for l in open(f"{out}/stream_with_http.md") if l.startswith("STREAM_JSON")][0]
+beside = json.load(open(f"{out}/predict_during_burst.json"))
+beside_rate = beside["requests"] / (beside["duration_us"] / 1e6)
+print(f"| stream, burst with /predict beside ({mixed['messages']} messages) | {mixed['messages_per_s']:.1f} | {mixed['messages_per_s'] / best:.2f} | {mixed['p50_ms']} | {mixed['p99_ms']} |")
+print(f"| /predict, wrk c=4, beside that burst | {beside_rate:.1f} | {beside_rate / best:.2f} | {beside['p50_ms']:.0f} | {beside['p99_ms']:.0f} |")
 PY
 echo "stream / predict: $(python3 -c "
 import json

@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::batching::worker::WorkerPool;
+pub use crate::batching::Priority;
 use crate::batching::{AdmitError, BatchQueue, BatchRule, Job, JobError, JobOutput};
 use crate::config::{BatchDevice, BatchLimits, BatchingConfig, LimitsConfig};
 use crate::metrics::Metrics;
@@ -117,6 +118,8 @@ pub struct ClassifyRequest {
     /// How logits become scores (softmax unless asked otherwise).
     pub scores: ScoreFunction,
     pub deadline: Deadline,
+    /// Interactive (a caller waits) goes ahead of background (the stream's backlog).
+    pub priority: Priority,
 }
 
 impl ClassifyRequest {
@@ -129,6 +132,7 @@ impl ClassifyRequest {
             truncation_side: TruncationSide::Right,
             scores: ScoreFunction::Softmax,
             deadline,
+            priority: Priority::Interactive,
         }
     }
 }
@@ -376,6 +380,7 @@ impl Classifier {
             truncation_side,
             scores,
             deadline,
+            priority,
         } = request;
         // At most twice: a model swapped in between tokenizing and admission closes the old
         // queue, and the texts are tokenized again for the new model.
@@ -389,7 +394,11 @@ impl Classifier {
             let tokens: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
             let (jobs, replies): (Vec<Job>, Vec<_>) = tokenized
                 .into_iter()
-                .map(|text| Job::new(text, deadline.at))
+                .map(|text| {
+                    let (mut job, reply) = Job::new(text, deadline.at);
+                    job.priority = priority;
+                    (job, reply)
+                })
                 .unzip();
             let waiting = tracing::info_span!("queue_wait", texts = jobs.len());
             let admitted = model.queue.admit(jobs);

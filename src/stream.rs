@@ -32,7 +32,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
-use crate::classify::{Classifier, ClassifyError, ClassifyRequest, Deadline};
+use crate::classify::{Classifier, ClassifyError, ClassifyRequest, Deadline, Priority};
 use crate::config::StreamConfig;
 use crate::metrics::Metrics;
 
@@ -446,7 +446,11 @@ impl Stream {
         started: Instant,
     ) -> Option<Result<Value, String>> {
         loop {
-            let request = ClassifyRequest::new(vec![text.clone()], Deadline::after(self.timeout));
+            let request = ClassifyRequest {
+                // Behind HTTP requests: a caller waits for those, the backlog can.
+                priority: Priority::Background,
+                ..ClassifyRequest::new(vec![text.clone()], Deadline::after(self.timeout))
+            };
             match self
                 .classifier
                 .classify(request, std::future::pending())

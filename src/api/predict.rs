@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::connection::{disconnected, ClientSocket};
 use super::error::{ApiError, ErrorBody};
 use super::ApiState;
-use crate::classify::{Classification, ClassifyRequest, Deadline};
+use crate::classify::{Classification, ClassifyRequest, Deadline, Priority};
 use crate::config::LimitsConfig;
 use crate::postprocess::ScoreFunction;
 use crate::tokenize::TruncationSide;
@@ -221,6 +221,7 @@ impl PredictRequest {
             truncation_side,
             scores,
             deadline,
+            priority: Priority::Interactive,
         };
         Ok((request, single))
     }

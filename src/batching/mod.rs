@@ -10,5 +10,5 @@ pub mod queue;
 pub mod rule;
 pub mod worker;
 
-pub use queue::{AdmitError, BatchQueue, Job, JobError, JobOutput, JobResult};
+pub use queue::{AdmitError, BatchQueue, Job, JobError, JobOutput, JobResult, Priority};
 pub use rule::BatchRule;

@@ -1,6 +1,11 @@
 //! A bounded FIFO of tokenized texts, shared by HTTP handlers (producers) and inference threads
 //! (consumers).
 //!
+//! Two priorities: interactive texts (HTTP) are queued ahead of background texts (the Kafka
+//! stream), so a request does not wait behind a stream backlog; each class is first in, first
+//! out. Background texts wait while interactive ones keep coming; the stream retries what
+//! expires.
+//!
 //! Admission is refused in two cases: the queue is full, or the queue already holds more work
 //! than can be done before the new request's deadline (estimated from the measured time per
 //! text). The second turns what would become a 504 after `server.timeout` into an immediate
@@ -40,10 +45,19 @@ pub enum JobError {
     Inference(String),
 }
 
+/// Who waits for a text: a caller (HTTP) or a backlog (the stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    #[default]
+    Interactive,
+    Background,
+}
+
 /// One text waiting for inference.
 #[derive(Debug)]
 pub struct Job {
     pub text: TokenizedText,
+    pub priority: Priority,
     pub enqueued_at: Instant,
     pub deadline: Instant,
     pub reply: oneshot::Sender<JobResult>,
@@ -57,6 +71,7 @@ impl Job {
         (
             Self {
                 text,
+                priority: Priority::Interactive,
                 enqueued_at: Instant::now(),
                 deadline,
                 reply,
@@ -102,8 +117,21 @@ const SMOOTHING: f64 = 0.2;
 
 #[derive(Default)]
 struct QueueState {
+    /// Interactive jobs first, then background jobs.
     jobs: VecDeque<Job>,
+    /// How many of `jobs` are interactive (the front).
+    interactive: usize,
     closed: bool,
+}
+
+impl QueueState {
+    fn recount(&mut self) {
+        self.interactive = self
+            .jobs
+            .iter()
+            .take_while(|j| j.priority == Priority::Interactive)
+            .count();
+    }
 }
 
 impl BatchQueue {
@@ -142,7 +170,8 @@ impl BatchQueue {
         Duration::from_secs_f64(per_text * texts as f64 / self.workers as f64)
     }
 
-    /// Enqueues all jobs or none: a request is never half admitted.
+    /// Enqueues all jobs or none: a request is never half admitted. Interactive jobs go
+    /// behind the other interactive ones, ahead of background jobs.
     pub fn admit(&self, jobs: Vec<Job>) -> Result<(), AdmitError> {
         let mut state = self.lock();
         if state.closed {
@@ -155,15 +184,29 @@ impl BatchQueue {
                 retry_after: self.retry_hint(state.jobs.len()),
             });
         }
-        let expected_wait = self.expected_wait(state.jobs.len() + jobs.len());
+        let interactive = jobs.iter().all(|j| j.priority == Priority::Interactive);
+        let ahead = if interactive {
+            state.interactive
+        } else {
+            state.jobs.len()
+        };
+        let expected_wait = self.expected_wait(ahead + jobs.len());
         let deadline = jobs.iter().map(|j| j.deadline).min();
         if deadline.is_some_and(|d| Instant::now() + expected_wait > d) {
             return Err(AdmitError::WouldMissDeadline {
-                queued: state.jobs.len(),
+                queued: ahead,
                 expected_wait,
             });
         }
-        state.jobs.extend(jobs);
+        if interactive {
+            let at = state.interactive;
+            state.interactive += jobs.len();
+            for (i, job) in jobs.into_iter().enumerate() {
+                state.jobs.insert(at + i, job);
+            }
+        } else {
+            state.jobs.extend(jobs);
+        }
         self.metrics.queue_depth.set(state.jobs.len() as i64);
         drop(state);
         self.work_available.notify_one();
@@ -193,6 +236,7 @@ impl BatchQueue {
             {
                 Decision::Take(n) => {
                     let batch: Vec<Job> = state.jobs.drain(..n).collect();
+                    state.interactive = state.interactive.saturating_sub(n);
                     self.metrics.queue_depth.set(state.jobs.len() as i64);
                     // Another worker may be able to start on what is left.
                     if !state.jobs.is_empty() {
@@ -250,6 +294,7 @@ impl BatchQueue {
         });
         let dropped = before - state.jobs.len();
         if dropped > 0 {
+            state.recount();
             self.metrics
                 .dropped_jobs
                 .with_label_values(&["deadline"])
@@ -324,6 +369,29 @@ mod tests {
         let batch = q.next_batch().expect("one live job");
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].text.len(), 5);
+    }
+
+    #[test]
+    fn interactive_texts_go_ahead_of_background_ones() {
+        let q = queue(20);
+        let mut receivers = Vec::new();
+        for len in [1, 2, 3] {
+            let (mut job, rx) = Job::new(text(len), far());
+            job.priority = Priority::Background;
+            q.admit(vec![job]).expect("fits");
+            receivers.push(rx);
+        }
+        for len in [4, 5] {
+            let (job, rx) = Job::new(text(len), far());
+            q.admit(vec![job]).expect("fits");
+            receivers.push(rx);
+        }
+        let lengths = |batch: Vec<Job>| batch.iter().map(|j| j.text.len()).collect::<Vec<_>>();
+        // Batches of at most 4: both interactive texts first, in arrival order.
+        assert_eq!(q.next_batch().map(lengths), Some(vec![4, 5, 1, 2]));
+        let (job, _rx) = Job::new(text(6), far());
+        q.admit(vec![job]).expect("fits");
+        assert_eq!(q.next_batch().map(lengths), Some(vec![6, 3]));
     }
 
     #[test]

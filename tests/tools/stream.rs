@@ -306,9 +306,9 @@ async fn run() {
         }
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
-    // HTTP keeps its own limits beside the stream's backlog.
-    while produced(&server).await < 200.0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // HTTP goes ahead of the stream's backlog (at least 200 messages in flight).
+    while consumed(&server).await - produced(&server).await < 200.0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let asked = Instant::now();
     let response = server.predict(json!({ "inputs": [texts[0]] })).await;

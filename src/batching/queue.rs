@@ -1,5 +1,5 @@
-//! A bounded FIFO of tokenized texts, shared by HTTP handlers (producers) and inference threads
-//! (consumers).
+//! A bounded queue of tokenized texts, shared by HTTP handlers and the stream (producers) and
+//! inference threads (consumers).
 //!
 //! Two priorities: interactive texts (HTTP) are queued ahead of background texts (the Kafka
 //! stream), so a request does not wait behind a stream backlog; each class is first in, first

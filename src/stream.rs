@@ -3,7 +3,8 @@
 //! When `stream.brokers` is set, the process joins consumer group `stream.group_id` on
 //! `stream.input_topic` and answers every input message with one result on
 //! `stream.output_topic`, under the input's key. Each message is one call to the
-//! [`Classifier`], so stream texts share the batching queue with HTTP requests.
+//! [`Classifier`], so stream texts share the batching queue with HTTP requests, as background
+//! work: they fill batches but queue behind what callers wait for.
 //!
 //! At-least-once: offsets are stored (and then committed by librdkafka) only after the result,
 //! or the dead-letter record, is acknowledged by the broker, and only up to the lowest offset
@@ -12,8 +13,9 @@
 //! over the limits) goes to `stream.dead_letter_topic` with the reason in the `x-error` header
 //! and does not hold its partition up. Overload is retried, never dead-lettered. Backpressure:
 //! at most `stream.max_in_flight` messages are being classified; at the limit the consumer
-//! pauses its partitions, and resumes when there is room. On shutdown it stops consuming,
-//! finishes what is in flight, and commits.
+//! pauses its partitions, and resumes when half of it is free. A rebalance commits what the
+//! revoked partitions answered and hands their messages in flight to the next owner. On
+//! shutdown it stops consuming, finishes what is in flight, and commits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -47,6 +47,8 @@ YAML
 ./target/release/newscls --config "$WORK/config.yaml" --host 127.0.0.1 --port "$PORT" > "$WORK/newscls.log" 2>&1 &
 NPID=$!
 for _ in $(seq 1 150); do curl -sf "localhost:$PORT/readyz" >/dev/null && break; sleep 0.2; done
+# Resident memory of the service every 0.2 s, for idle / peak / after in the summary.
+(while kill -0 $NPID 2>/dev/null; do grep VmRSS "/proc/$NPID/status" | awk '{print $2}'; sleep 0.2; done > "$WORK/rss.txt") &
 
 echo "== /predict, wrk, 20 clients, one article per request"
 BODIES=$WORK/bodies.jsonl
@@ -75,9 +77,10 @@ WPID=$!
 cargo bench --locked --quiet --bench stream -- "$BROKER" "$TEXTS" "$MESSAGES" | tee "$OUT/stream_with_http.md"
 wait $WPID
 
-python3 - "$OUT" <<'PY' | tee "$OUT/summary.md"
+python3 - "$OUT" "$WORK/rss.txt" <<'PY' | tee "$OUT/summary.md"
 import json, sys
 out = sys.argv[1]
+rss = [int(l) for l in open(sys.argv[2]) if l.strip().isdigit()]
 ceiling = json.load(open(f"{out}/ceiling.json"))
 best = ceiling["best_texts_per_second"]
 predict = json.load(open(f"{out}/predict.json"))
@@ -97,6 +100,7 @@ beside = json.load(open(f"{out}/predict_during_burst.json"))
 beside_rate = beside["requests"] / (beside["duration_us"] / 1e6)
 print(f"| stream, burst with /predict beside ({mixed['messages']} messages) | {mixed['messages_per_s']:.1f} | {mixed['messages_per_s'] / best:.2f} | {mixed['p50_ms']} | {mixed['p99_ms']} |")
 print(f"| /predict, wrk c=4, beside that burst | {beside_rate:.1f} | {beside_rate / best:.2f} | {beside['p50_ms']:.0f} | {beside['p99_ms']:.0f} |")
+print(f"\nservice RSS: {rss[0] / 1024:.0f} MiB ready and idle, {max(rss) / 1024:.0f} MiB at most, {rss[-1] / 1024:.0f} MiB at the end")
 PY
 echo "stream / predict: $(python3 -c "
 import json

@@ -4,8 +4,9 @@
 //! [`api`] (HTTP: decode, call, encode; OpenAPI) → [`classify`] (the [`classify::Classifier`]:
 //! validation, deadlines, cancellation, ranking) → [`tokenize`] (text to ids, off the async
 //! executor) → [`batching`] (a bounded FIFO queue, HTTP ahead of the stream, that groups texts
-//! from concurrent requests into batches) → [`inference`] (a `Backend` trait; ONNX Runtime on CPU or CUDA, on dedicated
-//! threads) → [`postprocess`] (softmax, ranking) → back to the caller over a oneshot channel.
+//! from concurrent requests into batches) → [`inference`] (a `Backend` trait; ONNX Runtime on
+//! CPU or CUDA, on dedicated threads) → [`postprocess`] (softmax, ranking) → back to the
+//! caller over a oneshot channel.
 //! [`model`] reads a model directory and is the one way to load it; [`app`] wires everything
 //! together and owns startup and shutdown; [`config`] is the one typed configuration;
 //! [`api::error`] is the one place where errors become HTTP; [`metrics`] is what operators

@@ -86,9 +86,10 @@ fn store_next_offsets<C: Consumer<X>, X: ConsumerContext>(
     consumer.store_offsets(&list)
 }
 
-/// librdkafka's callbacks: errors are logged; a revoked partition's answered offsets are stored (librdkafka commits them as it hands the
-/// partition over) and its messages still in flight are handed back: the next owner reads
-/// them again, and their late answers store nothing.
+/// librdkafka's callbacks: errors are logged; a revoked partition's answered offsets are
+/// stored (librdkafka commits them as it hands the partition over) and its messages still in
+/// flight are handed back: the next owner reads them again, and their late answers store
+/// nothing.
 struct Context {
     topic: String,
     offsets: SharedOffsets,

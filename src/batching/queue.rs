@@ -46,9 +46,8 @@ pub enum JobError {
 }
 
 /// Who waits for a text: a caller (HTTP) or a backlog (the stream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
-    #[default]
     Interactive,
     Background,
 }
@@ -119,18 +118,16 @@ const SMOOTHING: f64 = 0.2;
 struct QueueState {
     /// Interactive jobs first, then background jobs.
     jobs: VecDeque<Job>,
-    /// How many of `jobs` are interactive (the front).
-    interactive: usize,
     closed: bool,
 }
 
 impl QueueState {
-    fn recount(&mut self) {
-        self.interactive = self
-            .jobs
+    /// How many jobs are interactive: the front of the queue.
+    fn interactive(&self) -> usize {
+        self.jobs
             .iter()
             .take_while(|j| j.priority == Priority::Interactive)
-            .count();
+            .count()
     }
 }
 
@@ -186,7 +183,7 @@ impl BatchQueue {
         }
         let interactive = jobs.iter().all(|j| j.priority == Priority::Interactive);
         let ahead = if interactive {
-            state.interactive
+            state.interactive()
         } else {
             state.jobs.len()
         };
@@ -199,10 +196,8 @@ impl BatchQueue {
             });
         }
         if interactive {
-            let at = state.interactive;
-            state.interactive += jobs.len();
             for (i, job) in jobs.into_iter().enumerate() {
-                state.jobs.insert(at + i, job);
+                state.jobs.insert(ahead + i, job);
             }
         } else {
             state.jobs.extend(jobs);
@@ -236,7 +231,6 @@ impl BatchQueue {
             {
                 Decision::Take(n) => {
                     let batch: Vec<Job> = state.jobs.drain(..n).collect();
-                    state.interactive = state.interactive.saturating_sub(n);
                     self.metrics.queue_depth.set(state.jobs.len() as i64);
                     // Another worker may be able to start on what is left.
                     if !state.jobs.is_empty() {
@@ -294,7 +288,6 @@ impl BatchQueue {
         });
         let dropped = before - state.jobs.len();
         if dropped > 0 {
-            state.recount();
             self.metrics
                 .dropped_jobs
                 .with_label_values(&["deadline"])

@@ -99,6 +99,22 @@ impl Broker {
             .expect("producer")
     }
 
+    /// Article `i % texts.len()` as `{"id": i, "text": ...}` under key `{prefix}{i}`, for each
+    /// `i` in `ids`, then a flush.
+    fn send_articles(
+        &self,
+        producer: &BaseProducer,
+        texts: &[String],
+        prefix: char,
+        ids: std::ops::Range<usize>,
+    ) {
+        for i in ids {
+            let payload = json!({"id": i, "text": texts[i % texts.len()]}).to_string();
+            self.send(producer, &format!("{prefix}{i}"), payload.as_bytes());
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
     fn send(&self, producer: &BaseProducer, key: &str, payload: &[u8]) {
         loop {
             match producer.send(BaseRecord::to("news").key(key).payload(payload)) {
@@ -307,9 +323,11 @@ async fn run() {
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
     // HTTP goes ahead of the stream's backlog (at least 200 messages in flight).
-    while consumed(&server).await - produced(&server).await < 200.0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let busy = &server;
+    wait_until("200 stream messages in flight", move || async move {
+        consumed(busy).await - produced(busy).await >= 200.0
+    })
+    .await;
     let asked = Instant::now();
     let response = server.predict(json!({ "inputs": [texts[0]] })).await;
     assert_eq!(response.status(), 200, "/predict during the stream's burst");
@@ -415,25 +433,13 @@ async fn run() {
     // A second consumer joins group g2 mid-stream: the rebalance takes partitions from the
     // first while it has messages in flight. Every message is answered by the group (the
     // articles a second time, after g1's answers), and both consumers classify.
-    for i in 0..300 {
-        broker.send(
-            &producer,
-            &format!("g{i}"),
-            json!({"id": i, "text": texts[i % texts.len()]})
-                .to_string()
-                .as_bytes(),
-        );
-    }
-    producer.flush(Duration::from_secs(30)).expect("flush");
+    broker.send_articles(&producer, &texts, 'g', 0..300);
     let first = serve(&broker, "g2");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while consumed(&first).await < 300.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the first consumer did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let started = &first;
+    wait_until("the first consumer starting", move || async move {
+        consumed(started).await >= 300.0
+    })
+    .await;
     let second = serve(&broker, "g2");
     let wanted = |key: &str| if key.starts_with('a') { 2 } else { 1 };
     let answered_by_group = |records: &[Record]| {
@@ -485,6 +491,18 @@ async fn run() {
     }
 }
 
+/// Polls `reached` every 20 ms until it holds; fails the test after a minute.
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut reached: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reached().await {
+        assert!(Instant::now() < deadline, "{what}: not within a minute");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn produced(server: &Server) -> f64 {
     server
         .metric("newscls_stream_messages_total{outcome=\"produced\"}")
@@ -515,21 +533,12 @@ async fn killed() {
     let producer = broker.producer();
     let server = serve(&broker, "g1");
     // SIGKILL mid-stream, then a restart: every input gets at least one result.
-    for i in 2000..2600 {
-        broker.send(
-            &producer,
-            &format!("k{i}"),
-            json!({"id": i, "text": texts[i % texts.len()]})
-                .to_string()
-                .as_bytes(),
-        );
-    }
-    producer.flush(Duration::from_secs(30)).expect("flush");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while produced(&server).await < 150.0 {
-        assert!(Instant::now() < deadline, "no progress before the kill");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    broker.send_articles(&producer, &texts, 'k', 2000..2600);
+    let progressing = &server;
+    wait_until("150 answers before the kill", move || async move {
+        produced(progressing).await >= 150.0
+    })
+    .await;
     send_signal(server.pid(), "KILL");
     drop(server);
     let before_kill = broker

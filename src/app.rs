@@ -1,6 +1,7 @@
 //! Startup, the HTTP server, and graceful shutdown.
 //!
-//! Startup order: the model is found (a directory or a registry version, [`ModelSource`]),
+//! Startup order: the model is found (a directory or a registry version, a
+//! [`crate::source::ModelSource`]),
 //! loaded and warmed up -> the [`Classifier`] starts its inference workers -> the registry
 //! poll and SIGHUP reloads start -> listen -> ready. Any failure before listening is a
 //! [`StartupError`] and the process exits non-zero.
@@ -20,7 +21,7 @@ use crate::api::{self, ApiState};
 use crate::classify::Classifier;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::reload::{ModelSource, Reloader, SourceError};
+use crate::reload::{self, ReloadError, Reloader};
 use crate::stream::{self, StreamError};
 
 /// Why the service could not start. Printed as one line; the process exits non-zero.
@@ -29,7 +30,7 @@ pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Model(#[from] SourceError),
+    Model(#[from] ReloadError),
     #[error(transparent)]
     Stream(#[from] StreamError),
     #[error("cannot serve on {addr}: {source}")]
@@ -44,10 +45,14 @@ pub enum StartupError {
 /// Loads the model and serves until a shutdown signal. Returns once drained.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let started = Instant::now();
-    let source = ModelSource::new(&config.model)?;
+    let source = reload::source(&config.model)?;
     // The registry client blocks: it runs on a plain thread, outside the async runtime.
-    let loaded = std::thread::scope(|scope| scope.spawn(|| source.load_initial()).join())
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    let loaded = std::thread::scope(|scope| {
+        scope
+            .spawn(|| reload::load_initial(source.as_ref(), &config.model))
+            .join()
+    })
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     let metrics = Arc::new(Metrics::new());
     let classifier = Arc::new(Classifier::start(
         loaded,
@@ -55,7 +60,12 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         &config.limits,
         metrics.clone(),
     ));
-    let reloader = Arc::new(Reloader::new(source, classifier.clone(), metrics.clone()));
+    let reloader = Arc::new(Reloader::new(
+        source,
+        &config.model,
+        classifier.clone(),
+        metrics.clone(),
+    ));
     reloader.spawn_poller();
     let stream = match config.stream.brokers {
         Some(_) => Some(stream::start(
@@ -127,7 +137,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             return;
         };
         while hangup.recv().await.is_some() {
-            reloader.reload_off_runtime(true).await;
+            if reloader.reload_off_runtime(true).await.is_err() {
+                tracing::info!("SIGHUP: a reload is already running");
+            }
         }
     });
 

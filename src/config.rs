@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::secret::{self, Secret};
+
 /// Prefix of environment overrides: `NEWSCLS__SERVER__PORT=9000`.
 pub const ENV_PREFIX: &str = "NEWSCLS";
 /// Environment variable naming the config file, like `BENTOML_CONFIG` in the old deployment.
@@ -46,7 +48,51 @@ pub struct StreamConfig {
     /// Messages being classified at once; at the limit the consumer pauses its partitions.
     pub max_in_flight: usize,
     /// librdkafka properties passed through (security.protocol, sasl.*, ssl.*, ...).
-    pub kafka: std::collections::BTreeMap<String, String>,
+    pub kafka: KafkaProperties,
+}
+
+/// librdkafka properties by their dotted names. Values of properties whose names say they are
+/// secret (`sasl.password`, `ssl.key.password`, ...; see [`secret::is_secret_key`]) print and
+/// serialize as `***`.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub std::collections::BTreeMap<String, String>);
+
+impl KafkaProperties {
+    /// The real values, for the one place that hands them to librdkafka.
+    pub fn expose(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.0.get(key)
+    }
+
+    fn redacted(&self) -> std::collections::BTreeMap<&str, &str> {
+        self.0
+            .iter()
+            .map(|(key, value)| {
+                let shown = if secret::is_secret_key(key) {
+                    secret::REDACTED
+                } else {
+                    value.as_str()
+                };
+                (key.as_str(), shown)
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.redacted().fmt(f)
+    }
+}
+
+impl Serialize for KafkaProperties {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.redacted().serialize(serializer)
+    }
 }
 
 impl Default for StreamConfig {
@@ -60,7 +106,7 @@ impl Default for StreamConfig {
             id_field: "id".into(),
             text_field: "text".into(),
             max_in_flight: 256,
-            kafka: std::collections::BTreeMap::new(),
+            kafka: KafkaProperties::default(),
         }
     }
 }
@@ -79,7 +125,7 @@ pub struct ServerConfig {
     /// Serve the demo page at `/`.
     pub demo_page: bool,
     /// Bearer token for `POST /admin/reload`; null leaves the endpoint off (404).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -94,6 +140,19 @@ pub struct ModelConfig {
     pub poll_interval: f64,
     /// Where registry versions are downloaded to.
     pub cache_dir: PathBuf,
+    /// Registry versions kept in the cache besides the serving one (most recently used first).
+    pub cache_keep: usize,
+    /// Most bytes one registry version may download (each file and all together).
+    pub max_download_bytes: u64,
+    /// Seconds a registry version's download may take in all, retries included.
+    pub download_timeout: f64,
+    /// The name the model is served under, the same for every version (`x-model-name`, KServe
+    /// `/v2/models/<name>`, vLLM's `model`); null: the registered model's name, else the
+    /// directory's name.
+    pub name: Option<String>,
+    /// Accept a new version whose labels differ from the serving one's (clients that index
+    /// outputs by label position then read other labels).
+    pub allow_label_change: bool,
     /// ONNX file to use, relative to `dir`; null picks the variant for the device
     /// (CPU: model_quantized.onnx, ...; GPU: model_fp16.onnx, else model.onnx).
     pub file: Option<PathBuf>,
@@ -181,6 +240,12 @@ impl Default for ModelConfig {
             uri: None,
             poll_interval: 30.0,
             cache_dir: PathBuf::from(".cache/models"),
+            cache_keep: 2,
+            // A few times the largest bundled variant (model_fp16.onnx, 73 MB; fp32 would be 145).
+            max_download_bytes: 512 * 1024 * 1024,
+            download_timeout: 600.0,
+            name: None,
+            allow_label_change: false,
             file: None,
             max_length: None,
             device: Device::Auto,
@@ -429,6 +494,38 @@ impl Config {
                 "model.poll_interval must be zero (off) or a number of seconds".into(),
             ));
         }
+        positive(
+            "model.download_timeout",
+            self.model.download_timeout.is_finite() && self.model.download_timeout > 0.0,
+        )?;
+        positive(
+            "model.max_download_bytes",
+            self.model.max_download_bytes > 0,
+        )?;
+        if self
+            .server
+            .admin_token
+            .as_ref()
+            .is_some_and(Secret::is_empty)
+        {
+            return Err(ConfigError(
+                "server.admin_token must not be empty (null turns /admin/reload off)".into(),
+            ));
+        }
+        if self
+            .model
+            .name
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            return Err(ConfigError("model.name must not be empty".into()));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            return Err(ConfigError(format!(
+                "logging.level {:?} is not a tracing filter: {e}",
+                self.logging.level
+            )));
+        }
         if self.model.max_length == Some(0) {
             return Err(ConfigError(
                 "model.max_length must be greater than zero".into(),
@@ -545,6 +642,41 @@ mod tests {
                 .map(String::as_str),
             Some("6000")
         );
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_the_config_is_shown() {
+        let config = load_yaml(
+            "server:\n  admin_token: admin-s3cret\nstream:\n  kafka:\n    sasl.username: svc\n    sasl.password: kafka-s3cret\n    ssl.key.pem: pem-s3cret\n",
+        )
+        .expect("valid config");
+        let shown = format!(
+            "{}\n{config:?}",
+            serde_json::to_string(&config).expect("json")
+        );
+        for secret in ["admin-s3cret", "kafka-s3cret", "pem-s3cret"] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+        assert!(shown.contains("svc"), "other properties stay readable");
+        let token = config.server.admin_token.expect("a token");
+        assert!(token.matches("admin-s3cret"));
+        assert_eq!(
+            config.stream.kafka.get("sasl.password").map(String::as_str),
+            Some("kafka-s3cret"),
+            "librdkafka still gets the value"
+        );
+    }
+
+    #[test]
+    fn an_empty_admin_token_or_log_filter_typo_is_refused() {
+        let err = load_yaml("server:\n  admin_token: \"\"\n")
+            .expect_err("empty token")
+            .to_string();
+        assert!(err.contains("server.admin_token"), "{err}");
+        let err = load_yaml("logging:\n  level: \"newscls=lound\"\n")
+            .expect_err("bad filter")
+            .to_string();
+        assert!(err.contains("logging.level"), "{err}");
     }
 
     #[test]

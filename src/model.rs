@@ -26,6 +26,7 @@ use crate::inference::onnx::{
     default_library_path, init_runtime, runtime_version, OnnxBackend, OnnxOptions, Target,
 };
 use crate::inference::{Backend, PaddedBatch, SetupError};
+use crate::source::Fetched;
 use crate::tokenize::{TextTokenizer, TokenizedText, TokenizerLoadError};
 
 /// Why a model could not be loaded. At startup the process exits with this as one line.
@@ -278,7 +279,33 @@ fn plan(
 /// the device -> ONNX Runtime -> one session per inference worker -> a warm-up batch
 /// through each. With `device: auto` a GPU that cannot be used is a warning, then the CPU.
 pub fn load(config: &ModelConfig) -> Result<LoadedModel, LoadError> {
-    let spec = ModelSpec::load(&config.dir)?;
+    load_version(
+        config,
+        &Fetched {
+            dir: config.dir.clone(),
+            version: None,
+            registry_name: None,
+            description: format!("directory {}", config.dir.display()),
+        },
+    )
+}
+
+/// Loads a version a [`crate::source::ModelSource`] fetched, like [`load`]. It serves under a
+/// name that does not change from version to version (clients address the model by it):
+/// `model.name`, else the registered model's name, else the directory's name; and under the
+/// source's version when it has one, else config.json's `model_version`.
+pub fn load_version(config: &ModelConfig, fetched: &Fetched) -> Result<LoadedModel, LoadError> {
+    let mut spec = ModelSpec::load(&fetched.dir)?;
+    if let Some(name) = config
+        .name
+        .clone()
+        .or_else(|| fetched.registry_name.clone())
+    {
+        spec.name = name;
+    }
+    if let Some(version) = &fetched.version {
+        spec.version = version.clone();
+    }
     let tokenizer = TextTokenizer::load(
         &spec.tokenizer_path(),
         config.max_length.or(spec.max_length),
@@ -322,7 +349,7 @@ pub fn load(config: &ModelConfig) -> Result<LoadedModel, LoadError> {
                     );
                 }
                 return Ok(LoadedModel {
-                    source: format!("directory {}", spec.dir.display()),
+                    source: fetched.description.clone(),
                     file: attempt.file.clone(),
                     provider: attempt.target.name().to_string(),
                     spec,

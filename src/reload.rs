@@ -1,16 +1,24 @@
-//! New model versions while serving: where a model comes from, and swapping it under load.
+//! New model versions while serving: loading the version a [`ModelSource`] names, and swapping
+//! it in under load.
 //!
-//! A model comes from a directory (`model.dir`) or an MLflow registry URI (`model.uri`, see
-//! [`crate::registry`]). A reload is asked for by the registry poll (every
-//! `model.poll_interval` seconds, URIs only), by SIGHUP, or by `POST /admin/reload`. It resolves
-//! the source; when the version differs from the one serving (a directory is always reloaded),
-//! it loads the new version beside the old one through [`model::load`] (graph against tokenizer
-//! and labels, warm-up), runs the directory's own `examples.json` if it ships one, and only
-//! then swaps it in ([`Classifier::swap`]). A version that fails any step is refused with a log
-//! line and `newscls_model_reloads_total{outcome="refused"}`, the serving version stays, and the
-//! same version is not retried until the source names another one.
+//! A reload is asked for by the registry poll (every `model.poll_interval` seconds, sources that
+//! can name versions only), by SIGHUP, or by `POST /admin/reload`; one runs at a time, and the
+//! admin endpoint is told [`Busy`] while one does. It asks the source for its version; when the
+//! version differs from the one serving (a directory is always reloaded), it loads it beside
+//! the old one through [`model::load_version`] (graph against tokenizer and labels, warm-up),
+//! checks that the labels are the serving ones (clients index KServe and vLLM outputs by label
+//! position) unless `model.allow_label_change`, runs the directory's own `examples.json` if it
+//! ships one, and only then swaps it in ([`Classifier::swap`]).
+//!
+//! Outcomes, each logged and counted in `newscls_model_reloads_total{outcome}`: `swapped`;
+//! `unchanged`; `refused` — the version is at fault, the serving one stays, and the same
+//! version is not tried again until the source names another; `unavailable` — the source could
+//! not be asked or read (registry down, 5xx, credentials, deadline): nothing is said about the
+//! version, the next poll tries again; `panicked` — a bug, caught so polling goes on.
 
-use std::path::{Path, PathBuf};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,25 +28,38 @@ use crate::classify::Classifier;
 use crate::config::ModelConfig;
 use crate::metrics::Metrics;
 use crate::model::{self, LoadError, LoadedModel};
-use crate::registry::{self, Mlflow, ModelUri, ModelVersion, RegistryError};
+use crate::source::{self, Check, Fetched, ModelSource, SourceError};
 
-/// Why no model could be had at startup.
+/// Why a version could not be had, at startup or in a reload.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub enum ReloadError {
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Source(#[from] SourceError),
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error(
-        "{uri}: the registry is unreachable ({reason}) and no cached copy of it exists in {cache}"
-    )]
+    #[error("{source_name}: the model source is unavailable ({reason}) and no cached copy of it exists in {cache}")]
     NoCache {
-        uri: String,
+        source_name: String,
         reason: String,
         cache: PathBuf,
     },
     #[error("examples.json: {0}")]
     Examples(String),
+    #[error("the labels changed from {serving:?} to {new:?}; clients index outputs by label position (set model.allow_label_change: true to accept)")]
+    LabelsChanged {
+        serving: Vec<String>,
+        new: Vec<String>,
+    },
+}
+
+impl ReloadError {
+    /// The version is at fault (as opposed to the source being unavailable).
+    fn blames_version(&self) -> bool {
+        match self {
+            ReloadError::Source(e) => e.blames_version(),
+            _ => true,
+        }
+    }
 }
 
 /// What a reload did.
@@ -48,6 +69,7 @@ pub enum Outcome {
     Swapped { from: String, to: String },
     Unchanged { version: String },
     Refused { version: String, reason: String },
+    Unavailable { reason: String },
 }
 
 impl Outcome {
@@ -56,87 +78,41 @@ impl Outcome {
             Outcome::Swapped { .. } => "swapped",
             Outcome::Unchanged { .. } => "unchanged",
             Outcome::Refused { .. } => "refused",
+            Outcome::Unavailable { .. } => "unavailable",
         }
     }
 }
 
-/// Where the serving model comes from, and how to load a version of it.
-pub struct ModelSource {
-    config: ModelConfig,
-    uri: Option<ModelUri>,
-}
+/// A reload is already running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
 
-impl ModelSource {
-    pub fn new(config: &ModelConfig) -> Result<Self, SourceError> {
-        let uri = config.uri.as_deref().map(str::parse).transpose()?;
-        Ok(Self {
-            config: config.clone(),
-            uri,
-        })
-    }
-
-    /// At startup: the version the source names, else (registry down) the cached one with a
-    /// warning, else an error.
-    pub fn load_initial(&self) -> Result<LoadedModel, SourceError> {
-        let Some(uri) = &self.uri else {
-            return Ok(self.load_dir(&self.config.dir, None)?);
-        };
-        match self.resolve_and_fetch(uri) {
-            Ok((version, dir)) => {
-                let loaded = self.load_dir(&dir, Some((uri, &version)))?;
-                registry::remember(&self.config.cache_dir, uri, &version);
-                Ok(loaded)
-            }
-            Err(RegistryError::Unreachable { url, reason }) => {
-                let Some((version, dir)) = registry::cached(&self.config.cache_dir, uri) else {
-                    return Err(SourceError::NoCache {
-                        uri: uri.to_string(),
-                        reason: format!("{url}: {reason}"),
-                        cache: self.config.cache_dir.clone(),
-                    });
-                };
-                tracing::warn!(%uri, version, %url, %reason, "model registry unreachable: starting from the cached version");
-                Ok(self.load_dir(&dir, Some((uri, &version)))?)
-            }
-            Err(e) => Err(e.into()),
+/// At startup: the version the source names, else (source unavailable) the cached copy with a
+/// warning, else an error.
+pub fn load_initial(
+    source: &dyn ModelSource,
+    config: &ModelConfig,
+) -> Result<LoadedModel, ReloadError> {
+    let fetched = match source.check(&|_| true) {
+        Ok(Check::Fetched(fetched)) => fetched,
+        Ok(Check::Unchanged(_)) => unreachable!("every version is wanted at startup"),
+        Err(e) if !e.blames_version() => {
+            let Some(cached) = source.cached() else {
+                return Err(ReloadError::NoCache {
+                    source_name: source.describe(),
+                    reason: e.to_string(),
+                    cache: config.cache_dir.clone(),
+                });
+            };
+            tracing::warn!(source = %source.describe(), version = cached.version.as_deref().unwrap_or("?"), error = %e,
+                "model source unavailable: starting from the cached version");
+            cached
         }
-    }
-
-    fn resolve_and_fetch(&self, uri: &ModelUri) -> Result<(String, PathBuf), RegistryError> {
-        let client = Mlflow::from_env(uri)?;
-        let version = client.resolve(uri)?;
-        let dir = client.fetch(&version, &self.config.cache_dir)?;
-        Ok((version.version, dir))
-    }
-
-    /// The version the source names now, without downloading it: `None` for a directory.
-    fn current_version(&self) -> Result<Option<(Mlflow, ModelVersion)>, RegistryError> {
-        match &self.uri {
-            None => Ok(None),
-            Some(uri) => {
-                let client = Mlflow::from_env(uri)?;
-                let version = client.resolve(uri)?;
-                Ok(Some((client, version)))
-            }
-        }
-    }
-
-    fn load_dir(
-        &self,
-        dir: &Path,
-        registry: Option<(&ModelUri, &str)>,
-    ) -> Result<LoadedModel, LoadError> {
-        let config = ModelConfig {
-            dir: dir.to_path_buf(),
-            ..self.config.clone()
-        };
-        let mut loaded = model::load(&config)?;
-        if let Some((uri, version)) = registry {
-            loaded.spec.version = version.to_string();
-            loaded.source = format!("{uri} (version {version})");
-        }
-        Ok(loaded)
-    }
+        Err(e) => return Err(e.into()),
+    };
+    let loaded = check_examples(model::load_version(config, &fetched)?)?;
+    source.served(&fetched);
+    Ok(loaded)
 }
 
 /// One example a model directory ships to check itself with.
@@ -148,30 +124,41 @@ struct Example {
 
 /// Reloads on request, one at a time.
 pub struct Reloader {
-    source: ModelSource,
+    source: Box<dyn ModelSource>,
+    config: ModelConfig,
     classifier: Arc<Classifier>,
     metrics: Arc<Metrics>,
-    /// Held while a reload runs; also remembers the last refused version.
+    /// Held while a reload runs; remembers the last refused version.
     refused: Mutex<Option<String>>,
+    /// Set while a reload runs or is about to (the admin endpoint's 429).
+    busy: AtomicBool,
 }
 
 impl Reloader {
-    pub fn new(source: ModelSource, classifier: Arc<Classifier>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        source: Box<dyn ModelSource>,
+        config: &ModelConfig,
+        classifier: Arc<Classifier>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             source,
+            config: config.clone(),
             classifier,
             metrics,
             refused: Mutex::new(None),
+            busy: AtomicBool::new(false),
         }
     }
 
-    /// Seconds between registry polls; `None` when there is nothing to poll.
+    /// Seconds between polls; `None` when there is nothing to poll.
     pub fn poll_interval(&self) -> Option<Duration> {
-        let seconds = self.source.config.poll_interval;
-        (self.source.uri.is_some() && seconds > 0.0).then(|| Duration::from_secs_f64(seconds))
+        let seconds = self.config.poll_interval;
+        (self.source.polls() && seconds > 0.0).then(|| Duration::from_secs_f64(seconds))
     }
 
-    /// Polls the registry on its own thread for as long as the process runs.
+    /// Polls the source on its own thread for as long as the process runs. A panic in a
+    /// reload is logged and counted, and polling goes on.
     pub fn spawn_poller(self: &Arc<Self>) {
         let Some(interval) = self.poll_interval() else {
             return;
@@ -181,41 +168,75 @@ impl Reloader {
             .name("model-poll".into())
             .spawn(move || loop {
                 std::thread::sleep(interval);
-                reloader.reload(false);
+                // Busy: a reload asked for by hand is running; it answers this poll's question.
+                let _ = reloader.reload(false);
             })
             .expect("spawning the registry poll thread failed. This is a bug.");
     }
 
-    /// [`Reloader::reload`] from async code: on a plain thread, since the registry client blocks
-    /// and must not run inside the async runtime.
-    pub async fn reload_off_runtime(self: &Arc<Self>, forced: bool) -> Option<Outcome> {
-        let (done, outcome) = tokio::sync::oneshot::channel();
+    /// [`Reloader::reload`] from async code, on the blocking pool (the registry client blocks).
+    pub async fn reload_off_runtime(self: &Arc<Self>, forced: bool) -> Result<Outcome, Busy> {
+        let held = self.hold()?;
         let reloader = self.clone();
-        std::thread::Builder::new()
-            .name("model-reload".into())
-            .spawn(move || {
-                let _ = done.send(reloader.reload(forced));
-            })
-            .ok()?;
-        outcome.await.ok()
+        tokio::task::spawn_blocking(move || {
+            let _held = held;
+            reloader.reload_held(forced)
+        })
+        .await
+        .map_err(|_| Busy)
     }
 
-    /// Checks the source and swaps in a new version if there is one. `forced`: reload even an
-    /// unchanged or previously refused version (SIGHUP, the admin endpoint). Blocks.
-    pub fn reload(&self, forced: bool) -> Outcome {
-        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-        let serving = self.classifier.serving().identity().version;
-        let outcome = self.try_reload(&serving, forced, &mut refused);
+    /// Marks a reload as running until the guard drops; `Err(Busy)` if one already is.
+    fn hold(self: &Arc<Self>) -> Result<HeldReload, Busy> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return Err(Busy);
+        }
+        Ok(HeldReload(self.clone()))
+    }
+
+    /// Checks the source and swaps in a new version if there is one; `Err(Busy)` at once when
+    /// a reload is already running, so callers never pile up behind it. `forced`: reload even
+    /// an unchanged or previously refused version (SIGHUP, the admin endpoint). Blocks.
+    pub fn reload(self: &Arc<Self>, forced: bool) -> Result<Outcome, Busy> {
+        let _held = self.hold()?;
+        Ok(self.reload_held(forced))
+    }
+
+    fn reload_held(&self, forced: bool) -> Outcome {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            let serving = self.classifier.serving().identity().version;
+            self.try_reload(&serving, forced, &mut refused)
+        }));
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let reason = panic_message(&panic);
+                tracing::error!(
+                    reason,
+                    "model reload panicked; the serving version stays. This is a bug."
+                );
+                self.metrics
+                    .model_reloads
+                    .with_label_values(&["panicked"])
+                    .inc();
+                return Outcome::Unavailable {
+                    reason: format!("the reload panicked: {reason}"),
+                };
+            }
+        };
         match &outcome {
             Outcome::Swapped { from, to } => tracing::info!(from, to, "model version swapped in"),
             Outcome::Unchanged { .. } => tracing::debug!("model version unchanged"),
-            Outcome::Refused { version, reason } => {
-                tracing::error!(
-                    version,
-                    reason,
-                    "new model version refused; the serving version stays"
-                )
-            }
+            Outcome::Refused { version, reason } => tracing::error!(
+                version,
+                reason,
+                "new model version refused; the serving version stays"
+            ),
+            Outcome::Unavailable { reason } => tracing::warn!(
+                reason,
+                "model source unavailable; the serving version stays, the next check tries again"
+            ),
         }
         // Polls that find nothing new are not counted: they would drown the real events.
         if forced || !matches!(outcome, Outcome::Unchanged { .. }) {
@@ -228,79 +249,116 @@ impl Reloader {
     }
 
     fn try_reload(&self, serving: &str, forced: bool, refused: &mut Option<String>) -> Outcome {
-        let refuse = |version: &str, reason: String| Outcome::Refused {
-            version: version.to_string(),
-            reason,
-        };
-        let current = match self.source.current_version() {
-            Ok(current) => current,
-            Err(e) => return refuse("?", e.to_string()),
-        };
-        let named = current.as_ref().map(|(_, v)| v.version.clone());
-        if let Some(version) = &named {
-            let already = version == serving || refused.as_deref() == Some(version.as_str());
-            if already && !forced {
+        let skip = refused.clone();
+        let wanted =
+            |version: &str| forced || (version != serving && skip.as_deref() != Some(version));
+        let fetched = match self.source.check(&wanted) {
+            Ok(Check::Unchanged(_)) => {
                 return Outcome::Unchanged {
                     version: serving.to_string(),
+                }
+            }
+            Ok(Check::Fetched(fetched)) => fetched,
+            Err(e) if e.blames_version() => {
+                // The version is unknown when its own answer was refused; "?" is not remembered.
+                return Outcome::Refused {
+                    version: "?".into(),
+                    reason: e.to_string(),
                 };
             }
-        }
-        // The version just resolved is the one fetched and loaded: resolving again could name
-        // another if the alias moved in between.
-        let loaded = match (&self.source.uri, &current) {
-            (Some(uri), Some((client, version))) => client
-                .fetch(version, &self.source.config.cache_dir)
-                .map_err(SourceError::from)
-                .and_then(|dir| Ok(self.source.load_dir(&dir, Some((uri, &version.version)))?)),
-            _ => self
-                .source
-                .load_dir(&self.source.config.dir, None)
-                .map_err(SourceError::from),
-        };
-        let version = named.clone().unwrap_or_else(|| "directory".into());
-        let loaded = match loaded.and_then(check_examples) {
-            Ok(model) => model,
             Err(e) => {
-                *refused = named;
-                return refuse(&version, e.to_string());
+                return Outcome::Unavailable {
+                    reason: e.to_string(),
+                }
             }
         };
-        *refused = None;
-        let to = loaded.spec.version.clone();
-        // Only a version that loaded may be the one to start from when the registry is down.
-        if let Some(uri) = &self.source.uri {
-            registry::remember(&self.source.config.cache_dir, uri, &to);
+        let version = fetched
+            .version
+            .clone()
+            .unwrap_or_else(|| "directory".into());
+        match self.load_checked(&fetched) {
+            Ok(loaded) => {
+                *refused = None;
+                let to = loaded.spec.version.clone();
+                self.classifier.swap(loaded);
+                // Only a version that loaded may be the one to start from when the source is down.
+                self.source.served(&fetched);
+                Outcome::Swapped {
+                    from: serving.to_string(),
+                    to,
+                }
+            }
+            Err(e) if e.blames_version() => {
+                *refused = fetched.version;
+                Outcome::Refused {
+                    version,
+                    reason: e.to_string(),
+                }
+            }
+            Err(e) => Outcome::Unavailable {
+                reason: e.to_string(),
+            },
         }
-        self.classifier.swap(loaded);
-        Outcome::Swapped {
-            from: serving.to_string(),
-            to,
+    }
+
+    fn load_checked(&self, fetched: &Fetched) -> Result<LoadedModel, ReloadError> {
+        let loaded = model::load_version(&self.config, fetched)?;
+        let serving = self.classifier.serving().spec.labels.clone();
+        if loaded.spec.labels != serving {
+            if !self.config.allow_label_change {
+                return Err(ReloadError::LabelsChanged {
+                    serving,
+                    new: loaded.spec.labels,
+                });
+            }
+            tracing::warn!(from = ?serving, to = ?loaded.spec.labels, "the new version's labels differ (model.allow_label_change)");
         }
+        check_examples(loaded)
     }
 }
 
+/// Clears [`Reloader::busy`] when dropped, also when the reload panicked.
+struct HeldReload(Arc<Reloader>);
+
+impl Drop for HeldReload {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::SeqCst);
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
 /// A model directory may ship `examples.json`, `[{"text": ..., "label": ...}]`: each must get
-/// its label from the loaded model before it may serve.
-fn check_examples(mut model: LoadedModel) -> Result<LoadedModel, SourceError> {
+/// its label from the loaded model before it may serve. A file that is there but cannot be
+/// read or parsed refuses the version: it must not go live unchecked.
+fn check_examples(mut model: LoadedModel) -> Result<LoadedModel, ReloadError> {
     let path = model.spec.dir.join("examples.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(model);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(model),
+        Err(e) => return Err(ReloadError::Examples(format!("unreadable: {e}"))),
     };
     let examples: Vec<Example> =
-        serde_json::from_str(&text).map_err(|e| SourceError::Examples(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| ReloadError::Examples(e.to_string()))?;
     let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
     let tokenized = model
         .tokenizer
         .encode(&texts, true)
-        .map_err(|e| SourceError::Examples(e.to_string()))?;
+        .map_err(|e| ReloadError::Examples(e.to_string()))?;
     let pad = model.tokenizer.pad_id();
     let backend = model
         .backends
         .first_mut()
-        .ok_or_else(|| SourceError::Examples("no inference worker".into()))?;
+        .ok_or_else(|| ReloadError::Examples("no inference worker".into()))?;
     let logits = backend
         .infer(&crate::inference::PaddedBatch::new(tokenized.iter(), pad))
-        .map_err(|e| SourceError::Examples(e.to_string()))?;
+        .map_err(|e| ReloadError::Examples(e.to_string()))?;
     for (example, row) in examples.iter().zip(logits.rows()) {
         let best = row
             .iter()
@@ -309,11 +367,16 @@ fn check_examples(mut model: LoadedModel) -> Result<LoadedModel, SourceError> {
             .map(|(i, _)| model.spec.labels[i].as_str())
             .unwrap_or_default();
         if best != example.label {
-            return Err(SourceError::Examples(format!(
+            return Err(ReloadError::Examples(format!(
                 "{:.60}: expected {}, the model says {best}",
                 example.text, example.label
             )));
         }
     }
     Ok(model)
+}
+
+/// The source `config` names, for [`load_initial`] and the [`Reloader`].
+pub fn source(config: &ModelConfig) -> Result<Box<dyn ModelSource>, ReloadError> {
+    Ok(source::from_config(config)?)
 }

@@ -271,7 +271,7 @@ pub fn start(
         .ok_or_else(|| StreamError("stream.brokers is not set".into()))?;
     let status = Arc::new(StreamStatus::default());
     let with_properties = |mut client: ClientConfig| {
-        for (key, value) in &config.kafka {
+        for (key, value) in config.kafka.expose() {
             client.set(key, value);
         }
         client.set("bootstrap.servers", brokers);

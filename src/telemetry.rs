@@ -62,7 +62,8 @@ pub fn traces_configured() -> bool {
 
 /// Installs the log subscriber, with the OpenTelemetry layer when traces are configured.
 pub fn init(logging: &LoggingConfig) -> Result<Telemetry, String> {
-    let filter = EnvFilter::try_new(&logging.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(&logging.level)
+        .map_err(|e| format!("logging.level {:?}: {e}", logging.level))?;
     let logs = match logging.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -73,8 +74,10 @@ pub fn init(logging: &LoggingConfig) -> Result<Telemetry, String> {
             .boxed(),
     };
     let provider = if traces_configured() {
+        use opentelemetry_otlp::WithHttpConfig;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_http_client(otlp_http_client()?)
             .build()
             .map_err(|e| format!("OTLP trace exporter: {e}"))?;
         let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "newscls".into());
@@ -99,6 +102,31 @@ pub fn init(logging: &LoggingConfig) -> Result<Telemetry, String> {
         .try_init()
         .map_err(|e| format!("logging: {e}"))?;
     Ok(Telemetry { provider })
+}
+
+/// The exporter's HTTP client: TLS trusts the system roots plus the CA in
+/// `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or `OTEL_EXPORTER_OTLP_CERTIFICATE` (the standard
+/// variables), and a request gives up after `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` milliseconds (10 s by default).
+fn otlp_http_client() -> Result<reqwest::blocking::Client, String> {
+    let tls = crate::tls::TlsOptions::from_env(
+        &[
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ],
+        None,
+    );
+    let timeout = [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .iter()
+    .find_map(|key| std::env::var(key).ok()?.parse::<u64>().ok())
+    .map_or(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis,
+    );
+    crate::tls::blocking_client(&tls, timeout).map_err(|e| format!("OTLP trace exporter: {e}"))
 }
 
 /// Makes `span` a child of the caller's span named by a W3C `traceparent` header, if any.

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::ApiState;
 use crate::config::{BatchLimits, BatchingConfig, LimitsConfig};
-use crate::reload::Outcome;
+use crate::reload::{Busy, Outcome};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -165,12 +165,15 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
         (status = 404, description = "The endpoint is off (no server.admin_token)", body = ErrorBody),
         (status = 409, description = "The new version was refused; the serving one stays", body = Object,
             example = json!({"outcome": "refused", "version": "4", "reason": "..."})),
+        (status = 429, description = "A reload is already running (see Retry-After)", body = ErrorBody),
+        (status = 502, description = "The model source could not be reached or read; the serving version stays", body = Object,
+            example = json!({"outcome": "unavailable", "reason": "..."})),
     ))]
 pub async fn reload(
     state: web::Data<ApiState>,
     http: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(token) = state.config.server.admin_token.as_deref() else {
+    let Some(token) = &state.config.server.admin_token else {
         return Err(ApiError::NotFound(
             "POST /admin/reload (set server.admin_token to enable it)".into(),
         ));
@@ -180,7 +183,7 @@ pub async fn reload(
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(token) {
+    if !presented.is_some_and(|presented| token.matches(presented)) {
         return Err(ApiError::Unauthorized(
             "POST /admin/reload needs the admin bearer token",
         ));
@@ -189,9 +192,13 @@ pub async fn reload(
         .reloader
         .reload_off_runtime(true)
         .await
-        .ok_or_else(|| ApiError::Inference("the reload thread failed".into()))?;
+        .map_err(|Busy| ApiError::Overloaded {
+            message: "a model reload is already running; try again when it is done".into(),
+            retry_after: std::time::Duration::from_secs(5),
+        })?;
     let status = match outcome {
         Outcome::Refused { .. } => actix_web::http::StatusCode::CONFLICT,
+        Outcome::Unavailable { .. } => actix_web::http::StatusCode::BAD_GATEWAY,
         _ => actix_web::http::StatusCode::OK,
     };
     Ok(HttpResponse::build(status).json(outcome))

@@ -56,8 +56,11 @@ impl Mlflow {
         }
         // Its own process group: `mlflow server` runs its workers as children, and stopping it
         // must stop them all.
+        // In the temp dir: the basic-auth app writes its user database (basic_auth.db, an
+        // admin password hash) to its working directory.
         let process = command
             .process_group(0)
+            .current_dir(dir.path())
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}/mlflow.db", dir.path().display()))
             .args(["--serve-artifacts", "--artifacts-destination"])

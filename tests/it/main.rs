@@ -7,6 +7,7 @@ mod demo;
 mod determinism;
 mod errors;
 mod fuzz;
+mod hostile_registry;
 mod layering;
 mod operations;
 mod overload;

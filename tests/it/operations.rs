@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{send_signal, Server, TempDir};
+use crate::support::{run_to_exit, send_signal, startup_error, Server, TempDir};
 
 #[tokio::test]
 async fn operational_endpoints_answer() {
@@ -228,9 +228,19 @@ async fn admin_reload_is_off_without_a_token_and_needs_it_when_on() {
             .bearer_auth(token)
             .send()
     };
-    let wrong = reload("guess").await.expect("request");
-    assert_eq!(wrong.status(), 401);
-    assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
+    for guess in ["guess", "s3creT", "s3cre", "s3cret2"] {
+        let wrong = reload(guess).await.expect("request");
+        assert_eq!(wrong.status(), 401, "{guess}");
+        assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
+    }
+    // Two at once: one reloads, the other is told to come back instead of queueing a thread.
+    let (first, second) = tokio::join!(reload("s3cret"), reload("s3cret"));
+    let mut statuses = [
+        first.expect("request").status().as_u16(),
+        second.expect("request").status().as_u16(),
+    ];
+    statuses.sort();
+    assert_eq!(statuses, [200, 429], "one reload at a time");
     let right = reload("s3cret").await.expect("request");
     assert_eq!(right.status(), 200);
     let outcome: Value = right.json().await.expect("json");
@@ -244,8 +254,57 @@ async fn admin_reload_is_off_without_a_token_and_needs_it_when_on() {
         server
             .metric("newscls_model_reloads_total{outcome=\"swapped\"}")
             .await,
-        1.0
+        2.0
     );
+}
+
+#[tokio::test]
+async fn secrets_reach_no_log_line_error_or_printed_config() {
+    let admin = "admin-token-7f3a9c";
+    let kafka = "kafka-password-51be0d";
+    let registry = "registry-password-c40e2b";
+    let tracking = format!("http://ana:{registry}@127.0.0.1:9");
+    let env = [
+        ("NEWSCLS__SERVER__ADMIN_TOKEN", admin),
+        ("NEWSCLS__STREAM__BROKERS", "127.0.0.1:9"),
+        ("MLFLOW_TRACKING_PASSWORD", registry),
+    ];
+    let yaml = TempDir::new("secrets");
+    let config = yaml.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "stream:\n  kafka:\n    security.protocol: SASL_PLAINTEXT\n    sasl.mechanisms: PLAIN\n    sasl.username: svc\n    sasl.password: {kafka}\n"
+        ),
+    )
+    .expect("write config");
+    let config = config.display().to_string();
+    let printed = run_to_exit(&["--config", &config, "--print-config"], &env);
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    assert!(printed.contains("\"sasl.username\": \"svc\""), "{printed}");
+    assert!(printed.contains("***"), "{printed}");
+
+    let server = Server::start(&["--config", &config, "--log-level", "debug"], &env);
+    assert_eq!(server.get("/livez").await.status(), 200);
+    let log = server.log();
+    assert!(log.contains("effective configuration"), "{log}");
+    drop(server);
+
+    // A registry URI with credentials in it, unreachable: the error names the server, not them.
+    let error = startup_error(
+        &["--model-uri", "models:/news@champion"],
+        &[("MLFLOW_TRACKING_URI", tracking.as_str())],
+    );
+    assert!(error.contains("127.0.0.1:9"), "{error}");
+    for (what, text) in [
+        ("--print-config", &printed),
+        ("the log", &log),
+        ("the error", &error),
+    ] {
+        for secret in [admin, kafka, registry] {
+            assert!(!text.contains(secret), "{secret} in {what}: {text}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Tests that need a tool outside Rust: Java for QA's JMeter plan, Chromium for the demo page,
 //! the Python clients of other inference servers (huggingface_hub, tritonclient), an MLflow
-//! server (traces, model registry) and a Kafka-protocol broker (Tansu, stream mode).
+//! server (traces, model registry, both also behind TLS with a private CA, made by openssl) and a
+//! Kafka-protocol broker (Tansu, stream mode).
 //!
 //! A custom harness (libtest-mimic) so that a missing tool is reported as what it is. `make
 //! test` installs every tool first; under `CI=true` a missing tool therefore means a broken
@@ -13,6 +14,7 @@ mod jmeter;
 mod mlflow;
 mod registry;
 mod stream;
+mod tls;
 mod traces;
 // Shared with the main integration binary; not every helper is used here.
 #[allow(dead_code)]
@@ -48,6 +50,11 @@ fn main() {
             "registry::wrong_credentials_are_a_clear_error",
             mlflow::missing(),
             registry::wrong_credentials_are_a_clear_error,
+        ),
+        needs_tool(
+            "tls::registry_and_traces_over_tls_with_a_private_ca",
+            tls::missing(),
+            tls::registry_and_traces_over_tls_with_a_private_ca,
         ),
         needs_tool(
             "stream::stream_mode_end_to_end",

@@ -30,15 +30,20 @@ pub struct Mlflow {
 
 impl Mlflow {
     pub async fn start() -> Mlflow {
-        Self::launch(false).await
+        Self::launch(false, None).await
     }
 
     /// With MLflow's basic-auth app: every request needs credentials (admin / a secret).
     pub async fn start_with_auth() -> Mlflow {
-        Self::launch(true).await
+        Self::launch(true, None).await
     }
 
-    async fn launch(auth: bool) -> Mlflow {
+    /// Behind TLS (uvicorn's own), with the certificate and key of `certs`.
+    pub async fn start_with_tls(certs: &crate::tls::Certificates) -> Mlflow {
+        Self::launch(false, Some(certs)).await
+    }
+
+    async fn launch(auth: bool, tls: Option<&crate::tls::Certificates>) -> Mlflow {
         let dir = TempDir::new("mlflow");
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("free port")
@@ -53,6 +58,13 @@ impl Mlflow {
                 .env("MLFLOW_AUTH_ADMIN_PASSWORD", "newscls-admin-password-1");
         } else {
             command.arg("server");
+        }
+        if let Some(certs) = tls {
+            command.arg("--uvicorn-opts").arg(format!(
+                "--ssl-keyfile {} --ssl-certfile {}",
+                certs.server_key.display(),
+                certs.server_cert.display()
+            ));
         }
         // Its own process group: `mlflow server` runs its workers as children, and stopping it
         // must stop them all.
@@ -79,8 +91,14 @@ impl Mlflow {
             .stderr(Stdio::null())
             .spawn()
             .expect("start mlflow server");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let mut http = reqwest::Client::builder();
+        if let Some(certs) = tls {
+            let pem = std::fs::read(&certs.ca).expect("CA file");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA"));
+        }
+        let http = http.build().expect("client");
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Ok(r) = http.get(format!("{url}/health")).send().await {

@@ -22,7 +22,7 @@ pub fn versions_are_served_swapped_and_refused() {
 
 /// A servable copy of the bundled model (CPU variant only, to keep uploads small); `broken`
 /// truncates its ONNX file, `examples` adds the examples a version is checked with.
-fn model_copy(broken: bool, examples: bool) -> TempDir {
+pub fn model_copy(broken: bool, examples: bool) -> TempDir {
     let dir = TempDir::new("registry-model");
     for file in ["model_quantized.onnx", "tokenizer.json", "config.json"] {
         std::fs::copy(repo_path(MODEL_DIR).join(file), dir.path().join(file)).expect("copy");
@@ -47,7 +47,18 @@ fn model_copy(broken: bool, examples: bool) -> TempDir {
 
 /// training/publish_model.py, the data scientist's way, with MLflow's Python package.
 fn publish(mlflow: &Mlflow, dir: &TempDir, alias: Option<&str>) -> String {
+    publish_with(mlflow, dir, alias, &[])
+}
+
+/// [`publish`] with more environment for MLflow's client (e.g. a CA for a TLS server).
+pub fn publish_with(
+    mlflow: &Mlflow,
+    dir: &TempDir,
+    alias: Option<&str>,
+    env: &[(&str, &str)],
+) -> String {
     let mut command = Command::new(bin().join("python"));
+    command.envs(env.iter().copied());
     command
         .arg(repo_path("training/publish_model.py"))
         .arg(dir.path())
@@ -268,10 +279,15 @@ pub fn wrong_credentials_are_a_clear_error() {
         .expect("a tokio runtime")
         .block_on(async {
             let mlflow = Mlflow::start_with_auth().await;
+            let cache = TempDir::new("registry-auth-cache");
             let line = startup_error(
                 &["--model-uri", "models:/news-topic@champion"],
                 &[
                     ("MLFLOW_TRACKING_URI", mlflow.url.as_str()),
+                    (
+                        "NEWSCLS__MODEL__CACHE_DIR",
+                        cache.path().to_str().expect("utf-8"),
+                    ),
                     ("MLFLOW_TRACKING_USERNAME", "admin"),
                     ("MLFLOW_TRACKING_PASSWORD", "not-the-password"),
                 ],

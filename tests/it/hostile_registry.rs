@@ -43,6 +43,8 @@ enum Case {
     FlakyThenGood(&'static str),
     /// Every route answers 401.
     Unauthorized,
+    /// Every route answers 503.
+    Down,
 }
 
 struct Registry {
@@ -174,6 +176,7 @@ fn serve(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
             )
         }
         Case::Unauthorized => return respond(&mut stream, "401 Unauthorized", "", b"{}"),
+        Case::Down => return respond(&mut stream, "503 Service Unavailable", "", b"down"),
         _ => {}
     }
     let version = registry.version();
@@ -270,18 +273,17 @@ async fn a_hostile_registry_cannot_escape_the_cache_stop_the_service_or_hold_a_r
     let cache = dir.path().join("a").join("cache");
     let (url, registry) = start(Case::Good("1"));
     let cache_arg = cache.display().to_string();
-    let server = Server::start(
-        &["--log-level", "info", "--device", "cpu"],
-        &[
-            ("MLFLOW_TRACKING_URI", url.as_str()),
-            ("NEWSCLS__MODEL__URI", "models:/news@champion"),
-            ("NEWSCLS__MODEL__CACHE_DIR", cache_arg.as_str()),
-            ("NEWSCLS__MODEL__POLL_INTERVAL", "0"),
-            ("NEWSCLS__MODEL__DOWNLOAD_TIMEOUT", "4"),
-            ("NEWSCLS__MODEL__MAX_DOWNLOAD_BYTES", "100000000"),
-            ("NEWSCLS__SERVER__ADMIN_TOKEN", TOKEN),
-        ],
-    );
+    let env = [
+        ("MLFLOW_TRACKING_URI", url.as_str()),
+        ("NEWSCLS__MODEL__URI", "models:/news@champion"),
+        ("NEWSCLS__MODEL__CACHE_DIR", cache_arg.as_str()),
+        ("NEWSCLS__MODEL__POLL_INTERVAL", "0"),
+        ("NEWSCLS__MODEL__DOWNLOAD_TIMEOUT", "4"),
+        ("NEWSCLS__MODEL__MAX_DOWNLOAD_BYTES", "100000000"),
+        ("NEWSCLS__SERVER__ADMIN_TOKEN", TOKEN),
+    ];
+    let args = ["--log-level", "info", "--device", "cpu"];
+    let server = Server::start(&args, &env);
     let listed = |name: &str| json!([{"path": name, "is_dir": false, "file_size": 10}]);
     // (case, the reload outcome, the HTTP status of /admin/reload, a text the log must show)
     let cases: Vec<(&str, Case, &str, u16, &str)> = vec![
@@ -445,4 +447,22 @@ async fn a_hostile_registry_cannot_escape_the_cache_stop_the_service_or_hold_a_r
         .filter(|p| !p.contains('/') && p != "aliases")
         .collect();
     assert_eq!(versions, ["1", "7"]);
+    drop(server);
+
+    // A registry that answers 401 or 5xx at startup is an outage, not a verdict on the
+    // version: the service starts from the version cached last, with a warning.
+    for (name, case) in [("401", Case::Unauthorized), ("503", Case::Down)] {
+        *registry.case.lock().expect("lock") = case;
+        let server = Server::start(&args, &env);
+        assert_eq!(
+            server.get_json("/info").await["model"]["version"],
+            "7",
+            "startup with a registry answering {name}"
+        );
+        assert!(
+            server.log().contains("starting from the cached version"),
+            "{name}: {}",
+            server.log()
+        );
+    }
 }

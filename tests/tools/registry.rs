@@ -166,6 +166,7 @@ async fn run() {
     let server = Server::start(&["--model-uri", &uri], &env);
     let info = server.get_json("/info").await;
     assert_eq!(info["model"]["version"], "1");
+    assert_identity(&server, "1").await;
     assert!(info["model"]["source"]
         .as_str()
         .expect("source")
@@ -243,18 +244,70 @@ async fn run() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-model-version"], "2");
     assert_eq!(server.get_json("/info").await["model"]["version"], "2");
+    assert_identity(&server, "2").await;
     assert!(
         server.log().contains("refused"),
         "the refusal is logged:\n{}",
         server.log()
     );
+
+    // A version whose labels are in another order is refused: KServe and vLLM clients read
+    // probabilities by position.
+    let reordered = model_copy(false, false);
+    let config_path = reordered.path().join("config.json");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&config_path).expect("read")).expect("json");
+    let labels = config["id2label"].as_object_mut().expect("id2label");
+    let (first, last) = (labels["0"].clone(), labels["5"].clone());
+    labels.insert("0".into(), last.clone());
+    labels.insert("5".into(), first.clone());
+    std::fs::write(&config_path, config.to_string()).expect("write");
+    let v4 = publish(&mlflow, &reordered, None);
+    move_alias(&mlflow, &v4).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server
+        .metric("newscls_model_reloads_total{outcome=\"refused\"}")
+        .await
+        < 2.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the relabelled version was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.log().contains("labels changed"), "{}", server.log());
+    assert_eq!(server.get_json("/info").await["model"]["version"], "2");
     drop(server);
 
-    // The registry goes down: a cached copy starts (the last version that loaded, v2) with a
+    // With model.allow_label_change it is taken, and /info shows the new order.
+    move_alias(&mlflow, &v2).await;
+    let mut allowing = env.to_vec();
+    allowing.push(("NEWSCLS__MODEL__ALLOW_LABEL_CHANGE", "true"));
+    let server = Server::start(&["--model-uri", &uri], &allowing);
+    assert_eq!(server.get_json("/info").await["model"]["version"], "2");
+    move_alias(&mlflow, &v4).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get_json("/info").await["model"]["version"] != v4.as_str() {
+        assert!(
+            Instant::now() < deadline,
+            "the relabelled version was never taken"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let labels = server.get_json("/info").await["model"]["labels"].clone();
+    assert_eq!((&labels[0], &labels[5]), (&last, &first), "{labels}");
+    assert_identity(&server, &v4).await;
+    drop(server);
+
+    // The registry goes down: a cached copy starts (the last version that loaded, v4) with a
     // warning; with an empty cache the process exits 1 with one clear line.
     mlflow.stop();
     let server = Server::start(&["--model-uri", &uri, "--log-level", "warn"], &env);
-    assert_eq!(server.get_json("/info").await["model"]["version"], "2");
+    assert_eq!(
+        server.get_json("/info").await["model"]["version"],
+        v4.as_str()
+    );
     assert!(server.log().contains("cached version"), "{}", server.log());
     drop(server);
     let empty = TempDir::new("registry-empty-cache");
@@ -272,6 +325,27 @@ async fn run() {
         line.contains("no cached copy") && line.contains(&uri),
         "{line}"
     );
+}
+
+/// Clients address the model by the registered name, whatever version serves: `/predict`'s
+/// headers, KServe's model routes and vLLM's `model` do not change with the version.
+async fn assert_identity(server: &Server, version: &str) {
+    let response = server.predict(json!({"inputs": "Oil prices rose."})).await;
+    assert_eq!(response.headers()["x-model-name"], NAME);
+    assert_eq!(response.headers()["x-model-version"], version);
+    let metadata = server.get_json(&format!("/v2/models/{NAME}")).await;
+    assert_eq!(metadata["name"], NAME, "{metadata}");
+    assert_eq!(metadata["versions"], json!([version]), "{metadata}");
+    let classified = server
+        .client
+        .post(server.url("/classify"))
+        .json(&json!({"model": NAME, "input": ["Oil prices rose."]}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(classified.status(), 200);
+    let body: Value = classified.json().await.expect("json");
+    assert_eq!(body["model"], NAME, "{body}");
 }
 
 pub fn wrong_credentials_are_a_clear_error() {

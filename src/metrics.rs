@@ -133,7 +133,7 @@ impl Metrics {
             failed_batches,
             stream_messages: counter_vec(
                 "stream_messages_total",
-                "Stream messages by outcome: consumed, produced (a result), dead_lettered",
+                "Stream messages by outcome: consumed, produced (a result), dead_lettered, undeliverable (the consumer stopped)",
                 &["outcome"],
             ),
             stream_commit_lag: {

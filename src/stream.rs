@@ -11,7 +11,14 @@
 //! still in flight in its partition ([`OffsetTracker`]), so a crash re-delivers everything not
 //! answered. A message that cannot be classified (bad JSON, not UTF-8, missing or empty text,
 //! over the limits) goes to `stream.dead_letter_topic` with the reason in the `x-error` header
-//! and does not hold its partition up. Overload is retried, never dead-lettered. Backpressure:
+//! and does not hold its partition up. Overload is retried, never dead-lettered; an inference
+//! failure is retried a few times with backoff (it is usually the batch, not the text) before
+//! the message is dead-lettered. A record the broker refuses for good (unknown topic, too
+//! large, not authorized) is never retried silently: a refused result goes to the dead-letter
+//! topic with the reason, a dead-letter record too large for the broker goes again with its
+//! payload cut (`x-original-size` says how long it was), and when the dead-letter topic itself
+//! refuses, the consumer stops, leaves that message uncommitted and `/readyz` turns 503 with
+//! the reason. Transient produce errors (broker down) are retried with backoff. Backpressure:
 //! at most `stream.max_in_flight` messages are being classified; at the limit the consumer
 //! pauses its partitions, and resumes when half of it is free. A rebalance commits what the
 //! revoked partitions answered and hands their messages in flight to the next owner. On
@@ -45,17 +52,96 @@ pub const ERROR_HEADER: &str = "x-error";
 #[error("stream: {0}")]
 pub struct StreamError(String);
 
-/// Whether the consumer reached its brokers at the last probe (every few seconds);
-/// `/readyz` reads it.
+/// Headers of a dead-letter record whose payload was cut to fit the broker.
+pub const ORIGINAL_SIZE_HEADER: &str = "x-original-size";
+/// How much of an oversized payload a dead-letter record keeps.
+const TRUNCATED_PAYLOAD: usize = 16 * 1024;
+/// Attempts at classifying a message when inference fails.
+const INFERENCE_ATTEMPTS: u32 = 5;
+
+/// Whether the consumer reached its brokers at the last probe (every few seconds), and whether
+/// it stopped because a record could not be delivered anywhere; `/readyz` reads it.
 #[derive(Default)]
 pub struct StreamStatus {
     brokers_down: AtomicBool,
+    halted: Mutex<Option<String>>,
 }
 
 impl StreamStatus {
-    pub fn healthy(&self) -> bool {
-        !self.brokers_down.load(Ordering::SeqCst)
+    /// Why the stream is not healthy, if it is not.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(reason) = &*self.halted.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Some(format!("the stream consumer stopped: {reason}"));
+        }
+        self.brokers_down
+            .load(Ordering::SeqCst)
+            .then(|| "the stream consumer lost its Kafka brokers".to_string())
     }
+}
+
+/// What to do with a message after the classifier failed on it (attempt counts from 1).
+#[derive(Debug, PartialEq, Eq)]
+enum AfterFailure {
+    Retry(Duration),
+    DeadLetter(String),
+    /// Shutting down: leave it uncommitted for the next consumer.
+    Abandon,
+}
+
+/// The retry rule: bad input is dead-lettered at once; inference failures are retried with
+/// backoff, then dead-lettered (a text that fails the model every time must not pin its
+/// partition); overload, timeouts and a model swap in progress say nothing about the message
+/// and are retried for as long as it takes.
+fn after_failure(error: &ClassifyError, attempt: u32, stopping: bool) -> AfterFailure {
+    match error {
+        ClassifyError::Invalid(_) | ClassifyError::Tokenize(_) => {
+            AfterFailure::DeadLetter(error.to_string())
+        }
+        ClassifyError::Inference(_) if attempt >= INFERENCE_ATTEMPTS => {
+            AfterFailure::DeadLetter(format!("inference failed {attempt} times: {error}"))
+        }
+        ClassifyError::Inference(_) => {
+            AfterFailure::Retry(Duration::from_millis(200) * 2u32.pow(attempt - 1))
+        }
+        ClassifyError::NotReady(_) if stopping => AfterFailure::Abandon,
+        ClassifyError::Overloaded { retry_after, .. } => {
+            AfterFailure::Retry((*retry_after).min(Duration::from_millis(500)))
+        }
+        _ => AfterFailure::Retry(Duration::from_millis(200)),
+    }
+}
+
+/// A produce error the broker will give again however often it is retried.
+fn is_permanent(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    let code = match error {
+        KafkaError::MessageProduction(code) => *code,
+        _ => return false,
+    };
+    matches!(
+        code,
+        UnknownTopic
+            | UnknownTopicOrPartition
+            | InvalidTopic
+            | MessageSizeTooLarge
+            | InvalidMessageSize
+            | InvalidMessage
+            | InvalidRecord
+            | TopicAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | PolicyViolation
+            | InvalidRequiredAcks
+            | Fatal
+    )
+}
+
+fn is_too_large(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize
+        )
+    )
 }
 
 /// The offsets of the input topic, shared by the stream task and librdkafka's rebalance
@@ -256,6 +342,8 @@ struct Stream {
     /// for the next consumer to read again.
     stopping: AtomicBool,
     status: Arc<StreamStatus>,
+    /// Signalled when a record could not be delivered anywhere: consumption stops.
+    halt: tokio::sync::Notify,
 }
 
 /// Joins the consumer group and starts classifying. `timeout`: each message's deadline.
@@ -297,7 +385,11 @@ pub fn start(
     consumer
         .subscribe(&[&config.input_topic])
         .map_err(|e| StreamError(format!("subscribe to {}: {e}", config.input_topic)))?;
-    let producer: FutureProducer = with_properties(ClientConfig::new())
+    let mut producer_config = ClientConfig::new();
+    // A default the properties may change: a topic the cluster does not know is refused after
+    // 5 s instead of librdkafka's 30 (a topic that was just created is known well within that).
+    producer_config.set("topic.metadata.propagation.max.ms", "5000");
+    let producer: FutureProducer = with_properties(producer_config)
         .set("acks", "all")
         .create()
         .map_err(|e| StreamError(format!("producer: {e}")))?;
@@ -312,6 +404,7 @@ pub fn start(
         timeout,
         stopping: AtomicBool::new(false),
         status: status.clone(),
+        halt: tokio::sync::Notify::new(),
     });
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(stream.run(stopped));
@@ -331,6 +424,7 @@ impl Stream {
                 tokio::select! {
                     permits = self.permits.acquire_many(room) => drop(permits),
                     _ = stop.changed() => break,
+                    _ = self.halt.notified() => break,
                 }
                 self.pause(false);
             }
@@ -340,6 +434,7 @@ impl Stream {
             let message = tokio::select! {
                 message = self.consumer.recv() => message,
                 _ = stop.changed() => break,
+                _ = self.halt.notified() => break,
             };
             match message {
                 Ok(message) => {
@@ -404,24 +499,40 @@ impl Stream {
             },
             Err(reason) => Err(reason),
         };
-        let (topic, payload, error) = match answer {
-            Ok(result) => (
-                &self.config.output_topic,
-                result.to_string().into_bytes(),
-                None,
-            ),
-            Err(reason) => (
-                &self.config.dead_letter_topic,
-                message.payload().unwrap_or_default().to_vec(),
-                Some(reason),
-            ),
+        let delivered = match answer {
+            Ok(result) => {
+                let output = &self.config.output_topic;
+                let payload = result.to_string().into_bytes();
+                match self.deliver(output, message.key(), &payload, &[]).await {
+                    Ok(()) => Ok("produced"),
+                    Err(refused) => {
+                        let reason =
+                            format!("the output topic {output} refused the result: {refused}");
+                        tracing::error!(reason, "stream result refused; dead-lettering the input");
+                        self.dead_letter(&message, &reason).await
+                    }
+                }
+            }
+            Err(reason) => self.dead_letter(&message, &reason).await,
         };
-        self.deliver(topic, message.key(), &payload, error.as_deref())
-            .await;
-        let outcome = if error.is_some() {
-            "dead_lettered"
-        } else {
-            "produced"
+        let outcome = match delivered {
+            Ok(outcome) => outcome,
+            Err(reason) => {
+                // Nowhere to put it: stop here rather than skip it or retry forever. Its offset
+                // stays in flight, so nothing past it is committed.
+                let reason = format!(
+                    "message at partition {} offset {} could not be dead-lettered: {reason}",
+                    in_flight.partition, in_flight.offset
+                );
+                tracing::error!(reason, "stream consumer stopping; /readyz reports it");
+                *self.status.halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                self.metrics
+                    .stream_messages
+                    .with_label_values(&["undeliverable"])
+                    .inc();
+                self.halt.notify_one();
+                return;
+            }
         };
         self.metrics
             .stream_messages
@@ -440,21 +551,57 @@ impl Stream {
         }
     }
 
+    /// Sends the input to the dead-letter topic with `reason`; if the broker finds it too large,
+    /// again with the payload cut and its original size in a header. `Err`: refused for good.
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &str,
+    ) -> Result<&'static str, String> {
+        let topic = &self.config.dead_letter_topic;
+        let payload = message.payload().unwrap_or_default();
+        let headers = [(ERROR_HEADER, reason.to_string())];
+        match self
+            .deliver_raw(topic, message.key(), payload, &headers)
+            .await
+        {
+            Ok(()) => Ok("dead_lettered"),
+            Err(e) if is_too_large(&e) && payload.len() > TRUNCATED_PAYLOAD => {
+                let headers = [
+                    (ERROR_HEADER, reason.to_string()),
+                    (ORIGINAL_SIZE_HEADER, payload.len().to_string()),
+                ];
+                self.deliver(
+                    topic,
+                    message.key(),
+                    &payload[..TRUNCATED_PAYLOAD],
+                    &headers,
+                )
+                .await
+                .map(|()| "dead_lettered")
+                .map_err(|e| format!("dead-letter topic {topic}: {e}"))
+            }
+            Err(e) => Err(format!("dead-letter topic {topic}: {e}")),
+        }
+    }
+
     /// The result JSON, or the reason the text cannot be classified; `None` when shutdown
-    /// stopped it. Overload and the like are retried: they say nothing about the message.
+    /// stopped it. See [`after_failure`] for what is retried.
     async fn classify(
         &self,
         id: Value,
         text: String,
         started: Instant,
     ) -> Option<Result<Value, String>> {
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let request = ClassifyRequest {
                 // Behind HTTP requests: a caller waits for those, the backlog can.
                 priority: Priority::Background,
                 ..ClassifyRequest::new(vec![text.clone()], Deadline::after(self.timeout))
             };
-            match self
+            let error = match self
                 .classifier
                 .classify(request, std::future::pending())
                 .await
@@ -474,40 +621,65 @@ impl Stream {
                         "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
                     })));
                 }
-                Err(
-                    e @ (ClassifyError::Invalid(_)
-                    | ClassifyError::Tokenize(_)
-                    | ClassifyError::Inference(_)),
-                ) => return Some(Err(e.to_string())),
-                Err(ClassifyError::NotReady(_)) if self.stopping.load(Ordering::SeqCst) => {
-                    return None
+                Err(error) => error,
+            };
+            match after_failure(&error, attempt, self.stopping.load(Ordering::SeqCst)) {
+                AfterFailure::Retry(pause) => {
+                    if matches!(error, ClassifyError::Inference(_)) {
+                        tracing::warn!(%error, attempt, "stream: inference failed; retrying");
+                    }
+                    tokio::time::sleep(pause).await;
                 }
-                Err(ClassifyError::Overloaded { retry_after, .. }) => {
-                    tokio::time::sleep(retry_after.min(Duration::from_millis(500))).await;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                AfterFailure::DeadLetter(reason) => return Some(Err(reason)),
+                AfterFailure::Abandon => return None,
             }
         }
     }
 
-    /// Sends until the broker acknowledges: an answer is never given up.
-    async fn deliver(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], error: Option<&str>) {
+    /// Sends until the broker acknowledges or refuses for good (`Err` with the reason);
+    /// transient errors are retried with backoff.
+    async fn deliver(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, String)],
+    ) -> Result<(), String> {
+        self.deliver_raw(topic, key, payload, headers)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn deliver_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, String)],
+    ) -> Result<(), KafkaError> {
+        let mut backoff = Duration::from_millis(500);
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
             if let Some(key) = key {
                 record = record.key(key);
             }
-            if let Some(reason) = error {
-                record = record.headers(OwnedHeaders::new().insert(Header {
-                    key: ERROR_HEADER,
-                    value: Some(reason),
-                }));
+            if !headers.is_empty() {
+                let mut list = OwnedHeaders::new_with_capacity(headers.len());
+                for (key, value) in headers {
+                    list = list.insert(Header {
+                        key,
+                        value: Some(value.as_str()),
+                    });
+                }
+                record = record.headers(list);
             }
             match self.producer.send(record, Duration::from_secs(10)).await {
-                Ok(_) => return,
+                Ok(_) => return Ok(()),
+                Err((e, _)) if is_permanent(&e) => return Err(e),
                 Err((e, _)) => {
-                    tracing::warn!(error = %e, topic, "producing failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tracing::warn!(error = %e, topic, retry_in = ?backoff, "producing failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -588,6 +760,67 @@ fn decode(message: &OwnedMessage, config: &StreamConfig) -> Result<(Value, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bad_input_and_repeated_inference_failures_are_dead_lettered() {
+        let invalid = ClassifyError::Invalid("the text is empty".into());
+        assert!(matches!(
+            after_failure(&invalid, 1, false),
+            AfterFailure::DeadLetter(_)
+        ));
+        let inference = ClassifyError::Inference("CUDA error".into());
+        let pauses: Vec<AfterFailure> = (1..INFERENCE_ATTEMPTS)
+            .map(|attempt| after_failure(&inference, attempt, false))
+            .collect();
+        assert_eq!(
+            pauses,
+            [200, 400, 800, 1600].map(|ms| AfterFailure::Retry(Duration::from_millis(ms))),
+            "retried with backoff"
+        );
+        match after_failure(&inference, INFERENCE_ATTEMPTS, false) {
+            AfterFailure::DeadLetter(reason) => assert!(reason.contains("5 times"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let overloaded = ClassifyError::Overloaded {
+            queued: 1024,
+            retry_after: Duration::from_secs(3),
+        };
+        for attempt in [1, 100] {
+            assert_eq!(
+                after_failure(&overloaded, attempt, false),
+                AfterFailure::Retry(Duration::from_millis(500)),
+                "overload is never the message's fault"
+            );
+        }
+        let not_ready = ClassifyError::NotReady("draining");
+        assert_eq!(after_failure(&not_ready, 1, true), AfterFailure::Abandon);
+    }
+
+    #[test]
+    fn refusals_for_good_are_told_from_transient_errors() {
+        for code in [
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::UnknownTopic,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ] {
+            assert!(
+                is_permanent(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ] {
+            assert!(
+                !is_permanent(&KafkaError::MessageProduction(code)),
+                "{code:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_committed_offset_never_passes_a_message_in_flight() {

@@ -30,10 +30,10 @@ pub async fn livez() -> HttpResponse {
     ))]
 pub async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     state.classifier.readiness()?;
-    if state.stream.as_ref().is_some_and(|s| !s.healthy()) {
-        return Err(ApiError::NotReady(
-            "service is not ready: the stream consumer lost its Kafka brokers".into(),
-        ));
+    if let Some(problem) = state.stream.as_ref().and_then(|s| s.problem()) {
+        return Err(ApiError::NotReady(format!(
+            "service is not ready: {problem}"
+        )));
     }
     Ok(HttpResponse::Ok().json(Health { status: "ready" }))
 }

@@ -62,6 +62,11 @@ fn main() {
             stream::stream_mode_end_to_end,
         ),
         needs_tool(
+            "stream::a_dead_letter_topic_that_refuses_stops_the_consumer_visibly",
+            stream::missing(),
+            stream::a_dead_letter_topic_that_refuses_stops_the_consumer_visibly,
+        ),
+        needs_tool(
             "stream::a_killed_consumer_is_restarted_without_losing_messages",
             stream::missing(),
             stream::a_killed_consumer_is_restarted_without_losing_messages,

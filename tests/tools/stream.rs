@@ -224,6 +224,10 @@ fn articles() -> Vec<String> {
 }
 
 fn serve(broker: &Broker, group: &str) -> Server {
+    serve_with(broker, group, &[])
+}
+
+fn serve_with(broker: &Broker, group: &str, env: &[(&str, &str)]) -> Server {
     // A killed member's partitions move on after the session timeout: 6 s instead of 45 s.
     // One result per produce batch: Tansu 0.6 skips or stalls on fetches that start inside a
     // batch, which would hide results from the reader.
@@ -234,13 +238,10 @@ fn serve(broker: &Broker, group: &str) -> Server {
     )
     .expect("write config");
     let path = config.to_str().expect("utf-8").to_string();
-    let server = Server::start(
-        &["--config", &path],
-        &[
-            ("NEWSCLS__STREAM__BROKERS", broker.address.as_str()),
-            ("NEWSCLS__STREAM__GROUP_ID", group),
-        ],
-    );
+    let mut env = env.to_vec();
+    env.push(("NEWSCLS__STREAM__BROKERS", broker.address.as_str()));
+    env.push(("NEWSCLS__STREAM__GROUP_ID", group));
+    let server = Server::start(&["--config", &path], &env);
     let _ = std::fs::remove_file(config);
     server
 }
@@ -489,6 +490,87 @@ async fn run() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+pub fn a_dead_letter_topic_that_refuses_stops_the_consumer_visibly() {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(undeliverable());
+}
+
+/// The dead-letter topic does not exist: a malformed message can go nowhere. The consumer
+/// stops with `/readyz` 503 naming the reason, and the committed offset stops at that message:
+/// a restart with the topic in place reads it again.
+async fn undeliverable() {
+    let broker = Broker::start();
+    let texts = articles();
+    let server = serve_with(
+        &broker,
+        "g-undeliverable",
+        &[("NEWSCLS__STREAM__DEAD_LETTER_TOPIC", "news-no-such-topic")],
+    );
+    let producer = broker.producer();
+    // One key: one partition, in this order. Offsets 0-2 good, 3 malformed, 4-6 good.
+    for (i, payload) in [
+        json!({"id": 0, "text": texts[0]}).to_string(),
+        json!({"id": 1, "text": texts[1]}).to_string(),
+        json!({"id": 2, "text": texts[2]}).to_string(),
+        "{not json".to_string(),
+        json!({"id": 4, "text": texts[4]}).to_string(),
+        json!({"id": 5, "text": texts[5]}).to_string(),
+        json!({"id": 6, "text": texts[6]}).to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        broker.send(&producer, "same-key", payload.as_bytes());
+        if i == 2 {
+            // The good ones first: their answers must be committed.
+            producer.flush(Duration::from_secs(30)).expect("flush");
+            wait_until("three answers", || async { produced(&server).await >= 3.0 }).await;
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let sent = Instant::now();
+    let body = loop {
+        let response = server.get("/readyz").await;
+        if response.status() == 503 {
+            break response.text().await.expect("body");
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "/readyz still 200 a minute after the undeliverable message"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "stream: /readyz 503 {:.1} s after the undeliverable message: {body}",
+        sent.elapsed().as_secs_f64()
+    );
+    assert!(
+        body.contains("could not be dead-lettered") && body.contains("news-no-such-topic"),
+        "{body}"
+    );
+    assert_eq!(
+        server
+            .metric("newscls_stream_messages_total{outcome=\"undeliverable\"}")
+            .await,
+        1.0
+    );
+    // The consumer drains and commits what it answered, and nothing past the stuck message.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let committed: Vec<(i32, i64, i64)> = broker
+        .committed("g-undeliverable")
+        .into_iter()
+        .filter(|(_, _, end)| *end > 0)
+        .collect();
+    assert_eq!(committed.len(), 1, "{committed:?}");
+    let (_, offset, end) = committed[0];
+    assert_eq!(
+        (offset, end),
+        (3, 7),
+        "committed up to the stuck message: {committed:?}"
+    );
 }
 
 /// Polls `reached` every 20 ms until it holds; fails the test after a minute.

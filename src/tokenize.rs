@@ -166,8 +166,7 @@ impl TextTokenizer {
             .map(|(index, text)| {
                 let encoding = match side {
                     TruncationSide::Right => self.encode_window(text),
-                    // No shortcut for the end of a text: whole texts.
-                    TruncationSide::Left => self.inner_left.encode_fast(text.as_str(), true),
+                    TruncationSide::Left => self.encode_window_end(text),
                 };
                 let encoding = encoding.map_err(|e| TokenizeError::Failed {
                     index,
@@ -209,6 +208,42 @@ impl TextTokenizer {
     }
 }
 
+impl TextTokenizer {
+    /// The encoding of the last `max_length` tokens (left truncation): the mirror image of
+    /// [`TextTokenizer::encode_window`], from a suffix that starts at a word, so a long text
+    /// costs the same whichever end is kept.
+    fn encode_window_end(&self, text: &str) -> tokenizers::Result<tokenizers::Encoding> {
+        if self.reference {
+            return self.inner_left.encode(text, true);
+        }
+        for suffix in self
+            .prefix_bytes
+            .iter()
+            .filter_map(|&limit| word_suffix(text, limit))
+        {
+            let encoding = self.inner_left.encode_fast(suffix, true)?;
+            if !encoding.get_overflowing().is_empty() {
+                return Ok(encoding);
+            }
+        }
+        self.inner_left.encode_fast(text, true)
+    }
+}
+
+/// The end of `text` from the first word that starts after an ASCII space within its last
+/// `limit` bytes, when it is longer. A word, not a space: a run of spaces is one separator to
+/// the normalizer, so the suffix must not begin inside one.
+fn word_suffix(text: &str, limit: usize) -> Option<&str> {
+    if text.len() <= limit {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let start = text.len() - limit;
+    let space = start + bytes[start..].iter().position(|&b| b == b' ')?;
+    let word = space + bytes[space..].iter().position(|&b| b != b' ')?;
+    Some(&text[word..])
+}
+
 /// `text` cut before the last ASCII space at or before `limit` bytes, when it is longer.
 /// Only the ASCII space: it is a word separator for every tokenizer this serves, whereas a
 /// newline or another Unicode space may be normalized into a token.
@@ -236,7 +271,17 @@ fn pad_token_id(tokenizer: &Tokenizer) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::word_prefix;
+    use super::{word_prefix, word_suffix};
+
+    #[test]
+    fn word_suffix_starts_at_a_word_after_a_space_and_only_for_long_texts() {
+        assert_eq!(word_suffix("short text", 100), None);
+        assert_eq!(word_suffix("alpha beta gamma", 12), Some("beta gamma"));
+        assert_eq!(word_suffix("alpha beta   gamma", 9), Some("gamma"));
+        assert_eq!(word_suffix("한국 경제 뉴스 기사", 15), Some("뉴스 기사"));
+        assert_eq!(word_suffix("nospaceatallhere", 5), None);
+        assert_eq!(word_suffix("ends in spaces   ", 3), None);
+    }
 
     #[test]
     fn word_prefix_cuts_before_a_space_and_only_long_texts() {

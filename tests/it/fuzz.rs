@@ -5,7 +5,7 @@
 
 use newscls::api::predict::PredictRequest;
 use newscls::model::ModelSpec;
-use newscls::tokenize::TextTokenizer;
+use newscls::tokenize::{TextTokenizer, TruncationSide};
 use proptest::prelude::*;
 
 use crate::support::{repo_path, MODEL_DIR};
@@ -74,7 +74,7 @@ fn tokenizing_arbitrary_text_stays_within_the_model_limits() {
 }
 
 #[test]
-fn prefix_shortcut_gives_the_same_ids_as_tokenizing_the_whole_text() {
+fn prefix_and_suffix_shortcuts_give_the_same_ids_as_tokenizing_the_whole_text() {
     let spec = ModelSpec::load(&repo_path(MODEL_DIR)).expect("model dir");
     let fast = TextTokenizer::load(&spec.tokenizer_path(), spec.max_length).expect("tokenizer");
     let reference = TextTokenizer::load(&spec.tokenizer_path(), spec.max_length)
@@ -88,11 +88,14 @@ fn prefix_shortcut_gives_the_same_ids_as_tokenizing_the_whole_text() {
         .collect();
     let mut texts: Vec<String> = lines.windows(4).map(|w| w.join(" ")).collect();
     texts.extend(lines.iter().map(|l| l.repeat(3)));
+    let sides = [TruncationSide::Right, TruncationSide::Left];
     for truncate in [true, false] {
-        for text in &texts {
-            let a = fast.encode(std::slice::from_ref(text), truncate);
-            let b = reference.encode(std::slice::from_ref(text), truncate);
-            assert_eq!(a, b, "{:.80}", text);
+        for side in sides {
+            for text in &texts {
+                let a = fast.encode_with(std::slice::from_ref(text), truncate, side);
+                let b = reference.encode_with(std::slice::from_ref(text), truncate, side);
+                assert_eq!(a, b, "{side:?}: {:.80}", text);
+            }
         }
     }
     // And arbitrary word soups, including newlines, tabs and odd spaces between words.
@@ -108,7 +111,13 @@ fn prefix_shortcut_gives_the_same_ids_as_tokenizing_the_whole_text() {
     ];
     proptest!(|(words in prop::collection::vec((word, sep), 50..400))| {
         let text: String = words.iter().map(|(w, s)| format!("{w}{s}")).collect();
-        prop_assert_eq!(fast.encode(std::slice::from_ref(&text), true), reference.encode(std::slice::from_ref(&text), true));
-        prop_assert_eq!(fast.encode(std::slice::from_ref(&text), false), reference.encode(std::slice::from_ref(&text), false));
+        for side in sides {
+            for truncate in [true, false] {
+                prop_assert_eq!(
+                    fast.encode_with(std::slice::from_ref(&text), truncate, side),
+                    reference.encode_with(std::slice::from_ref(&text), truncate, side)
+                );
+            }
+        }
     });
 }

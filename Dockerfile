@@ -35,8 +35,13 @@ RUN cargo build --release --locked --features "${FEATURES}" \
 
 # --- GPU runtime: onnxruntime-gpu's CUDA provider with CUDA 13 + cuDNN 9 from PyPI ---
 FROM debian:bookworm-slim AS runtime-gpu
+# /var/cache/newscls: the registry model cache (model.uri), the one place the service writes.
 RUN groupadd --system --gid 10001 newscls \
- && useradd --system --uid 10001 --gid newscls --home-dir /app --shell /usr/sbin/nologin newscls
+ && useradd --system --uid 10001 --gid newscls --home-dir /app --shell /usr/sbin/nologin newscls \
+ && install -d -o 10001 -g 10001 /var/cache/newscls
+# The system roots that TLS to a registry or collector is verified against (Debian's bundle,
+# from the Python stage, which has it).
+COPY --from=onnxruntime /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=onnxruntime /out/ /opt/onnxruntime/
 COPY --from=build /newscls /usr/local/bin/newscls
 WORKDIR /app
@@ -49,6 +54,7 @@ ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     NEWSCLS_CONFIG=/app/config/default.yaml \
+    NEWSCLS__MODEL__CACHE_DIR=/var/cache/newscls/models \
     NEWSCLS__MODEL__DEVICE=cuda
 # Numeric, so Kubernetes runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
@@ -60,15 +66,21 @@ ENTRYPOINT ["newscls"]
 
 # --- CPU runtime (default) ---
 FROM debian:bookworm-slim AS runtime-cpu
+# /var/cache/newscls: the registry model cache (model.uri), the one place the service writes.
 RUN groupadd --system --gid 10001 newscls \
- && useradd --system --uid 10001 --gid newscls --home-dir /app --shell /usr/sbin/nologin newscls
+ && useradd --system --uid 10001 --gid newscls --home-dir /app --shell /usr/sbin/nologin newscls \
+ && install -d -o 10001 -g 10001 /var/cache/newscls
+# The system roots that TLS to a registry or collector is verified against (Debian's bundle,
+# from the Python stage, which has it).
+COPY --from=onnxruntime /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=onnxruntime /out/ /opt/onnxruntime/
 COPY --from=build /newscls /usr/local/bin/newscls
 WORKDIR /app
 COPY --chown=root:root models models
 COPY --chown=root:root config config
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
-    NEWSCLS_CONFIG=/app/config/default.yaml
+    NEWSCLS_CONFIG=/app/config/default.yaml \
+    NEWSCLS__MODEL__CACHE_DIR=/var/cache/newscls/models
 # Numeric, so Kubernetes runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 8080

@@ -335,8 +335,15 @@ fn input_texts(request: &InferRequest) -> Result<Vec<String>, V2Error> {
     }
     let mut texts = Vec::new();
     flatten_strings(&input.data, &mut texts)?;
-    let declared: i64 = input.shape.iter().product();
-    if input.shape.iter().any(|d| *d < 0) || declared != texts.len() as i64 {
+    // Checked: a shape such as [2^62, 4] must be refused, not wrap around to a small count.
+    let declared = input.shape.iter().try_fold(1i64, |product, d| {
+        if *d < 0 {
+            None
+        } else {
+            product.checked_mul(*d)
+        }
+    });
+    if declared != Some(texts.len() as i64) {
         return Err(bad(format!(
             "input {INPUT:?} has shape {:?} but {} strings",
             input.shape,

@@ -178,6 +178,11 @@ async fn kserve_v2_infer_metadata_and_errors() {
             400,
         ),
         (
+            // 2^62 x 4 wraps to 0 in unchecked arithmetic, which matches no data at all.
+            json!({"inputs": [{"name": "text", "shape": [4611686018427387904_i64, 4], "datatype": "BYTES", "data": []}]}),
+            400,
+        ),
+        (
             json!({"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]}),
             400,
         ),

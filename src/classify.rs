@@ -505,11 +505,11 @@ fn validate(
 ) -> Result<(), ClassifyError> {
     let invalid = |message: String| Err(ClassifyError::Invalid(message));
     if texts.is_empty() {
-        return invalid("`inputs` must not be empty".into());
+        return invalid("no text was sent; send at least one".into());
     }
     if texts.len() > limits.max_client_batch_size {
         return invalid(format!(
-            "`inputs` has {} texts; at most {} are accepted per request",
+            "{} texts were sent; at most {} are accepted per request",
             texts.len(),
             limits.max_client_batch_size
         ));

@@ -33,7 +33,7 @@ impl TokenizedText {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenizeError {
-    #[error("input {index} is longer than the model's {max_length}-token limit; send \"truncate\": true to cut it")]
+    #[error("input {index} is longer than the model's {max_length}-token limit; allow truncation to cut it")]
     TooLong { index: usize, max_length: usize },
     #[error("input {index} could not be tokenized: {reason}")]
     Failed { index: usize, reason: String },

@@ -105,7 +105,7 @@ pub enum ErrorType {
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-#[schema(example = json!({"error": "`inputs` must not be empty", "error_type": "validation"}))]
+#[schema(example = json!({"error": "no text was sent; send at least one", "error_type": "validation"}))]
 pub struct ErrorBody {
     /// A human-readable message that says what to fix.
     pub error: String,
@@ -132,23 +132,71 @@ impl ApiError {
     }
 }
 
+impl ErrorType {
+    /// The error table: each kind's HTTP status and what it tells a caller. The only mapping
+    /// from kinds to statuses; every route's documented error responses are written from it
+    /// ([`document_errors`]).
+    pub fn entry(self) -> (StatusCode, &'static str) {
+        let (status, meaning) = match self {
+            ErrorType::MalformedJson => (400, "The body is not valid JSON"),
+            ErrorType::Validation => (
+                422,
+                "Invalid input: empty, too many texts, too long, wrong types or values",
+            ),
+            ErrorType::PayloadTooLarge => (413, "The body is larger than `limits.max_body_bytes`"),
+            ErrorType::UnsupportedMediaType => (415, "The Content-Type is not application/json"),
+            ErrorType::NotFound => (404, "No such route or model"),
+            ErrorType::Unauthorized => (401, "Missing or wrong bearer token"),
+            ErrorType::MethodNotAllowed => {
+                (405, "The route does not serve this method (see `Allow`)")
+            }
+            ErrorType::Overloaded => (429, "Overloaded: retry after the `Retry-After` seconds"),
+            ErrorType::NotReady => (
+                503,
+                "Not ready: starting, draining, or inference is down (see `Retry-After`)",
+            ),
+            ErrorType::Timeout => (504, "Not finished within the request's timeout"),
+            ErrorType::Inference => (500, "Inference failed"),
+            // nginx's convention for "client closed request"; only logs and metrics see it.
+            ErrorType::ClientClosed => (499, "The client closed the connection (logs only)"),
+        };
+        (
+            StatusCode::from_u16(status).expect("a valid status code. This is a bug."),
+            meaning,
+        )
+    }
+}
+
+/// Adds to a route's OpenAPI operation a response for each of `kinds`, from the error table,
+/// with `body` (a schema name: `ErrorBody`, or `V2ErrorBody` on KServe routes) as content.
+pub fn document_errors(
+    operation: &mut utoipa::openapi::path::Operation,
+    kinds: &[ErrorType],
+    body: &str,
+) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    for kind in kinds {
+        let (status, meaning) = kind.entry();
+        let response = ResponseBuilder::new()
+            .description(meaning)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(body)))
+                    .build(),
+            )
+            .build();
+        operation
+            .responses
+            .responses
+            .entry(status.as_u16().to_string())
+            .or_insert(response.into());
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Inference(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            // nginx's convention for "client closed request"; only logs and metrics see it.
-            ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-        }
+        self.error_type().entry().0
     }
 
     fn error_response(&self) -> HttpResponse {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::connection::{disconnected, ClientSocket};
-use super::error::{ApiError, V2Error, V2ErrorBody};
+use super::error::{ApiError, V2Error};
 use super::predict::request_deadline;
 use super::ApiState;
 use crate::classify::ClassifyRequest;
@@ -129,7 +129,7 @@ pub async fn live() -> HttpResponse {
 
 /// Server readiness: as `/readyz`.
 #[utoipa::path(get, path = "/v2/health/ready", tag = "kserve-v2",
-    responses((status = 200, body = Readiness), (status = 503, body = V2ErrorBody)))]
+    responses((status = 200, body = Readiness)))]
 pub async fn ready(state: web::Data<ApiState>) -> Result<HttpResponse, V2Error> {
     state.classifier.readiness().map_err(ApiError::from)?;
     Ok(HttpResponse::Ok().json(Readiness { ready: true }))
@@ -138,7 +138,7 @@ pub async fn ready(state: web::Data<ApiState>) -> Result<HttpResponse, V2Error> 
 /// The served model's metadata.
 #[utoipa::path(get, path = "/v2/models/{name}", tag = "kserve-v2",
     params(("name" = String, Path, description = "The served model's name")),
-    responses((status = 200, body = ModelMetadata), (status = 404, body = V2ErrorBody)))]
+    responses((status = 200, body = ModelMetadata)))]
 pub async fn model_metadata(
     state: web::Data<ApiState>,
     path: web::Path<ModelPath>,
@@ -173,7 +173,7 @@ pub async fn model_metadata(
 /// The served model's readiness.
 #[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "kserve-v2",
     params(("name" = String, Path, description = "The served model's name")),
-    responses((status = 200, body = Readiness), (status = 404, body = V2ErrorBody), (status = 503, body = V2ErrorBody)))]
+    responses((status = 200, body = Readiness)))]
 pub async fn model_ready(
     state: web::Data<ApiState>,
     path: web::Path<ModelPath>,
@@ -193,11 +193,6 @@ pub async fn model_ready(
     })),
     responses(
         (status = 200, body = InferResponse),
-        (status = 400, description = "Not a valid inference request", body = V2ErrorBody),
-        (status = 404, description = "No such model", body = V2ErrorBody),
-        (status = 429, description = "Overloaded", body = V2ErrorBody),
-        (status = 503, description = "Not ready", body = V2ErrorBody),
-        (status = 504, description = "Timeout", body = V2ErrorBody),
     ))]
 pub async fn infer(
     state: web::Data<ApiState>,

@@ -108,13 +108,91 @@ pub struct ApiState {
 )]
 pub struct ApiDoc;
 
-/// The OpenAPI document, with the request limits this server actually enforces.
+/// The errors each route can answer with, by kind; their statuses and meanings come from the
+/// error table ([`ErrorType::entry`]). `(method, path, kinds)`.
+const ROUTE_ERRORS: &[(&str, &str, &[ErrorType])] = {
+    use ErrorType::*;
+    const CLASSIFY: &[ErrorType] = &[
+        MalformedJson,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Validation,
+        Overloaded,
+        Inference,
+        NotReady,
+        Timeout,
+    ];
+    &[
+        ("post", "/predict", CLASSIFY),
+        ("post", "/", CLASSIFY),
+        (
+            "post",
+            "/classify",
+            &[
+                MalformedJson,
+                PayloadTooLarge,
+                UnsupportedMediaType,
+                NotFound,
+                Validation,
+                Overloaded,
+                Inference,
+                NotReady,
+                Timeout,
+            ],
+        ),
+        (
+            "post",
+            "/v2/models/{name}/infer",
+            &[
+                MalformedJson,
+                PayloadTooLarge,
+                NotFound,
+                Validation,
+                Overloaded,
+                Inference,
+                NotReady,
+                Timeout,
+            ],
+        ),
+        ("get", "/v2/health/ready", &[NotReady]),
+        ("get", "/v2/models/{name}", &[NotFound]),
+        ("get", "/v2/models/{name}/ready", &[NotFound, NotReady]),
+        ("get", "/readyz", &[NotReady]),
+        (
+            "post",
+            "/admin/reload",
+            &[Unauthorized, NotFound, Overloaded],
+        ),
+    ]
+};
+
+/// The OpenAPI document, with the request limits this server actually enforces and every
+/// route's error responses from the error table.
 pub fn openapi(limits: &LimitsConfig) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     if let Some(components) = doc.components.as_mut() {
         components
             .schemas
             .insert("PredictInputs".into(), predict::inputs_schema(limits));
+    }
+    for (method, path, kinds) in ROUTE_ERRORS {
+        let item = doc
+            .paths
+            .paths
+            .get_mut(*path)
+            .unwrap_or_else(|| panic!("{path} is not in the OpenAPI document. This is a bug."));
+        let operation = match *method {
+            "get" => item.get.as_mut(),
+            _ => item.post.as_mut(),
+        }
+        .unwrap_or_else(|| panic!("{method} {path} is not documented. This is a bug."));
+        // KServe v2 routes answer errors in their protocol's body.
+        let body = if path.starts_with("/v2") {
+            "V2ErrorBody"
+        } else {
+            "ErrorBody"
+        };
+        error::document_errors(operation, kinds, body);
     }
     doc
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::connection::{disconnected, ClientSocket};
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::ApiState;
 use crate::classify::{Classification, ClassifyRequest, Deadline, Priority};
 use crate::config::LimitsConfig;
@@ -329,14 +329,6 @@ pub struct RequestStats {
     responses(
         (status = 200, description = "Labels ranked by probability", body = PredictResponse,
             example = json!([{"label": "business", "score": 0.93}, {"label": "world", "score": 0.04}])),
-        (status = 400, description = "Body is not valid JSON", body = ErrorBody),
-        (status = 413, description = "Body larger than `limits.max_body_bytes`", body = ErrorBody),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input: empty, too many texts, too long, wrong types", body = ErrorBody),
-        (status = 429, description = "Queue full; retry after the `Retry-After` seconds", body = ErrorBody),
-        (status = 500, description = "Inference failed", body = ErrorBody),
-        (status = 503, description = "Starting up or shutting down", body = ErrorBody),
-        (status = 504, description = "Not finished within `server.timeout`", body = ErrorBody),
     )
 )]
 pub async fn predict(
@@ -363,7 +355,6 @@ pub async fn predict(
     })),
     responses(
         (status = 200, description = "As POST /predict", body = PredictResponse),
-        (status = 422, description = "Invalid input", body = ErrorBody),
     )
 )]
 pub async fn predict_at_root(

@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::ApiState;
 use crate::config::{BatchLimits, BatchingConfig, LimitsConfig};
 use crate::reload::{Busy, Outcome};
@@ -25,8 +25,7 @@ pub async fn livez() -> HttpResponse {
 /// The model is loaded and warmed up, inference workers run, and the server is not draining.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready for traffic", body = Health),
-        (status = 503, description = "Not ready: starting, draining, or inference is down", body = ErrorBody)
+        (status = 200, description = "Ready for traffic", body = Health)
     ))]
 pub async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     state.classifier.readiness()?;
@@ -161,11 +160,8 @@ pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
     responses(
         (status = 200, description = "Swapped, or unchanged", body = Object,
             example = json!({"outcome": "swapped", "from": "2", "to": "3"})),
-        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-        (status = 404, description = "The endpoint is off (no server.admin_token)", body = ErrorBody),
         (status = 409, description = "The new version was refused; the serving one stays", body = Object,
             example = json!({"outcome": "refused", "version": "4", "reason": "..."})),
-        (status = 429, description = "A reload is already running (see Retry-After)", body = ErrorBody),
         (status = 502, description = "The model source could not be reached or read; the serving version stays", body = Object,
             example = json!({"outcome": "unavailable", "reason": "..."})),
     ))]

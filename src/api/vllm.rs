@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::connection::{disconnected, ClientSocket};
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::predict::{request_deadline, MODEL_NAME_HEADER, MODEL_VERSION_HEADER};
 use super::ApiState;
 use crate::classify::ClassifyRequest;
@@ -82,11 +82,6 @@ pub struct Usage {
     })),
     responses(
         (status = 200, description = "One entry per input, in order", body = ClassifyResponse),
-        (status = 404, description = "`model` is not the served model", body = ErrorBody),
-        (status = 422, description = "Invalid input", body = ErrorBody),
-        (status = 429, description = "Overloaded; retry after `Retry-After`", body = ErrorBody),
-        (status = 503, description = "Not ready", body = ErrorBody),
-        (status = 504, description = "Timeout", body = ErrorBody),
     )
 )]
 pub async fn classify(

@@ -60,6 +60,33 @@ async fn openapi_documents_every_route_with_errors_and_examples_and_swagger_ui_i
             "/predict {status} undocumented"
         );
     }
+    // Error responses come from the one error table: the same words everywhere, in each
+    // protocol's body.
+    assert_eq!(
+        predict["responses"]["429"]["description"],
+        spec["paths"]["/classify"]["post"]["responses"]["429"]["description"]
+    );
+    let body = |path: &str, method: &str, status: &str| {
+        spec["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+            ["$ref"]
+            .clone()
+    };
+    assert_eq!(
+        body("/predict", "post", "422"),
+        "#/components/schemas/ErrorBody"
+    );
+    assert_eq!(
+        body("/v2/models/{name}/infer", "post", "400"),
+        "#/components/schemas/V2ErrorBody"
+    );
+    assert_eq!(
+        body("/admin/reload", "post", "401"),
+        "#/components/schemas/ErrorBody"
+    );
+    assert_eq!(
+        body("/readyz", "get", "503"),
+        "#/components/schemas/ErrorBody"
+    );
     let examples = &predict["requestBody"]["content"]["application/json"]["examples"];
     assert!(
         examples["English"].is_object() && examples["Korean"].is_object(),

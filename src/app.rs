@@ -97,12 +97,13 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         n => n,
     };
     let (limits, demo_page) = (config.limits.clone(), config.server.demo_page);
+    let separate_admin = config.server.admin_port.is_some();
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
             .wrap(middleware::from_fn(api::observe))
-            .configure(|cfg| api::routes(cfg, &limits, demo_page))
+            .configure(|cfg| api::routes(cfg, &limits, demo_page, !separate_admin))
             .default_service(web::to(api::not_found))
     })
     .on_connect(api::connection::remember_socket)
@@ -115,6 +116,11 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         source,
     })?
     .run();
+
+    let admin = match config.server.admin_port {
+        Some(port) => Some(serve_admin(&config.server.host, port, state.clone())?),
+        None => None,
+    };
 
     classifier.mark_ready();
     let serving = classifier.serving();
@@ -144,6 +150,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     });
 
     let handle = server.handle();
+    let admin_handle = admin.as_ref().map(|a| a.handle());
+    if let Some(admin) = admin {
+        actix_web::rt::spawn(admin);
+    }
     let signal_classifier = classifier.clone();
     let stop_stream = stream.as_ref().map(|s| s.stopper());
     actix_web::rt::spawn(async move {
@@ -152,6 +162,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         signal_classifier.start_draining();
         if let Some(stop) = stop_stream {
             stop();
+        }
+        if let Some(admin) = admin_handle {
+            admin.stop(false).await;
         }
         let graceful = handle.stop(true);
         tokio::select! {
@@ -172,6 +185,37 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     classifier.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The admin listener (`server.admin_port`): `/admin/reload` alone, one worker.
+fn serve_admin(
+    host: &str,
+    port: u16,
+    state: web::Data<ApiState>,
+) -> Result<actix_web::dev::Server, StartupError> {
+    let addr = format!("{host}:{port}");
+    let bind_error = |source| StartupError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&addr).map_err(bind_error)?;
+    let bound = listener
+        .local_addr()
+        .map_or(addr.clone(), |a| a.to_string());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(api::admin_routes)
+            .default_service(web::to(api::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .map_err(bind_error)?
+    .run();
+    // Tests and scripts read this line to learn the port when `server.admin_port` is 0.
+    println!("newscls admin listening on http://{bound}");
+    Ok(server)
 }
 
 async fn wait_for_signal() {

@@ -126,6 +126,9 @@ pub struct ServerConfig {
     pub demo_page: bool,
     /// Bearer token for `POST /admin/reload`; null leaves the endpoint off (404).
     pub admin_token: Option<Secret>,
+    /// Serve `/admin/reload` on this port (same host) instead of the main one, so an ingress
+    /// can expose the API without it; null keeps it on the main port.
+    pub admin_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -229,6 +232,7 @@ impl Default for ServerConfig {
             drain_timeout: 20.0,
             demo_page: true,
             admin_token: None,
+            admin_port: None,
         }
     }
 }

@@ -197,8 +197,17 @@ pub fn openapi(limits: &LimitsConfig) -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Registers every route. A known path with a method it does not serve gets 405.
-pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bool) {
+/// `POST /admin/reload`, on the main listener or, with `server.admin_port`, on its own.
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/admin/reload", "POST").post(status::reload));
+}
+
+/// Registers every route (`/admin/reload` only when `admin` is true: otherwise it is served on
+/// the admin listener). A known path with a method it does not serve gets 405.
+pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bool, admin: bool) {
+    if admin {
+        admin_routes(cfg);
+    }
     let max_body_bytes = limits.max_body_bytes;
     // `POST /` is `/predict` (TEI and the Hugging Face Inference API serve their task there);
     // a browser's `GET /` gets the demo page.
@@ -230,7 +239,6 @@ pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bo
     .service(resource("/v2/models/{name}/infer", "POST").post(kserve::infer))
     .service(resource("/v2/models/{name}/versions/{version}/infer", "POST").post(kserve::infer))
     .service(resource("/livez", "GET").get(status::livez))
-    .service(resource("/admin/reload", "POST").post(status::reload))
     .service(resource("/readyz", "GET").get(status::readyz))
     .service(resource("/info", "GET").get(status::info))
     .service(resource("/metrics", "GET").get(status::metrics))

@@ -286,6 +286,41 @@ async fn admin_reload_is_off_without_a_token_and_needs_it_when_on() {
 }
 
 #[tokio::test]
+async fn with_an_admin_port_reload_is_served_there_and_only_there() {
+    let server = Server::start(
+        &[],
+        &[
+            ("NEWSCLS__SERVER__ADMIN_TOKEN", "s3cret"),
+            ("NEWSCLS__SERVER__ADMIN_PORT", "0"),
+        ],
+    );
+    let admin = server.admin.clone().expect("the admin listener's address");
+    let reload = |base: &str| {
+        server
+            .client
+            .post(format!("{base}/admin/reload"))
+            .bearer_auth("s3cret")
+            .send()
+    };
+    assert_eq!(reload(&server.base).await.expect("request").status(), 404);
+    assert_eq!(reload(&admin).await.expect("request").status(), 200);
+    let predict = server
+        .client
+        .post(format!("{admin}/predict"))
+        .json(&json!({"inputs": "Oil prices rose."}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        predict.status(),
+        404,
+        "the admin listener serves nothing else"
+    );
+    let response = server.predict(json!({"inputs": "Oil prices rose."})).await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
 async fn secrets_reach_no_log_line_error_or_printed_config() {
     let admin = "admin-token-7f3a9c";
     let kafka = "kafka-password-51be0d";

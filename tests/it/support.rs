@@ -43,6 +43,8 @@ pub fn repo_path(relative: &str) -> PathBuf {
 /// A running server; killed when dropped.
 pub struct Server {
     pub base: String,
+    /// The admin listener's base URL, with `server.admin_port` set.
+    pub admin: Option<String>,
     child: Child,
     pub client: reqwest::Client,
     /// What the server wrote to stderr so far (its log).
@@ -70,14 +72,18 @@ impl Server {
         });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut admin = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("newscls admin listening on ") {
+                    admin = Some(url.to_string());
+                }
                 if let Some(url) = line.strip_prefix("newscls listening on ") {
-                    let _ = tx.send(url.to_string());
+                    let _ = tx.send((url.to_string(), admin.clone()));
                 }
             }
         });
-        let base = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(url) => url,
+        let (base, admin) = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(urls) => urls,
             Err(_) => {
                 let _ = child.kill();
                 panic!("newscls did not report listening within 120 s");
@@ -89,6 +95,7 @@ impl Server {
             .expect("client");
         Server {
             base,
+            admin,
             child,
             client,
             log,

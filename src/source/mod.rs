@@ -3,7 +3,7 @@
 //! ([`MlflowSource`]). A source answers two questions: which version it names now (fetching its
 //! files into a local directory when the caller wants that version), and which copy it has
 //! cached for a start without the source. Loading, checking and swapping a version is the
-//! caller's ([`crate::reload`]), the same for every source.
+//! caller's (the reloader), the same for every source.
 
 mod cache;
 mod directory;

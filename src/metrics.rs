@@ -26,6 +26,7 @@ pub struct Metrics {
     pub failed_batches: IntCounter,
     pub model_reloads: IntCounterVec,
     pub stream_messages: IntCounterVec,
+    pub stream_retries: IntCounterVec,
     pub stream_commit_lag: prometheus::IntGaugeVec,
     pub stream_paused: IntGauge,
     pub stream_batch_size: Histogram,
@@ -154,6 +155,11 @@ impl Metrics {
                 "stream_paused",
                 "1 while the stream consumer has paused its partitions for backpressure",
             ),
+            stream_retries: counter_vec(
+                "stream_retries_total",
+                "Stream messages classified again, by why the attempt failed (overloaded, inference, other)",
+                &["reason"],
+            ),
             stream_batch_size: histogram(
                 "stream_batch_size",
                 "Per stream message: texts in the inference batch it was classified in",
@@ -161,7 +167,7 @@ impl Metrics {
             ),
             model_reloads: counter_vec(
                 "model_reloads_total",
-                "Model reloads by outcome (swapped, unchanged on request, refused)",
+                "Model reloads by outcome (swapped, unchanged on request, refused, unavailable, panicked)",
                 &["outcome"],
             ),
             registry,

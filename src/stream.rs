@@ -625,9 +625,18 @@ impl Stream {
             };
             match after_failure(&error, attempt, self.stopping.load(Ordering::SeqCst)) {
                 AfterFailure::Retry(pause) => {
-                    if matches!(error, ClassifyError::Inference(_)) {
-                        tracing::warn!(%error, attempt, "stream: inference failed; retrying");
-                    }
+                    let reason = match error {
+                        ClassifyError::Overloaded { .. } => "overloaded",
+                        ClassifyError::Inference(_) => {
+                            tracing::warn!(%error, attempt, "stream: inference failed; retrying");
+                            "inference"
+                        }
+                        _ => "other",
+                    };
+                    self.metrics
+                        .stream_retries
+                        .with_label_values(&[reason])
+                        .inc();
                     tokio::time::sleep(pause).await;
                 }
                 AfterFailure::DeadLetter(reason) => return Some(Err(reason)),

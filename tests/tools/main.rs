@@ -67,6 +67,11 @@ fn main() {
             stream::a_dead_letter_topic_that_refuses_stops_the_consumer_visibly,
         ),
         needs_tool(
+            "stream::an_overloaded_queue_is_retried_not_dead_lettered",
+            stream::missing(),
+            stream::an_overloaded_queue_is_retried_not_dead_lettered,
+        ),
+        needs_tool(
             "stream::a_killed_consumer_is_restarted_without_losing_messages",
             stream::missing(),
             stream::a_killed_consumer_is_restarted_without_losing_messages,

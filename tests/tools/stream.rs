@@ -573,6 +573,47 @@ async fn undeliverable() {
     );
 }
 
+pub fn an_overloaded_queue_is_retried_not_dead_lettered() {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(overloaded());
+}
+
+/// A queue of 4 texts behind 64 messages in flight refuses most admissions: each refusal is
+/// retried, and every message is answered, none dead-lettered.
+async fn overloaded() {
+    let broker = Broker::start();
+    let texts = articles();
+    let server = serve_with(
+        &broker,
+        "g-overloaded",
+        &[
+            ("NEWSCLS__BATCHING__MAX_QUEUE_SIZE", "4"),
+            ("NEWSCLS__LIMITS__MAX_CLIENT_BATCH_SIZE", "4"),
+            ("NEWSCLS__STREAM__MAX_IN_FLIGHT", "64"),
+        ],
+    );
+    let producer = broker.producer();
+    broker.send_articles(&producer, &texts, 'o', 0..150);
+    wait_until("150 answers", || async { produced(&server).await >= 150.0 }).await;
+    let retried = server
+        .metric("newscls_stream_retries_total{reason=\"overloaded\"}")
+        .await;
+    let dead = server
+        .metric("newscls_stream_messages_total{outcome=\"dead_lettered\"}")
+        .await;
+    println!(
+        "stream: 150 messages through a 4-text queue: {} retries after 429, {} dead-lettered",
+        retried as u64, dead as u64
+    );
+    assert!(
+        retried > 0.0,
+        "the queue never refused: the test proves nothing"
+    );
+    assert_eq!(dead, 0.0);
+    assert_eq!(produced(&server).await, 150.0);
+}
+
 /// Polls `reached` every 20 ms until it holds; fails the test after a minute.
 async fn wait_until<F: std::future::Future<Output = bool>>(
     what: &str,

@@ -8,6 +8,9 @@ use actix_web::HttpResponse;
 
 const PAGE: &str = include_str!("static/index.html");
 
+/// The demo page (off with `server.demo_page: false`).
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses((status = 200, description = "The demo page", content_type = "text/html", body = String)))]
 pub async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))

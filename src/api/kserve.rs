@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use super::connection::{disconnected, ClientSocket};
 use super::error::{ApiError, V2Error};
+use super::json::Object;
 use super::predict::request_deadline;
 use super::ApiState;
 use crate::classify::ClassifyRequest;
@@ -63,8 +64,11 @@ pub struct Readiness {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct InferRequest {
     pub id: Option<String>,
+    /// Exactly one: `text`.
+    #[serde(deserialize_with = "super::json::objects")]
+    #[schema(min_items = 1, max_items = 1)]
     pub inputs: Vec<InputTensor>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json::objects")]
     pub outputs: Vec<RequestedOutput>,
     #[schema(value_type = Object)]
     pub parameters: Option<serde_json::Map<String, Value>>,
@@ -72,13 +76,16 @@ pub struct InferRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct InputTensor {
-    #[schema(example = "text")]
+    /// The model's one input.
+    #[schema(example = "text", pattern = "^text$")]
     pub name: String,
+    /// `[texts]` or `[texts, 1]`; its product must equal the number of strings in `data`.
+    #[schema(min_items = 1, max_items = 2)]
     pub shape: Vec<i64>,
-    #[schema(example = "BYTES")]
+    #[schema(example = "BYTES", pattern = "^BYTES$")]
     pub datatype: String,
-    /// The texts, as JSON strings.
-    #[schema(value_type = Vec<String>)]
+    /// The texts, as JSON strings, flat or one per row.
+    #[schema(value_type = TensorTexts)]
     pub data: Value,
     #[schema(value_type = Object)]
     pub parameters: Option<serde_json::Map<String, Value>>,
@@ -86,6 +93,7 @@ pub struct InputTensor {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RequestedOutput {
+    #[schema(pattern = "^(label|probabilities)$")]
     pub name: String,
     #[schema(value_type = Object)]
     pub parameters: Option<serde_json::Map<String, Value>>,
@@ -105,9 +113,64 @@ pub struct OutputTensor {
     pub name: &'static str,
     pub datatype: &'static str,
     pub shape: Vec<usize>,
-    #[schema(value_type = Vec<Object>)]
+    /// Row-major: strings for `BYTES` (`label`), numbers for `FP32` (`probabilities`).
+    #[schema(value_type = OutputData)]
     pub data: Value,
 }
+
+/// The texts of an input tensor: 1 to `limits.max_client_batch_size` strings, none blank, flat
+/// (`["a", "b"]`) or one per row (`[["a"], ["b"]]`).
+pub fn texts_schema(
+    limits: &crate::config::LimitsConfig,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder};
+    let text = || super::predict::text_schema(limits, "A text");
+    OneOfBuilder::new()
+        .item(
+            ArrayBuilder::new()
+                .items(text())
+                .min_items(Some(1))
+                .max_items(Some(limits.max_client_batch_size)),
+        )
+        .item(
+            ArrayBuilder::new()
+                .items(
+                    ArrayBuilder::new()
+                        .items(text())
+                        .min_items(Some(1))
+                        .max_items(Some(1)),
+                )
+                .min_items(Some(1))
+                .max_items(Some(limits.max_client_batch_size)),
+        )
+        .into()
+}
+
+/// The schema of [`InputTensor::data`] (see [`texts_schema`]).
+pub struct TensorTexts;
+
+impl utoipa::PartialSchema for TensorTexts {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        texts_schema(&crate::config::LimitsConfig::default())
+    }
+}
+
+impl ToSchema for TensorTexts {}
+
+/// The schema of [`OutputTensor::data`]: strings or numbers.
+pub struct OutputData;
+
+impl utoipa::PartialSchema for OutputData {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)))
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Number)))
+            .into()
+    }
+}
+
+impl ToSchema for OutputData {}
 
 /// Server metadata.
 #[utoipa::path(get, path = "/v2", tag = "kserve-v2",
@@ -203,7 +266,7 @@ pub async fn infer(
     let model = state.classifier.serving();
     check_model(&model.spec.name, &model.spec.version, &path)?;
     refuse_binary(http.headers())?;
-    let request: InferRequest = serde_json::from_slice(&body)
+    let Object(request): Object<InferRequest> = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("not a valid inference request: {e}")))?;
     let texts = input_texts(&request)?;
     let wanted = requested_outputs(&request)?;
@@ -327,6 +390,11 @@ fn input_texts(request: &InferRequest) -> Result<Vec<String>, V2Error> {
         return Err(bad(
             "binary input data is not supported: send strings as JSON".into(),
         ));
+    }
+    if !input.data.is_array() {
+        return Err(bad(format!(
+            "input {INPUT:?}'s data must be an array of strings"
+        )));
     }
     let mut texts = Vec::new();
     flatten_strings(&input.data, &mut texts)?;

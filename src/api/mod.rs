@@ -8,6 +8,7 @@
 pub mod connection;
 pub mod demo;
 pub mod error;
+pub mod json;
 pub mod kserve;
 pub mod predict;
 pub mod status;
@@ -55,6 +56,7 @@ pub struct ApiState {
     paths(
         predict::predict,
         predict::predict_at_root,
+        demo::page,
         vllm::classify,
         kserve::server_metadata,
         kserve::live,
@@ -98,6 +100,8 @@ pub struct ApiState {
         kserve::RequestedOutput,
         kserve::InferResponse,
         kserve::OutputTensor,
+        kserve::TensorTexts,
+        kserve::OutputData,
         error::V2ErrorBody
     )),
     tags(
@@ -166,14 +170,25 @@ const ROUTE_ERRORS: &[(&str, &str, &[ErrorType])] = {
     ]
 };
 
-/// The OpenAPI document, with the request limits this server actually enforces and every
-/// route's error responses from the error table.
-pub fn openapi(limits: &LimitsConfig) -> utoipa::openapi::OpenApi {
+/// The OpenAPI document, with the request limits this server actually enforces, every route's
+/// error responses from the error table, and `GET /` only where the demo page is served.
+pub fn openapi(limits: &LimitsConfig, demo_page: bool) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    if !demo_page {
+        if let Some(root) = doc.paths.paths.get_mut("/") {
+            root.get = None;
+        }
+    }
     if let Some(components) = doc.components.as_mut() {
         components
             .schemas
             .insert("PredictInputs".into(), predict::inputs_schema(limits));
+        components
+            .schemas
+            .insert("ClassifyInput".into(), vllm::input_schema(limits));
+        components
+            .schemas
+            .insert("TensorTexts".into(), kserve::texts_schema(limits));
     }
     for (method, path, kinds) in ROUTE_ERRORS {
         let item = doc
@@ -194,6 +209,15 @@ pub fn openapi(limits: &LimitsConfig) -> utoipa::openapi::OpenApi {
         };
         error::document_errors(operation, kinds, body);
     }
+    doc
+}
+
+/// The document as served at `/openapi.json`: [`openapi`] plus what utoipa's types cannot
+/// hold, the rules between `/predict`'s fields (`allOf` of `not` clauses).
+pub fn openapi_json(limits: &LimitsConfig, demo_page: bool) -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi(limits, demo_page))
+        .expect("the OpenAPI document serializes. This is a bug.");
+    doc["components"]["schemas"]["PredictRequest"]["allOf"] = predict::request_rules();
     doc
 }
 
@@ -243,7 +267,12 @@ pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bo
     .service(resource("/info", "GET").get(status::info))
     .service(resource("/metrics", "GET").get(status::metrics))
     .service(web::redirect("/docs", "/docs/"))
-    .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi(limits)));
+    .service(
+        SwaggerUi::new("/docs/{_:.*}").external_urls_from_iter_unchecked([(
+            "/openapi.json",
+            openapi_json(limits, demo_page),
+        )]),
+    );
 }
 
 /// A route whose other methods get 405 with `Allow: <allow>`.

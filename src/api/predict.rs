@@ -95,7 +95,7 @@ struct PredictRequestFields {
     truncation_direction: Option<TruncationDirection>,
     #[serde(default)]
     raw_scores: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json::optional_object")]
     parameters: Option<Parameters>,
 }
 
@@ -191,10 +191,10 @@ impl PredictRequest {
             }
         };
         let top_k = match (self.top_k, parameters.and_then(|p| p.top_k)) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::Validation(format!(
-                    "`top_k` ({a}) and `parameters.top_k` ({b}) disagree"
-                )))
+            (Some(_), Some(_)) => {
+                return Err(ApiError::Validation(
+                    "`top_k` and `parameters.top_k` are one option in two protocols' spellings: send one".into(),
+                ))
             }
             (a, b) => a.or(b),
         };
@@ -227,21 +227,52 @@ impl PredictRequest {
     }
 }
 
+/// The rules between fields that `into_request` enforces, as JSON Schema, so the document
+/// states them: `top_k` and `parameters.top_k` are not both given, and `raw_scores: true`
+/// (logits) goes with no other `function_to_apply` than `none`.
+pub fn request_rules() -> serde_json::Value {
+    serde_json::json!([
+        {"not": {
+            "required": ["top_k", "parameters"],
+            "properties": {
+                "top_k": {"type": "integer"},
+                "parameters": {"type": "object", "required": ["top_k"],
+                               "properties": {"top_k": {"type": "integer"}}}
+            }
+        }},
+        {"not": {
+            "required": ["raw_scores", "parameters"],
+            "properties": {
+                "raw_scores": {"const": true},
+                "parameters": {"type": "object", "required": ["function_to_apply"],
+                               "properties": {"function_to_apply": {"enum": ["softmax", "sigmoid"]}}}
+            }
+        }}
+    ])
+}
+
+/// One text as the classifier takes it: 1 to `limits.max_input_chars` characters, not blank.
+pub fn text_schema(
+    limits: &LimitsConfig,
+    description: &str,
+) -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(limits.max_input_chars))
+        // Not blank: at least one non-whitespace character.
+        .pattern(Some(r"\S"))
+        .description(Some(description))
+}
+
 /// The OpenAPI schema of `inputs`, with the limits the server enforces, so that any text the
 /// schema allows is accepted (apart from the token limit with `truncate: false`).
 pub fn inputs_schema(
     limits: &LimitsConfig,
 ) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
-    let text = |description: &str| {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(1))
-            .max_length(Some(limits.max_input_chars))
-            // Not blank: at least one non-whitespace character.
-            .pattern(Some(r"\S"))
-            .description(Some(description))
-    };
+    use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder};
+    let text = |description: &str| text_schema(limits, description);
     OneOfBuilder::new()
         .item(text("One news text"))
         .item(

@@ -12,9 +12,11 @@ use utoipa::ToSchema;
 
 use super::connection::{disconnected, ClientSocket};
 use super::error::ApiError;
+use super::json::Object;
 use super::predict::{request_deadline, MODEL_NAME_HEADER, MODEL_VERSION_HEADER};
 use super::ApiState;
 use crate::classify::ClassifyRequest;
+use crate::config::LimitsConfig;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +30,7 @@ pub struct ClassifyBody {
     pub user: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(
     untagged,
     expecting = "`input` must be a string or an array of strings"
@@ -37,6 +39,32 @@ pub enum ClassifyInput {
     One(String),
     Many(Vec<String>),
 }
+
+/// One text or 1 to `limits.max_client_batch_size` texts, none blank: what the classifier
+/// takes.
+pub fn input_schema(
+    limits: &LimitsConfig,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder};
+    OneOfBuilder::new()
+        .item(super::predict::text_schema(limits, "One text"))
+        .item(
+            ArrayBuilder::new()
+                .items(super::predict::text_schema(limits, "A text"))
+                .min_items(Some(1))
+                .max_items(Some(limits.max_client_batch_size))
+                .description(Some("Several texts, answered in order")),
+        )
+        .into()
+}
+
+impl utoipa::PartialSchema for ClassifyInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        input_schema(&LimitsConfig::default())
+    }
+}
+
+impl ToSchema for ClassifyInput {}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClassifyResponse {
@@ -87,9 +115,9 @@ pub struct Usage {
 pub async fn classify(
     state: web::Data<ApiState>,
     http: HttpRequest,
-    body: web::Json<ClassifyBody>,
+    body: web::Json<Object<ClassifyBody>>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let Object(body) = body.into_inner();
     let served = state.classifier.serving().spec.name.clone();
     if let Some(model) = body.model.as_deref().filter(|m| *m != served) {
         return Err(ApiError::NotFound(format!(

@@ -1,4 +1,5 @@
 //! Tests that need a tool outside Rust: Java for QA's JMeter plan, Chromium for the demo page,
+//! schemathesis for the OpenAPI contract,
 //! the Python clients of other inference servers (huggingface_hub, tritonclient), an MLflow
 //! server (traces, model registry, both also behind TLS with a private CA, made by openssl) and a
 //! Kafka-protocol broker (Tansu, stream mode).
@@ -10,6 +11,7 @@
 
 mod browser;
 mod clients;
+mod contract;
 mod jmeter;
 mod mlflow;
 mod registry;
@@ -35,6 +37,11 @@ fn main() {
             "clients::huggingface_and_triton_clients_work_unchanged",
             clients::missing(),
             clients::huggingface_and_triton_clients_work_unchanged,
+        ),
+        needs_tool(
+            "contract::every_operation_keeps_the_openapi_contract",
+            contract::missing(),
+            contract::every_operation_keeps_the_openapi_contract,
         ),
         needs_tool(
             "traces::requests_are_traced_into_an_otlp_backend",

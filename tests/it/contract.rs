@@ -1,0 +1,154 @@
+//! Regression tests for what schemathesis found where the OpenAPI document and the server
+//! disagreed (the full property-based run is tests/tools/contract.rs). Each is named after the
+//! failure it pins down.
+
+use serde_json::{json, Value};
+
+use crate::support::Server;
+
+async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    let response = server
+        .client
+        .post(server.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
+}
+
+#[tokio::test]
+async fn an_array_where_an_object_is_documented_is_refused_not_read_positionally() {
+    let server = Server::start(&[], &[]);
+    // serde's derive builds a struct from `[null, null]`: it was answered 200.
+    let (status, body) = post(
+        &server,
+        "/predict",
+        json!({"inputs": "Oil prices rose.", "parameters": [null, null]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error_type"].as_str()),
+        (422, Some("validation")),
+        "{body}"
+    );
+    let (status, body) = post(
+        &server,
+        "/classify",
+        json!(["news-topic-e5-small", "a text"]),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = post(
+        &server,
+        "/v2/models/news-topic-e5-small/infer",
+        json!({"inputs": [["text", [1], "BYTES", ["a text"]]]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("object")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn kserve_scalar_data_and_empty_inputs_are_refused_in_the_protocols_error_shape() {
+    let server = Server::start(&[], &[]);
+    let infer = "/v2/models/news-topic-e5-small/infer";
+    // `"data": "AAA"` with `"shape": []` was accepted as one text.
+    let (status, body) = post(
+        &server,
+        infer,
+        json!({"inputs": [{"name": "text", "shape": [], "datatype": "BYTES", "data": "AAA"}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(&server, infer, json!({"inputs": []})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["error".to_string()]),
+        "KServe's error body is {{\"error\": ...}}: {body}"
+    );
+}
+
+#[tokio::test]
+async fn top_k_in_both_spellings_is_refused_as_the_document_says() {
+    let server = Server::start(&[], &[]);
+    let (status, body) = post(
+        &server,
+        "/predict",
+        json!({"inputs": "Oil prices rose.", "top_k": 2, "parameters": {"top_k": 2}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+}
+
+#[tokio::test]
+async fn every_route_documents_every_status_it_answers() {
+    let server = Server::start(&[], &[]);
+    let spec: Value = server.get_json("/openapi.json").await;
+    let responses = |path: &str, method: &str| spec["paths"][path][method]["responses"].clone();
+    let classify = [
+        "200", "400", "413", "415", "422", "429", "500", "503", "504",
+    ];
+    for (path, method, statuses) in [
+        ("/", "post", &classify[..]),
+        ("/predict", "post", &classify[..]),
+        ("/classify", "post", &[&classify[..], &["404"]].concat()[..]),
+        (
+            "/v2/models/{name}/infer",
+            "post",
+            &[
+                "200", "400", "404", "413", "422", "429", "500", "503", "504",
+            ][..],
+        ),
+        (
+            "/admin/reload",
+            "post",
+            &["200", "401", "404", "409", "429", "502"][..],
+        ),
+        ("/readyz", "get", &["200", "503"][..]),
+        ("/", "get", &["200"][..]),
+    ] {
+        let documented = responses(path, method);
+        for status in statuses {
+            assert!(
+                documented[status].is_object(),
+                "{method} {path}: {status} undocumented: {documented}"
+            );
+        }
+    }
+    let schemas = &spec["components"]["schemas"];
+    // `"input": []` was schema-valid and refused with 422.
+    assert_eq!(
+        schemas["ClassifyInput"]["oneOf"][1]["minItems"], 1,
+        "{}",
+        schemas["ClassifyInput"]
+    );
+    // Output `data` items were typed as objects; the server sends strings and numbers.
+    let output = schemas["OutputData"]["oneOf"].to_string();
+    assert!(
+        output.contains("\"string\"") && output.contains("\"number\""),
+        "{output}"
+    );
+    assert!(
+        schemas["PredictRequest"]["allOf"].is_array(),
+        "the rules between fields"
+    );
+}
+
+#[tokio::test]
+async fn without_the_demo_page_get_root_is_not_documented() {
+    let server = Server::start(&[], &[("NEWSCLS__SERVER__DEMO_PAGE", "false")]);
+    let spec: Value = server.get_json("/openapi.json").await;
+    assert!(
+        spec["paths"]["/"]["get"].is_null(),
+        "{}",
+        spec["paths"]["/"]
+    );
+    assert!(spec["paths"]["/"]["post"].is_object());
+}

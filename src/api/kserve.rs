@@ -2,11 +2,10 @@
 //!
 //! Server and model metadata, liveness and readiness, and `infer` with one `BYTES` input,
 //! `text`, and two outputs: `label` (`BYTES`, the top label per text) and `probabilities`
-//! (`FP32`, `[texts, labels]` in the model's label order). Tensors travel as JSON; the binary
-//! tensor extension is not offered (`/v2` lists no extensions) and a binary request is refused
-//! with a message that says so. Errors take the protocol's `{"error": "..."}` form.
+//! (`FP32`, `[texts, labels]` in the model's label order). Tensors travel as JSON, or in the
+//! binary tensor data extension ([`super::tensor_binary`]), both ways, as `tritonclient.http`
+//! sends and asks for them by default. Errors take the protocol's `{"error": "..."}` form.
 
-use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,21 +15,24 @@ use super::connection::{disconnected, ClientSocket};
 use super::error::{ApiError, V2Error};
 use super::json::Object;
 use super::predict::request_deadline;
+use super::tensor_binary::{decode_strings, encode_f32, encode_strings, split_body, Tail};
 use super::ApiState;
 use crate::classify::ClassifyRequest;
 
 const INPUT: &str = "text";
+/// The binary tensor extension's name in `/v2`'s `extensions`.
+const BINARY_EXTENSION: &str = "binary_tensor_data";
 const LABEL: &str = "label";
 const PROBABILITIES: &str = "probabilities";
-/// The header that announces the binary tensor extension.
-const BINARY_HEADER: &str = "inference-header-content-length";
+/// The header that announces the binary tensor extension: the JSON part's length.
+pub const BINARY_HEADER: &str = "inference-header-content-length";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServerMetadata {
     #[schema(example = "newscls")]
     pub name: &'static str,
     pub version: &'static str,
-    /// Protocol extensions: none.
+    /// Protocol extensions: `binary_tensor_data`.
     pub extensions: Vec<String>,
 }
 
@@ -84,9 +86,11 @@ pub struct InputTensor {
     pub shape: Vec<i64>,
     #[schema(example = "BYTES", pattern = "^BYTES$")]
     pub datatype: String,
-    /// The texts, as JSON strings, flat or one per row.
-    #[schema(value_type = TensorTexts)]
-    pub data: Value,
+    /// The texts, as JSON strings, flat or one per row; absent when `parameters.binary_data_size`
+    /// says they follow the JSON in binary.
+    #[serde(default)]
+    #[schema(value_type = Option<TensorTexts>)]
+    pub data: Option<Value>,
     #[schema(value_type = Object)]
     pub parameters: Option<serde_json::Map<String, Value>>,
 }
@@ -113,9 +117,15 @@ pub struct OutputTensor {
     pub name: &'static str,
     pub datatype: &'static str,
     pub shape: Vec<usize>,
-    /// Row-major: strings for `BYTES` (`label`), numbers for `FP32` (`probabilities`).
-    #[schema(value_type = OutputData)]
-    pub data: Value,
+    /// Row-major: strings for `BYTES` (`label`), numbers for `FP32` (`probabilities`); absent
+    /// when the output was asked for in binary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<OutputData>)]
+    pub data: Option<Value>,
+    /// `binary_data_size` for a binary output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
 }
 
 /// The texts of an input tensor: 1 to `limits.max_client_batch_size` strings, none blank, flat
@@ -179,7 +189,7 @@ pub async fn server_metadata() -> HttpResponse {
     HttpResponse::Ok().json(ServerMetadata {
         name: "newscls",
         version: env!("CARGO_PKG_VERSION"),
-        extensions: Vec::new(),
+        extensions: vec![BINARY_EXTENSION.to_string()],
     })
 }
 
@@ -249,7 +259,15 @@ pub async fn model_ready(
 
 /// Classify texts: a `BYTES` input `text`; outputs `label` and `probabilities`.
 #[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "kserve-v2",
-    params(("name" = String, Path, description = "The served model's name")),
+    params(
+        ("name" = String, Path, description = "The served model's name"),
+        ("Inference-Header-Content-Length" = Option<u64>, Header, nullable = false,
+            description = "Binary tensor data extension: the length of the JSON part; the body's \
+                           remaining bytes are the tensors whose `parameters.binary_data_size` say so \
+                           (BYTES: a 4-byte little-endian length before each element). Answers with \
+                           binary outputs (`binary_data` per output, or `binary_data_output`) carry \
+                           the same header and `application/octet-stream`.")
+    ),
     request_body(content = InferRequest, example = json!({
         "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
                     "data": ["The striker scored twice.", "Shares fell 5% after the forecast cut."]}]
@@ -265,10 +283,18 @@ pub async fn infer(
 ) -> Result<HttpResponse, V2Error> {
     let model = state.classifier.serving();
     check_model(&model.spec.name, &model.spec.version, &path)?;
-    refuse_binary(http.headers())?;
-    let Object(request): Object<InferRequest> = serde_json::from_slice(&body)
+    let header_length = http
+        .headers()
+        .get(BINARY_HEADER)
+        .map(|v| v.to_str().unwrap_or("not text"));
+    let (json, tail) = split_body(&body, header_length).map_err(|e| bad(e.to_string()))?;
+    let Object(request): Object<InferRequest> = serde_json::from_slice(json)
         .map_err(|e| bad(format!("not a valid inference request: {e}")))?;
-    let texts = input_texts(&request)?;
+    let texts = input_texts(
+        &request,
+        Tail::new(tail),
+        state.config.limits.max_client_batch_size,
+    )?;
     let wanted = requested_outputs(&request)?;
     let classify =
         ClassifyRequest::new(texts, request_deadline(&http, state.config.server.timeout)?);
@@ -280,43 +306,60 @@ pub async fn infer(
         .map_err(ApiError::from)?;
     let count = classification.texts.len();
     let mut outputs = Vec::new();
-    if wanted.contains(&LABEL) {
-        let labels: Vec<String> = classification
-            .texts
-            .iter()
-            .map(|t| {
-                t.ranked
-                    .first()
-                    .map(|s| s.label.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
+    let mut binary = Vec::new();
+    for (name, as_binary) in wanted {
+        let (datatype, shape, data, bytes) = if name == LABEL {
+            let labels: Vec<&str> = classification
+                .texts
+                .iter()
+                .map(|t| t.ranked.first().map_or("", |s| s.label.as_str()))
+                .collect();
+            let bytes = as_binary.then(|| encode_strings(labels.iter().copied()));
+            ("BYTES", vec![count], Value::from(labels), bytes)
+        } else {
+            let probabilities: Vec<f32> = classification
+                .texts
+                .iter()
+                .flat_map(|t| t.scores.iter().copied())
+                .collect();
+            let bytes = as_binary.then(|| encode_f32(&probabilities));
+            let shape = vec![count, classification.labels.len()];
+            ("FP32", shape, Value::from(probabilities), bytes)
+        };
+        let (data, parameters) = match bytes {
+            Some(bytes) => {
+                let size = bytes.len();
+                binary.push(bytes);
+                (None, Some(serde_json::json!({ "binary_data_size": size })))
+            }
+            None => (Some(data), None),
+        };
         outputs.push(OutputTensor {
-            name: LABEL,
-            datatype: "BYTES",
-            shape: vec![count],
-            data: labels.into(),
+            name,
+            datatype,
+            shape,
+            data,
+            parameters,
         });
     }
-    if wanted.contains(&PROBABILITIES) {
-        let probabilities: Vec<f32> = classification
-            .texts
-            .iter()
-            .flat_map(|t| t.scores.iter().copied())
-            .collect();
-        outputs.push(OutputTensor {
-            name: PROBABILITIES,
-            datatype: "FP32",
-            shape: vec![count, classification.labels.len()],
-            data: probabilities.into(),
-        });
-    }
-    Ok(HttpResponse::Ok().json(InferResponse {
+    let answer = InferResponse {
         model_name: classification.model.name,
         model_version: classification.model.version,
         id: request.id,
         outputs,
-    }))
+    };
+    if binary.is_empty() {
+        return Ok(HttpResponse::Ok().json(answer));
+    }
+    let mut body = serde_json::to_vec(&answer).map_err(|e| ApiError::Inference(e.to_string()))?;
+    let json_length = body.len();
+    for bytes in binary {
+        body.extend_from_slice(&bytes);
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((BINARY_HEADER, json_length.to_string()))
+        .body(body))
 }
 
 /// `/v2/models/{name}` and `/v2/models/{name}/versions/{version}`.
@@ -347,27 +390,19 @@ fn bad(message: String) -> V2Error {
     ApiError::MalformedJson(message).into()
 }
 
-fn refuse_binary(headers: &HeaderMap) -> Result<(), V2Error> {
-    if headers.contains_key(BINARY_HEADER) {
-        return Err(bad(
-            "the binary tensor data extension is not supported: send tensors as JSON \
-             (tritonclient: set_data_from_numpy(..., binary_data=False))"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
-fn wants_binary(parameters: &Option<serde_json::Map<String, Value>>, key: &str) -> bool {
+fn wants_binary(parameters: &Option<serde_json::Map<String, Value>>, key: &str) -> Option<bool> {
     parameters
         .as_ref()
         .and_then(|p| p.get(key))
         .and_then(Value::as_bool)
-        .unwrap_or(false)
 }
 
 /// The texts of the one `BYTES` input, checked against its declared shape.
-fn input_texts(request: &InferRequest) -> Result<Vec<String>, V2Error> {
+fn input_texts(
+    request: &InferRequest,
+    mut tail: Tail<'_>,
+    max_texts: usize,
+) -> Result<Vec<String>, V2Error> {
     let [input] = request.inputs.as_slice() else {
         return Err(bad(format!(
             "expected exactly one input, {INPUT:?}; got {}",
@@ -386,18 +421,38 @@ fn input_texts(request: &InferRequest) -> Result<Vec<String>, V2Error> {
             input.datatype
         )));
     }
-    if wants_binary(&input.parameters, "binary_data_size") {
-        return Err(bad(
-            "binary input data is not supported: send strings as JSON".into(),
-        ));
-    }
-    if !input.data.is_array() {
-        return Err(bad(format!(
-            "input {INPUT:?}'s data must be an array of strings"
-        )));
-    }
-    let mut texts = Vec::new();
-    flatten_strings(&input.data, &mut texts)?;
+    let binary_size = input
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("binary_data_size"));
+    let texts = match (binary_size, &input.data) {
+        (Some(size), None) => {
+            let size = size.as_u64().ok_or_else(|| {
+                bad(format!(
+                    "input {INPUT:?}: binary_data_size must be a byte count"
+                ))
+            })?;
+            let bytes = tail.take(INPUT, size).map_err(|e| bad(e.to_string()))?;
+            tail.finish().map_err(|e| bad(e.to_string()))?;
+            decode_strings(INPUT, bytes, max_texts).map_err(|e| bad(e.to_string()))?
+        }
+        (Some(_), Some(_)) => {
+            return Err(bad(format!(
+                "input {INPUT:?} has both data and binary_data_size; send one"
+            )))
+        }
+        (None, Some(data)) if data.is_array() => {
+            tail.finish().map_err(|e| bad(e.to_string()))?;
+            let mut texts = Vec::new();
+            flatten_strings(data, &mut texts)?;
+            texts
+        }
+        (None, _) => {
+            return Err(bad(format!(
+                "input {INPUT:?} needs data, an array of strings, or binary_data_size"
+            )))
+        }
+    };
     // Checked: a shape such as [2^62, 4] must be refused, not wrap around to a small count.
     let declared = input.shape.iter().try_fold(1i64, |product, d| {
         if *d < 0 {
@@ -434,29 +489,21 @@ fn flatten_strings(data: &Value, out: &mut Vec<String>) -> Result<(), V2Error> {
     Ok(())
 }
 
-/// The outputs asked for (all when none are named), as JSON only.
-fn requested_outputs(request: &InferRequest) -> Result<Vec<&'static str>, V2Error> {
-    if wants_binary(&request.parameters, "binary_data_output") {
-        return Err(bad(
-            "binary output data is not supported: ask for binary_data=false".into(),
-        ));
-    }
+/// The outputs asked for (all when none are named) and whether each goes in binary: its own
+/// `binary_data` parameter, else the request's `binary_data_output`, else JSON.
+fn requested_outputs(request: &InferRequest) -> Result<Vec<(&'static str, bool)>, V2Error> {
+    let all_binary = wants_binary(&request.parameters, "binary_data_output").unwrap_or(false);
     if request.outputs.is_empty() {
-        return Ok(vec![LABEL, PROBABILITIES]);
+        return Ok(vec![(LABEL, all_binary), (PROBABILITIES, all_binary)]);
     }
     request
         .outputs
         .iter()
         .map(|output| {
-            if wants_binary(&output.parameters, "binary_data") {
-                return Err(bad(format!(
-                    "output {:?} asks for binary data, which is not supported: use binary_data=False",
-                    output.name
-                )));
-            }
+            let binary = wants_binary(&output.parameters, "binary_data").unwrap_or(all_binary);
             match output.name.as_str() {
-                LABEL => Ok(LABEL),
-                PROBABILITIES => Ok(PROBABILITIES),
+                LABEL => Ok((LABEL, binary)),
+                PROBABILITIES => Ok((PROBABILITIES, binary)),
                 other => Err(bad(format!(
                     "unknown output {other:?}; the model's outputs are {LABEL:?} and {PROBABILITIES:?}"
                 ))),

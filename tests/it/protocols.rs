@@ -116,7 +116,10 @@ async fn kserve_v2_infer_metadata_and_errors() {
         .as_str()
         .expect("version")
         .to_string();
-    assert_eq!(server.get_json("/v2").await["extensions"], json!([]));
+    assert_eq!(
+        server.get_json("/v2").await["extensions"],
+        json!(["binary_tensor_data"])
+    );
     assert_eq!(server.get("/v2/health/live").await.status(), 200);
     assert_eq!(server.get("/v2/health/ready").await.status(), 200);
     assert_eq!(
@@ -187,11 +190,6 @@ async fn kserve_v2_infer_metadata_and_errors() {
             400,
         ),
         (
-            json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
-                "outputs": [{"name": "label", "parameters": {"binary_data": true}}]}),
-            400,
-        ),
-        (
             json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["  "]}]}),
             422,
         ),
@@ -225,10 +223,172 @@ async fn kserve_v2_infer_metadata_and_errors() {
         .expect("request");
     assert_eq!(binary.status(), 400);
     let error: Value = binary.json().await.expect("json");
-    assert!(error["error"]
-        .as_str()
-        .expect("error")
-        .contains("binary_data=False"));
+    assert!(
+        error["error"]
+            .as_str()
+            .expect("error")
+            .contains("not a valid inference request"),
+        "{error}"
+    );
+}
+
+/// BYTES elements as the binary extension frames them: a 4-byte little-endian length each.
+fn bytes_tensor(texts: &[&str]) -> Vec<u8> {
+    texts
+        .iter()
+        .flat_map(|t| {
+            let mut element = (t.len() as u32).to_le_bytes().to_vec();
+            element.extend_from_slice(t.as_bytes());
+            element
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn kserve_binary_tensors_both_ways_and_hostile_framing_is_a_400() {
+    let server = Server::start(&[], &[]);
+    let info = server.get_json("/info").await;
+    let name = info["model"]["name"].as_str().expect("name").to_string();
+    let labels = info["model"]["labels"].as_array().expect("labels").len();
+    assert_eq!(
+        server.get_json("/v2").await["extensions"],
+        json!(["binary_tensor_data"])
+    );
+    let (expected, _) = reference(&server, &[SPORT, BUSINESS]).await;
+    let send = |header: Option<String>, body: Vec<u8>| {
+        let mut request = server
+            .client
+            .post(server.url(&format!("/v2/models/{name}/infer")))
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        if let Some(header) = header {
+            request = request.header("Inference-Header-Content-Length", header);
+        }
+        request.send()
+    };
+    let frame = |json: Value, tail: &[u8]| {
+        let mut body = json.to_string().into_bytes();
+        let length = body.len();
+        body.extend_from_slice(tail);
+        (length.to_string(), body)
+    };
+    // tritonclient's defaults: binary input, every output in binary.
+    let tensor = bytes_tensor(&[SPORT, BUSINESS]);
+    let (length, body) = frame(
+        json!({"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+                           "parameters": {"binary_data_size": tensor.len()}}],
+               "parameters": {"binary_data_output": true}}),
+        &tensor,
+    );
+    let response = send(Some(length), body).await.expect("request");
+    assert_eq!(response.status(), 200);
+    let json_length: usize = response.headers()["inference-header-content-length"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("a length");
+    let body = response.bytes().await.expect("body");
+    let answer: Value = serde_json::from_slice(&body[..json_length]).expect("JSON header");
+    let mut tail = &body[json_length..];
+    let mut take = |output: &Value| {
+        let size = output["parameters"]["binary_data_size"]
+            .as_u64()
+            .expect("size") as usize;
+        assert!(output.get("data").is_none(), "{output}");
+        let (bytes, rest) = tail.split_at(size);
+        tail = rest;
+        bytes.to_vec()
+    };
+    let label_bytes = take(&answer["outputs"][0]);
+    let probability_bytes = take(&answer["outputs"][1]);
+    assert!(tail.is_empty(), "nothing after the outputs");
+    let expected_labels: Vec<&str> = expected
+        .iter()
+        .map(|row| {
+            row.iter()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(label, _)| label.as_str())
+                .expect("scored")
+        })
+        .collect();
+    assert_eq!(label_bytes, bytes_tensor(&expected_labels));
+    let probabilities: Vec<f32> = probability_bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    assert_eq!(probabilities.len(), 2 * labels);
+    for (row, scores) in probabilities.chunks(labels).zip(&expected) {
+        for (got, (_, want)) in row.iter().zip(scores) {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
+
+    // Hostile framing: each a 400 with the protocol's error body; the server keeps answering.
+    let header_json = |size: usize| {
+        json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                           "parameters": {"binary_data_size": size}}]})
+    };
+    let one = bytes_tensor(&[SPORT]);
+    let cases: Vec<(&str, Option<String>, Vec<u8>)> = vec![
+        (
+            "header length past the body",
+            Some("100000".into()),
+            b"{}".to_vec(),
+        ),
+        ("negative header length", Some("-1".into()), b"{}".to_vec()),
+        (
+            "binary_data_size past the body",
+            {
+                let (l, _) = frame(header_json(one.len() + 10), &one);
+                Some(l)
+            },
+            frame(header_json(one.len() + 10), &one).1,
+        ),
+        (
+            "an element length past its tensor",
+            {
+                let (l, _) = frame(header_json(8), &[]);
+                Some(l)
+            },
+            frame(header_json(8), &[200, 0, 0, 0, b'a', b'b', b'c', b'd']).1,
+        ),
+        (
+            "an overflowing element length",
+            {
+                let (l, _) = frame(header_json(5), &[]);
+                Some(l)
+            },
+            frame(header_json(5), &[0xff, 0xff, 0xff, 0xff, b'a']).1,
+        ),
+        (
+            "bytes after the last tensor",
+            {
+                let (l, _) = frame(header_json(one.len()), &[]);
+                Some(l)
+            },
+            frame(header_json(one.len()), &[&one[..], b"extra"].concat()).1,
+        ),
+        (
+            "an element that is not UTF-8",
+            {
+                let (l, _) = frame(header_json(6), &[]);
+                Some(l)
+            },
+            frame(header_json(6), &[2, 0, 0, 0, 0xc3, 0x28]).1,
+        ),
+    ];
+    for (case, header, body) in cases {
+        let response = send(header, body).await.expect("request");
+        assert_eq!(response.status(), 400, "{case}");
+        let error: Value = response.json().await.expect("json");
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{case}: {error}"
+        );
+        println!("kserve binary: {case}: {}", error["error"]);
+    }
+    let response = server.predict(json!({"inputs": SPORT})).await;
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]

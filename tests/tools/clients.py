@@ -40,6 +40,17 @@ result = client.infer(model, [tensor], outputs=[triton.InferRequestedOutput("lab
                                                 triton.InferRequestedOutput("probabilities", binary_data=False)])
 out["triton_labels"] = [x.decode() if isinstance(x, bytes) else str(x) for x in result.as_numpy("label").tolist()]
 out["triton_probabilities"] = result.as_numpy("probabilities").tolist()
+
+# The way Triton's own examples write it: the client's defaults, binary tensors both ways.
+tensor = triton.InferInput("text", [len(texts)], "BYTES")
+tensor.set_data_from_numpy(np.array(texts, dtype=object))
+result = client.infer(model, [tensor])
+out["triton_default_labels"] = [x.decode() for x in result.as_numpy("label").tolist()]
+out["triton_default_probabilities"] = result.as_numpy("probabilities").tolist()
+result = client.infer(model, [tensor], outputs=[triton.InferRequestedOutput("label", binary_data=True),
+                                                triton.InferRequestedOutput("probabilities", binary_data=True)])
+out["triton_binary_labels"] = [x.decode() for x in result.as_numpy("label").tolist()]
+out["triton_binary_probabilities"] = result.as_numpy("probabilities").tolist()
 try:
     client.infer("no-such-model", [tensor])
     out["triton_unknown_model"] = "accepted"

@@ -106,28 +106,33 @@ async fn run() {
     assert_eq!(got["triton_model_ready"], true);
     assert_eq!(got["triton_metadata"]["name"], name.as_str());
     let want_labels: Vec<&Value> = reference.iter().map(|r| &r[0]["label"]).collect();
-    assert_eq!(
-        got["triton_labels"]
+    // JSON tensors, the client's defaults (binary tensors both ways), and binary outputs asked
+    // for by name: the same labels and probabilities as /predict.
+    for form in ["triton", "triton_default", "triton_binary"] {
+        assert_eq!(
+            got[format!("{form}_labels")]
+                .as_array()
+                .map(|l| l.iter().collect::<Vec<_>>()),
+            Some(want_labels.clone()),
+            "{form}"
+        );
+        for (i, row) in got[format!("{form}_probabilities")]
             .as_array()
-            .map(|l| l.iter().collect::<Vec<_>>()),
-        Some(want_labels)
-    );
-    for (i, row) in got["triton_probabilities"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .enumerate()
-    {
-        for (label, p) in labels.iter().zip(row.as_array().expect("row")) {
-            let want = reference[i]
-                .iter()
-                .find(|s| s["label"] == label.as_str())
-                .and_then(|s| s["score"].as_f64())
-                .expect("scored");
-            assert!(
-                (p.as_f64().expect("p") - want).abs() < 1e-6,
-                "text {i} {label}"
-            );
+            .expect("rows")
+            .iter()
+            .enumerate()
+        {
+            for (label, p) in labels.iter().zip(row.as_array().expect("row")) {
+                let want = reference[i]
+                    .iter()
+                    .find(|s| s["label"] == label.as_str())
+                    .and_then(|s| s["score"].as_f64())
+                    .expect("scored");
+                assert!(
+                    (p.as_f64().expect("p") - want).abs() < 1e-6,
+                    "{form}: text {i} {label}"
+                );
+            }
         }
     }
     let unknown = got["triton_unknown_model"].as_str().expect("an error");

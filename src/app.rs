@@ -20,6 +20,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use crate::api::{self, ApiState};
 use crate::classify::Classifier;
 use crate::config::{Config, ConfigError};
+use crate::grpc::{self, GrpcError};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadError, Reloader};
 use crate::stream::{self, StreamError};
@@ -33,6 +34,8 @@ pub enum StartupError {
     Model(#[from] ReloadError),
     #[error(transparent)]
     Stream(#[from] StreamError),
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
     #[error("cannot serve on {addr}: {source}")]
     Bind {
         addr: String,
@@ -121,6 +124,15 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         Some(port) => Some(serve_admin(&config.server.host, port, state.clone())?),
         None => None,
     };
+    let grpc = match config.server.grpc_port {
+        Some(port) => {
+            let grpc = grpc::start(&config, port, classifier.clone(), state.metrics.clone())?;
+            // Tests and scripts read this line to learn the port when `server.grpc_port` is 0.
+            println!("newscls grpc listening on http://{}", grpc.addr);
+            Some(grpc)
+        }
+        None => None,
+    };
 
     classifier.mark_ready();
     let serving = classifier.serving();
@@ -156,11 +168,15 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     }
     let signal_classifier = classifier.clone();
     let stop_stream = stream.as_ref().map(|s| s.stopper());
+    let stop_grpc = grpc.as_ref().map(|g| g.stopper());
     actix_web::rt::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown signal: draining");
         signal_classifier.start_draining();
         if let Some(stop) = stop_stream {
+            stop();
+        }
+        if let Some(stop) = stop_grpc {
             stop();
         }
         if let Some(admin) = admin_handle {
@@ -177,6 +193,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     });
 
     server.await?;
+    if let Some(grpc) = grpc {
+        let drain = Duration::from_secs_f64(config.server.drain_timeout);
+        let _ = tokio::task::spawn_blocking(move || grpc.wait(drain)).await;
+    }
     if let Some(stream) = stream {
         stream
             .shutdown(Duration::from_secs_f64(config.server.drain_timeout))

@@ -129,6 +129,9 @@ pub struct ServerConfig {
     /// Serve `/admin/reload` on this port (same host) instead of the main one, so an ingress
     /// can expose the API without it; null keeps it on the main port.
     pub admin_port: Option<u16>,
+    /// Serve the KServe v2 gRPC protocol (`inference.GRPCInferenceService`) on this port (same
+    /// host); null leaves it off.
+    pub grpc_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -233,6 +236,7 @@ impl Default for ServerConfig {
             demo_page: true,
             admin_token: None,
             admin_port: None,
+            grpc_port: None,
         }
     }
 }
@@ -380,6 +384,7 @@ macro_rules! flags {
 flags! {
     host: String => "server.host",
     port: u16 => "server.port",
+    grpc_port: u16 => "server.grpc_port",
     workers: usize => "server.workers",
     timeout: f64 => "server.timeout",
     model_dir: PathBuf => "model.dir",
@@ -730,6 +735,8 @@ mod tests {
             "127.0.0.2",
             "--port",
             "1",
+            "--grpc-port",
+            "2",
             "--workers",
             "3",
             "--timeout",
@@ -755,6 +762,7 @@ mod tests {
             server: ServerConfig {
                 host: "127.0.0.2".into(),
                 port: 1,
+                grpc_port: Some(2),
                 workers: 3,
                 timeout: 2.5,
                 ..ServerConfig::default()

@@ -13,6 +13,8 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
+    pub grpc_requests: IntCounterVec,
+    pub grpc_duration: HistogramVec,
     pub http_duration: HistogramVec,
     pub inflight: IntGauge,
     pub queue_depth: IntGauge,
@@ -74,6 +76,18 @@ impl Metrics {
         registry
             .register(Box::new(http_duration.clone()))
             .expect("metric names are unique. This is a bug.");
+        let grpc_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "grpc_request_duration_seconds",
+                "gRPC request latency by method",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method"],
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(grpc_duration.clone()))
+            .expect("metric names are unique. This is a bug.");
         let failed_batches = IntCounter::new(
             "inference_failed_batches_total",
             "Batches whose inference failed",
@@ -94,6 +108,12 @@ impl Metrics {
                 &["route", "status"],
             ),
             http_duration,
+            grpc_requests: counter_vec(
+                "grpc_requests_total",
+                "gRPC requests by method and status code",
+                &["method", "code"],
+            ),
+            grpc_duration,
             inflight: gauge("http_requests_in_flight", "HTTP requests being handled"),
             queue_depth: gauge("queue_depth", "Texts waiting in the batching queue"),
             queue_wait: histogram(

@@ -3,7 +3,7 @@
 //! Server and model metadata, liveness and readiness, and `infer` with one `BYTES` input,
 //! `text`, and two outputs: `label` (`BYTES`, the top label per text) and `probabilities`
 //! (`FP32`, `[texts, labels]` in the model's label order). Tensors travel as JSON, or in the
-//! binary tensor data extension ([`super::tensor_binary`]), both ways, as `tritonclient.http`
+//! binary tensor data extension ([`crate::tensor`]), both ways, as `tritonclient.http`
 //! sends and asks for them by default. Errors take the protocol's `{"error": "..."}` form.
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,9 +15,9 @@ use super::connection::{disconnected, ClientSocket};
 use super::error::{ApiError, V2Error};
 use super::json::Object;
 use super::predict::request_deadline;
-use super::tensor_binary::{decode_strings, encode_f32, encode_strings, split_body, Tail};
 use super::ApiState;
 use crate::classify::ClassifyRequest;
+use crate::tensor::{decode_strings, encode_f32, encode_strings, split_body, Tail};
 
 const INPUT: &str = "text";
 /// The binary tensor extension's name in `/v2`'s `extensions`.

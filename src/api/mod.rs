@@ -12,7 +12,6 @@ pub mod json;
 pub mod kserve;
 pub mod predict;
 pub mod status;
-pub mod tensor_binary;
 pub mod vllm;
 
 use std::sync::Arc;

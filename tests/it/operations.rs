@@ -321,6 +321,22 @@ async fn with_an_admin_port_reload_is_served_there_and_only_there() {
 }
 
 #[tokio::test]
+async fn the_grpc_port_is_off_unless_set_and_listens_when_set() {
+    let server = Server::start(&[], &[]);
+    assert!(server.grpc.is_none(), "no gRPC listener by default");
+    drop(server);
+    let server = Server::start(&["--grpc-port", "0"], &[]);
+    let grpc = server.grpc.clone().expect("the gRPC address is printed");
+    let addr = grpc.trim_start_matches("http://");
+    std::net::TcpStream::connect(addr).expect("the gRPC port accepts connections");
+    assert_eq!(
+        server.get("/readyz").await.status(),
+        200,
+        "HTTP serves beside it"
+    );
+}
+
+#[tokio::test]
 async fn secrets_reach_no_log_line_error_or_printed_config() {
     let admin = "admin-token-7f3a9c";
     let kafka = "kafka-password-51be0d";

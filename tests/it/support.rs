@@ -45,6 +45,8 @@ pub struct Server {
     pub base: String,
     /// The admin listener's base URL, with `server.admin_port` set.
     pub admin: Option<String>,
+    /// The gRPC listener's address, with `server.grpc_port` set.
+    pub grpc: Option<String>,
     child: Child,
     pub client: reqwest::Client,
     /// What the server wrote to stderr so far (its log).
@@ -72,17 +74,20 @@ impl Server {
         });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut admin = None;
+            let (mut admin, mut grpc) = (None, None);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("newscls admin listening on ") {
                     admin = Some(url.to_string());
                 }
+                if let Some(url) = line.strip_prefix("newscls grpc listening on ") {
+                    grpc = Some(url.to_string());
+                }
                 if let Some(url) = line.strip_prefix("newscls listening on ") {
-                    let _ = tx.send((url.to_string(), admin.clone()));
+                    let _ = tx.send((url.to_string(), admin.clone(), grpc.clone()));
                 }
             }
         });
-        let (base, admin) = match rx.recv_timeout(Duration::from_secs(120)) {
+        let (base, admin, grpc) = match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(urls) => urls,
             Err(_) => {
                 let _ = child.kill();
@@ -96,6 +101,7 @@ impl Server {
         Server {
             base,
             admin,
+            grpc,
             child,
             client,
             log,

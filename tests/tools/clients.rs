@@ -1,4 +1,5 @@
-//! huggingface_hub's InferenceClient and tritonclient, unchanged, against the real server.
+//! huggingface_hub's InferenceClient and tritonclient (HTTP and gRPC), unchanged, against the
+//! real server.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -137,4 +138,154 @@ async fn run() {
     }
     let unknown = got["triton_unknown_model"].as_str().expect("an error");
     assert!(unknown.contains("no-such-model"), "{unknown}");
+}
+
+/// Runs tests/tools/grpc_clients.py in `mode` and returns what it printed.
+fn grpc_clients(server: &Server, mode: &str, texts: &[&str]) -> Value {
+    let grpc = server.grpc.clone().expect("the gRPC address");
+    let mut child = Command::new(python())
+        .arg(repo_path("tests/tools/grpc_clients.py"))
+        .args([
+            grpc.trim_start_matches("http://"),
+            server.base.as_str(),
+            "news-topic-e5-small",
+        ])
+        .arg(server.pid().to_string())
+        .arg(mode)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the gRPC client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(json!(texts).to_string().as_bytes())
+        .expect("send texts");
+    let output = child.wait_with_output().expect("the client finishes");
+    assert!(
+        output.status.success(),
+        "grpc_clients.py {mode} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the client prints JSON")
+}
+
+pub fn triton_grpc_client_works_with_its_defaults() {
+    tokio::runtime::Runtime::new()
+        .expect("a tokio runtime")
+        .block_on(grpc());
+}
+
+async fn grpc() {
+    let texts = [SPORT, BUSINESS, ECONOMY];
+    let server = Server::start(&[], &[("NEWSCLS__SERVER__GRPC_PORT", "0")]);
+    let reference: Vec<Vec<Value>> = server
+        .predict(json!({ "inputs": texts }))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let labels: Vec<String> = server.get_json("/info").await["model"]["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .map(|l| l.as_str().expect("label").to_string())
+        .collect();
+    let got = grpc_clients(&server, "infer", &texts);
+    assert_eq!(
+        (&got["live"], &got["ready"], &got["model_ready"]),
+        (&json!(true), &json!(true), &json!(true))
+    );
+    assert_eq!(got["server_metadata"]["name"], "newscls");
+    assert_eq!(got["model_metadata"]["name"], "news-topic-e5-small");
+    let infer = &got["infer"];
+    assert_eq!(infer["status"], "OK", "{infer}");
+    for (i, want) in reference.iter().enumerate() {
+        assert_eq!(infer["labels"][i], want[0]["label"], "text {i}");
+        for (label, p) in labels
+            .iter()
+            .zip(infer["probabilities"][i].as_array().expect("row"))
+        {
+            let expected = want
+                .iter()
+                .find(|s| s["label"] == label.as_str())
+                .and_then(|s| s["score"].as_f64())
+                .expect("scored");
+            assert!(
+                (p.as_f64().expect("p") - expected).abs() < 1e-6,
+                "text {i} {label}"
+            );
+        }
+    }
+    assert_eq!(got["unknown_model"], "StatusCode.NOT_FOUND");
+    assert_eq!(
+        got["deadline"]["status"], "StatusCode.DEADLINE_EXCEEDED",
+        "{}",
+        got["deadline"]
+    );
+    assert!(
+        server
+            .metric("newscls_grpc_requests_total{code=\"Ok\",method=\"ModelInfer\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        server
+            .metric("newscls_grpc_requests_total{code=\"NotFound\",method=\"ModelInfer\"}")
+            .await,
+        1.0
+    );
+
+    // Calls in flight at SIGTERM are all answered.
+    // Articles long enough to fill the model's window: 8 calls of 32 take seconds on a CPU.
+    let long = [SPORT, BUSINESS, ECONOMY].join(" ").repeat(4);
+    let got = grpc_clients(&server, "sigterm", &[long.as_str(); 32]);
+    println!(
+        "grpc: {} texts queued at SIGTERM; statuses {}",
+        got["queued_at_sigterm"], got["statuses"]
+    );
+    assert!(
+        got["queued_at_sigterm"].as_f64().expect("depth") > 0.0,
+        "nothing was in flight: {got}"
+    );
+    assert!(
+        got["statuses"]
+            .as_array()
+            .expect("statuses")
+            .iter()
+            .all(|s| s == "OK"),
+        "{got}"
+    );
+    assert!(server
+        .wait_exit(std::time::Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+
+    // A tiny queue under 32 concurrent callers: refusals are RESOURCE_EXHAUSTED, the rest answered.
+    let server = Server::start(
+        &[],
+        &[
+            ("NEWSCLS__SERVER__GRPC_PORT", "0"),
+            ("NEWSCLS__BATCHING__MAX_QUEUE_SIZE", "4"),
+            ("NEWSCLS__LIMITS__MAX_CLIENT_BATCH_SIZE", "4"),
+        ],
+    );
+    let got = grpc_clients(&server, "overload", &texts);
+    let statuses: Vec<&str> = got["statuses"]
+        .as_array()
+        .expect("statuses")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == "StatusCode.RESOURCE_EXHAUSTED")
+        .count();
+    let answered = statuses.iter().filter(|s| **s == "OK").count();
+    println!("grpc: 96 calls at a 4-text queue: {answered} answered, {refused} refused");
+    assert!(
+        refused > 0 && answered > 0 && refused + answered == statuses.len(),
+        "{statuses:?}"
+    );
 }

@@ -39,6 +39,11 @@ fn main() {
             clients::huggingface_and_triton_clients_work_unchanged,
         ),
         needs_tool(
+            "clients::triton_grpc_client_works_with_its_defaults",
+            clients::missing(),
+            clients::triton_grpc_client_works_with_its_defaults,
+        ),
+        needs_tool(
             "contract::every_operation_keeps_the_openapi_contract",
             contract::missing(),
             contract::every_operation_keeps_the_openapi_contract,

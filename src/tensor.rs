@@ -1,5 +1,5 @@
-//! The binary tensor data extension of the Open Inference Protocol over HTTP, as Triton defines
-//! it and `tritonclient.http` uses it by default.
+//! Tensors in bytes, as the Open Inference Protocol frames them: the binary tensor data
+//! extension over HTTP (Triton's, `tritonclient.http`'s default) and the raw contents of gRPC.
 //!
 //! A request may carry `Inference-Header-Content-Length: N`: the first N bytes of the body are
 //! the JSON inference header, the rest are the tensors' bytes, one after another in the order

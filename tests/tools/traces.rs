@@ -46,6 +46,7 @@ async fn run() {
             ("OTEL_EXPORTER_OTLP_HEADERS", headers.as_str()),
             ("OTEL_SERVICE_NAME", "newscls-test"),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("NEWSCLS__SERVER__GRPC_PORT", "0"),
         ],
     );
     let trace_id = format!(
@@ -123,6 +124,46 @@ async fn run() {
         server.log().contains(&trace_id),
         "the JSON request log carries the trace id"
     );
+
+    // A gRPC call with a traceparent in its metadata continues the caller's trace too.
+    let grpc_trace = format!(
+        "{:032x}",
+        u128::from_str_radix(&trace_id, 16).expect("hex") ^ 1
+    );
+    let grpc = server.grpc.clone().expect("the gRPC address");
+    let called =
+        std::process::Command::new(crate::support::repo_path(".cache/pyclients/bin/python"))
+            .args([
+                "-c",
+                "import sys, numpy as np, tritonclient.grpc as t\n\
+             c = t.InferenceServerClient(url=sys.argv[1])\n\
+             x = t.InferInput('text', [1], 'BYTES')\n\
+             x.set_data_from_numpy(np.array(['The striker scored twice.'], dtype=object))\n\
+             c.infer('news-topic-e5-small', [x], headers={'traceparent': sys.argv[2]})",
+                grpc.trim_start_matches("http://"),
+                &format!("00-{grpc_trace}-{caller_span}-01"),
+            ])
+            .output()
+            .expect("run tritonclient.grpc");
+    assert!(
+        called.status.success(),
+        "{}",
+        String::from_utf8_lossy(&called.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans = stored_spans(&mlflow, &grpc_trace).await;
+        let request = spans.iter().find(|s| s["name"] == "request");
+        if let Some(request) = request {
+            assert_eq!(request["parent_span_id"], "APBnqgupArc=", "{request}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gRPC request span under trace {grpc_trace}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // The backend goes away: requests still succeed, and the spans it missed are counted.
     mlflow.stop();

@@ -22,7 +22,7 @@ use crate::classify::{Classification, ClassifyError, ClassifyRequest, Deadline};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::telemetry;
-use crate::tensor::{decode_strings, encode_f32, encode_strings};
+use crate::tensor::{check_text_input, decode_strings, encode_f32, encode_strings, shape_holds};
 
 /// The code generated from proto/grpc_service.proto.
 #[allow(clippy::all, missing_docs)]
@@ -174,18 +174,7 @@ fn input_texts(
             request.inputs.len()
         )));
     };
-    if input.name != INPUT {
-        return Err(Status::invalid_argument(format!(
-            "unknown input {:?}; the model's input is {INPUT:?}",
-            input.name
-        )));
-    }
-    if input.datatype != "BYTES" {
-        return Err(Status::invalid_argument(format!(
-            "input {INPUT:?} must be BYTES, not {}",
-            input.datatype
-        )));
-    }
+    check_text_input(&input.name, &input.datatype).map_err(Status::invalid_argument)?;
     let (texts, raw) = match (request.raw_input_contents.as_slice(), &input.contents) {
         ([raw], None) => (
             decode_strings(INPUT, raw, max_texts)
@@ -218,14 +207,7 @@ fn input_texts(
         )))
         }
     };
-    let declared = input.shape.iter().try_fold(1i64, |product, d| {
-        if *d < 0 {
-            None
-        } else {
-            product.checked_mul(*d)
-        }
-    });
-    if declared != Some(texts.len() as i64) {
+    if !shape_holds(&input.shape, texts.len()) {
         return Err(Status::invalid_argument(format!(
             "input {INPUT:?} has shape {:?} but {} strings",
             input.shape,

@@ -17,7 +17,9 @@ use super::json::Object;
 use super::predict::request_deadline;
 use super::ApiState;
 use crate::classify::ClassifyRequest;
-use crate::tensor::{decode_strings, encode_f32, encode_strings, split_body, Tail};
+use crate::tensor::{
+    check_text_input, decode_strings, encode_f32, encode_strings, shape_holds, split_body, Tail,
+};
 
 const INPUT: &str = "text";
 /// The binary tensor extension's name in `/v2`'s `extensions`.
@@ -409,18 +411,7 @@ fn input_texts(
             request.inputs.len()
         )));
     };
-    if input.name != INPUT {
-        return Err(bad(format!(
-            "unknown input {:?}; the model's input is {INPUT:?}",
-            input.name
-        )));
-    }
-    if input.datatype != "BYTES" {
-        return Err(bad(format!(
-            "input {INPUT:?} must be BYTES, not {}",
-            input.datatype
-        )));
-    }
+    check_text_input(&input.name, &input.datatype).map_err(bad)?;
     let binary_size = input
         .parameters
         .as_ref()
@@ -453,15 +444,7 @@ fn input_texts(
             )))
         }
     };
-    // Checked: a shape such as [2^62, 4] must be refused, not wrap around to a small count.
-    let declared = input.shape.iter().try_fold(1i64, |product, d| {
-        if *d < 0 {
-            None
-        } else {
-            product.checked_mul(*d)
-        }
-    });
-    if declared != Some(texts.len() as i64) {
+    if !shape_holds(&input.shape, texts.len()) {
         return Err(bad(format!(
             "input {INPUT:?} has shape {:?} but {} strings",
             input.shape,

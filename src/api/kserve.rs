@@ -281,8 +281,16 @@ pub async fn infer(
     state: web::Data<ApiState>,
     http: HttpRequest,
     path: web::Path<ModelPath>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, V2Error> {
+    // Read here rather than by the `Bytes` extractor, whose size refusal is plain text: a body
+    // over the limit gets the protocol's `{"error"}` 413 like every other v2 error.
+    let limit = state.config.limits.max_body_bytes;
+    let body = payload
+        .to_bytes_limited(limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })?
+        .map_err(|e| bad(format!("reading the body: {e}")))?;
     let model = state.classifier.serving();
     check_model(&model.spec.name, &model.spec.version, &path)?;
     let header_length = http

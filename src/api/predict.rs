@@ -251,6 +251,11 @@ pub fn request_rules() -> serde_json::Value {
     ])
 }
 
+/// At least one character outside Unicode's White_Space set (the one `char::is_whitespace` and
+/// `str::trim` use), as a JSON Schema pattern.
+pub const NOT_BLANK: &str =
+    r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+
 /// One text as the classifier takes it: 1 to `limits.max_input_chars` characters, not blank.
 pub fn text_schema(
     limits: &LimitsConfig,
@@ -261,8 +266,10 @@ pub fn text_schema(
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(limits.max_input_chars))
-        // Not blank: at least one non-whitespace character.
-        .pattern(Some(r"\S"))
+        // Not blank: at least one character that is not Unicode White_Space, which is what
+        // the classifier's check (`str::trim`) means. Not `\S`: JSON Schema's regex dialect
+        // (ECMA-262) counts U+0085 as a visible character and U+FEFF as a space.
+        .pattern(Some(NOT_BLANK))
         .description(Some(description))
 }
 

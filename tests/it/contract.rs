@@ -76,6 +76,53 @@ async fn kserve_scalar_data_and_empty_inputs_are_refused_in_the_protocols_error_
 }
 
 #[tokio::test]
+async fn a_text_of_unicode_white_space_is_blank_to_the_document_and_the_server_alike() {
+    // U+0085 (NEXT LINE) is White_Space to Rust's `trim` but a visible character to JSON
+    // Schema's `\S`: the document said valid, the server said empty.
+    let server = Server::start(&[], &[]);
+    let spec: Value = server.get_json("/openapi.json").await;
+    let pattern = spec["components"]["schemas"]["PredictInputs"]["oneOf"][0]["pattern"]
+        .as_str()
+        .expect("a pattern")
+        .to_string();
+    for blank in ["\u{85}", "\u{3000}\u{a0}", " \t\n"] {
+        assert!(
+            blank
+                .chars()
+                .all(|c| pattern.contains(&format!("\\u{:04x}", c as u32))
+                    || matches!(c, ' ' | '\t' | '\n')),
+            "{blank:?} is blank to the pattern {pattern}"
+        );
+        let (status, body) = post(&server, "/predict", json!({ "inputs": blank })).await;
+        assert_eq!(status, 422, "{body}");
+    }
+    // U+FEFF is no White_Space: a text to both.
+    let (status, body) = post(&server, "/predict", json!({"inputs": "\u{feff}"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!pattern.contains("feff"));
+}
+
+#[tokio::test]
+async fn a_kserve_body_over_the_limit_is_a_413_in_the_protocols_error_shape() {
+    // The raw-body extractor answered `payload reached size limit` as text/plain.
+    let server = Server::start(&[], &[("NEWSCLS__LIMITS__MAX_BODY_BYTES", "1000")]);
+    let response = server
+        .client
+        .post(server.url("/v2/models/news-topic-e5-small/infer"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 5000])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.expect("a JSON body");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("1000")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn top_k_in_both_spellings_is_refused_as_the_document_says() {
     let server = Server::start(&[], &[]);
     let (status, body) = post(

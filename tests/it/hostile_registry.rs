@@ -413,7 +413,7 @@ async fn a_hostile_registry_cannot_escape_the_cache_stop_the_service_or_hold_a_r
             "{name}: outcome counted"
         );
         assert!(
-            server.log().contains(logged),
+            server.log_shows(logged, Duration::from_secs(10)).await,
             "{name}: no log line with {logged:?}"
         );
         let predicted = server
@@ -463,7 +463,9 @@ async fn a_hostile_registry_cannot_escape_the_cache_stop_the_service_or_hold_a_r
             "startup with a registry answering {name}"
         );
         assert!(
-            server.log().contains("starting from the cached version"),
+            server
+                .log_shows("starting from the cached version", Duration::from_secs(10))
+                .await,
             "{name}: {}",
             server.log()
         );

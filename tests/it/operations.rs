@@ -364,8 +364,14 @@ async fn secrets_reach_no_log_line_error_or_printed_config() {
 
     let server = Server::start(&["--config", &config, "--log-level", "debug"], &env);
     assert_eq!(server.get("/livez").await.status(), 200);
+    assert!(
+        server
+            .log_shows("effective configuration", Duration::from_secs(10))
+            .await,
+        "{}",
+        server.log()
+    );
     let log = server.log();
-    assert!(log.contains("effective configuration"), "{log}");
     drop(server);
 
     // A registry URI with credentials in it, unreachable: the error names the server, not them.

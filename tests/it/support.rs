@@ -113,6 +113,19 @@ impl Server {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether the log shows `text` within `limit`: a line written just before an answer may
+    /// still be in the pipe when the answer arrives.
+    pub async fn log_shows(&self, text: &str, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while !self.log().contains(text) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -246,7 +246,7 @@ async fn run() {
     assert_eq!(server.get_json("/info").await["model"]["version"], "2");
     assert_identity(&server, "2").await;
     assert!(
-        server.log().contains("refused"),
+        server.log_shows("refused", Duration::from_secs(10)).await,
         "the refusal is logged:\n{}",
         server.log()
     );
@@ -276,7 +276,13 @@ async fn run() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(server.log().contains("labels changed"), "{}", server.log());
+    assert!(
+        server
+            .log_shows("labels changed", Duration::from_secs(10))
+            .await,
+        "{}",
+        server.log()
+    );
     assert_eq!(server.get_json("/info").await["model"]["version"], "2");
     drop(server);
 
@@ -308,7 +314,13 @@ async fn run() {
         server.get_json("/info").await["model"]["version"],
         v4.as_str()
     );
-    assert!(server.log().contains("cached version"), "{}", server.log());
+    assert!(
+        server
+            .log_shows("cached version", Duration::from_secs(10))
+            .await,
+        "{}",
+        server.log()
+    );
     drop(server);
     let empty = TempDir::new("registry-empty-cache");
     let line = startup_error(

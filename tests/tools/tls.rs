@@ -216,7 +216,9 @@ async fn run() {
     );
     assert_eq!(server.get_json("/info").await["model"]["version"], version);
     assert!(
-        server.log().contains("verification is off"),
+        server
+            .log_shows("verification is off", Duration::from_secs(10))
+            .await,
         "{}",
         server.log()
     );

@@ -121,7 +121,7 @@ async fn run() {
         "the batch span links to the request it served: {batch}"
     );
     assert!(
-        server.log().contains(&trace_id),
+        server.log_shows(&trace_id, Duration::from_secs(10)).await,
         "the JSON request log carries the trace id"
     );
 

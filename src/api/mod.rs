@@ -213,11 +213,17 @@ pub fn openapi(limits: &LimitsConfig, demo_page: bool) -> utoipa::openapi::OpenA
 }
 
 /// The document as served at `/openapi.json`: [`openapi`] plus what utoipa's types cannot
-/// hold, the rules between `/predict`'s fields (`allOf` of `not` clauses).
-pub fn openapi_json(limits: &LimitsConfig, demo_page: bool) -> serde_json::Value {
+/// hold, the rules between `/predict`'s fields (`allOf` of `not` clauses); without
+/// `/admin/reload` where this listener does not serve it (`server.admin_port`).
+pub fn openapi_json(limits: &LimitsConfig, demo_page: bool, admin: bool) -> serde_json::Value {
     let mut doc = serde_json::to_value(openapi(limits, demo_page))
         .expect("the OpenAPI document serializes. This is a bug.");
     doc["components"]["schemas"]["PredictRequest"]["allOf"] = predict::request_rules();
+    if !admin {
+        if let Some(paths) = doc["paths"].as_object_mut() {
+            paths.remove("/admin/reload");
+        }
+    }
     doc
 }
 
@@ -270,7 +276,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bo
     .service(
         SwaggerUi::new("/docs/{_:.*}").external_urls_from_iter_unchecked([(
             "/openapi.json",
-            openapi_json(limits, demo_page),
+            openapi_json(limits, demo_page, admin),
         )]),
     );
 }

@@ -316,6 +316,11 @@ async fn with_an_admin_port_reload_is_served_there_and_only_there() {
         404,
         "the admin listener serves nothing else"
     );
+    let spec = server.get_json("/openapi.json").await;
+    assert!(
+        spec["paths"]["/admin/reload"].is_null(),
+        "the main listener's document lists only what it serves"
+    );
     let response = server.predict(json!({"inputs": "Oil prices rose."})).await;
     assert_eq!(response.status(), 200);
 }

@@ -185,6 +185,25 @@ pub struct Classification {
     pub timing: Timing,
 }
 
+impl Classification {
+    /// Each text's best label, in request order (the tensor protocols' `label` output).
+    pub fn top_labels(&self) -> Vec<&str> {
+        self.texts
+            .iter()
+            .map(|t| t.ranked.first().map_or("", |s| s.label.as_str()))
+            .collect()
+    }
+
+    /// Every text's scores in the model's label order, row-major `[texts, labels]` (the tensor
+    /// protocols' `probabilities` output).
+    pub fn score_matrix(&self) -> Vec<f32> {
+        self.texts
+            .iter()
+            .flat_map(|t| t.scores.iter().copied())
+            .collect()
+    }
+}
+
 /// One model version in service: what it is, and its own queue and inference workers.
 pub struct ServingModel {
     pub spec: ModelSpec,

@@ -246,11 +246,7 @@ fn answer(
     let mut raw_output_contents = Vec::new();
     for name in wanted {
         let (datatype, shape, contents, bytes) = if *name == LABEL {
-            let labels: Vec<&str> = classification
-                .texts
-                .iter()
-                .map(|t| t.ranked.first().map_or("", |s| s.label.as_str()))
-                .collect();
+            let labels = classification.top_labels();
             let contents = InferTensorContents {
                 bytes_contents: labels.iter().map(|l| l.as_bytes().to_vec()).collect(),
                 ..Default::default()
@@ -262,11 +258,7 @@ fn answer(
                 encode_strings(labels.iter().copied()),
             )
         } else {
-            let probabilities: Vec<f32> = classification
-                .texts
-                .iter()
-                .flat_map(|t| t.scores.iter().copied())
-                .collect();
+            let probabilities = classification.score_matrix();
             let bytes = encode_f32(&probabilities);
             let contents = InferTensorContents {
                 fp32_contents: probabilities,

@@ -319,19 +319,11 @@ pub async fn infer(
     let mut binary = Vec::new();
     for (name, as_binary) in wanted {
         let (datatype, shape, data, bytes) = if name == LABEL {
-            let labels: Vec<&str> = classification
-                .texts
-                .iter()
-                .map(|t| t.ranked.first().map_or("", |s| s.label.as_str()))
-                .collect();
+            let labels = classification.top_labels();
             let bytes = as_binary.then(|| encode_strings(labels.iter().copied()));
             ("BYTES", vec![count], Value::from(labels), bytes)
         } else {
-            let probabilities: Vec<f32> = classification
-                .texts
-                .iter()
-                .flat_map(|t| t.scores.iter().copied())
-                .collect();
+            let probabilities = classification.score_matrix();
             let bytes = as_binary.then(|| encode_f32(&probabilities));
             let shape = vec![count, classification.labels.len()];
             ("FP32", shape, Value::from(probabilities), bytes)

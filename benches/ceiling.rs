@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use newscls::config::{Device, ModelConfig};
+use newscls::config::{DeviceChoice, ModelConfig};
 use newscls::inference::PaddedBatch;
 use newscls::model;
 
@@ -30,8 +30,8 @@ fn main() {
     let seconds: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
     let device = match args.get(3).map(String::as_str) {
-        None | Some("cpu") => Device::Cpu,
-        Some("cuda") => Device::Cuda,
+        None | Some("cpu") => DeviceChoice::Cpu,
+        Some("cuda") => DeviceChoice::Cuda,
         Some(other) => panic!("device must be cpu or cuda, not {other}"),
     };
     let sizes: Vec<usize> = match args.get(4) {
@@ -39,7 +39,7 @@ fn main() {
             .split(',')
             .map(|s| s.parse().expect("batch size"))
             .collect(),
-        None if device == Device::Cuda => GPU_BATCH_SIZES.to_vec(),
+        None if device == DeviceChoice::Cuda => GPU_BATCH_SIZES.to_vec(),
         None => CPU_BATCH_SIZES.to_vec(),
     };
     let texts = common::texts(&texts_path);
@@ -48,6 +48,8 @@ fn main() {
         // Another model directory (e.g. an older version, side by side): $MODEL_DIR.
         dir: std::env::var_os("MODEL_DIR").map_or(ModelConfig::default().dir, Into::into),
         device,
+        // One session: the ceiling is one device's pace.
+        inference_workers: Some(1),
         intra_op_threads: threads,
         ..ModelConfig::default()
     })
@@ -60,14 +62,14 @@ fn main() {
     println!(
         "ceiling: {} on {}, {} texts (mean {mean_tokens:.0} tokens), intra-op threads {}, {seconds} s per batch size",
         loaded.file.display(),
-        loaded.provider,
+        loaded.device.name(),
         texts.len(),
         if threads == 0 { "auto".to_string() } else { threads.to_string() }
     );
     println!("| batch | texts/s | ms/batch | padded-token share |");
     println!("|---:|---:|---:|---:|");
     let mut rows = Vec::new();
-    let buckets = backend.shape_buckets();
+    let buckets = loaded.device.shape_buckets();
     for &size in &sizes {
         let mut done = 0usize;
         let mut batches = 0usize;
@@ -110,7 +112,7 @@ fn main() {
     if let Some(dir) = std::path::Path::new(&out).parent() {
         std::fs::create_dir_all(dir).expect("results dir");
     }
-    let report = serde_json::json!({"file": loaded.file, "provider": loaded.provider, "texts": texts.len(),
+    let report = serde_json::json!({"file": loaded.file, "provider": loaded.device.name(), "texts": texts.len(),
         "mean_tokens": mean_tokens, "intra_op_threads": threads,
         "seconds_per_size": seconds, "rows": rows, "best_texts_per_second": best});
     std::fs::write(&out, serde_json::to_string_pretty(&report).expect("json")).expect("write");

@@ -140,7 +140,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         address = %bound,
         model = %serving.spec.name,
         version = %serving.spec.version,
-        provider = %serving.provider,
+        provider = serving.device.name(),
         http_workers = workers,
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"

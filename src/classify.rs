@@ -29,7 +29,8 @@ use tracing::Instrument;
 use crate::batching::worker::WorkerPool;
 pub use crate::batching::Priority;
 use crate::batching::{AdmitError, BatchQueue, BatchRule, Job, JobError, JobOutput};
-use crate::config::{BatchDevice, BatchLimits, BatchingConfig, LimitsConfig};
+use crate::config::{BatchingConfig, LimitsConfig};
+use crate::device::Device;
 use crate::metrics::Metrics;
 use crate::model::{LoadedModel, ModelSpec};
 use crate::postprocess::{ranked, ScoreFunction};
@@ -212,8 +213,8 @@ pub struct ServingModel {
     pub tokenizer: TextTokenizer,
     /// The ONNX file in use, relative to the model directory.
     pub file: PathBuf,
-    /// Execution provider in use, e.g. `cpu` or `cuda`.
-    pub provider: String,
+    /// Where it runs.
+    pub device: Device,
     /// False when the graph's scores for a text depend on its batch-mates.
     pub batch_independent: bool,
     /// Version of the ONNX Runtime library actually loaded.
@@ -221,8 +222,8 @@ pub struct ServingModel {
     /// Where this version came from: a directory or a registry URI.
     pub source: String,
     pub inference_workers: usize,
-    /// The batch limits in force for this model's device.
-    pub batch_limits: BatchLimits,
+    /// The batching rule in force for this model's device.
+    pub batch_rule: BatchRule,
     pub loaded_at: SystemTime,
     queue: Arc<BatchQueue>,
     workers: WorkerPool,
@@ -231,14 +232,10 @@ pub struct ServingModel {
 impl ServingModel {
     fn start(model: LoadedModel, batching: &BatchingConfig, metrics: &Arc<Metrics>) -> Self {
         let inference_workers = model.backends.len();
-        let device = match model.provider.as_str() {
-            "cpu" => BatchDevice::Cpu,
-            _ => BatchDevice::Gpu,
-        };
-        let batch_limits = batching.limits(device);
+        let batch_rule = BatchRule::new(batching, model.device);
         let queue = Arc::new(BatchQueue::new(
             batching.max_queue_size,
-            BatchRule::new(batching, batch_limits),
+            batch_rule,
             metrics.clone(),
             inference_workers,
         ));
@@ -253,12 +250,12 @@ impl ServingModel {
             spec: model.spec,
             tokenizer: model.tokenizer,
             file: model.file,
-            provider: model.provider,
+            device: model.device,
             batch_independent: model.batch_independent,
             runtime_version: model.runtime_version,
             source: model.source,
             inference_workers,
-            batch_limits,
+            batch_rule,
             loaded_at: SystemTime::now(),
             queue,
             workers,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::device::{BatchLimits, Device};
 use crate::secret::{self, Secret};
 
 /// Prefix of environment overrides: `NEWSCLS__SERVER__PORT=9000`.
@@ -164,9 +165,10 @@ pub struct ModelConfig {
     pub file: Option<PathBuf>,
     /// Token limit per text; null takes the tokenizer's own truncation length.
     pub max_length: Option<usize>,
-    pub device: Device,
-    /// Inference threads, each with its own ONNX Runtime session pulling from the shared queue.
-    pub inference_workers: usize,
+    pub device: DeviceChoice,
+    /// Inference threads, each with its own ONNX Runtime session pulling from the shared queue;
+    /// null: by device (CPU 1, CUDA 2; see [`Device::inference_workers`]).
+    pub inference_workers: Option<usize>,
     /// ONNX Runtime intra-op threads per inference worker; 0 lets ONNX Runtime decide.
     pub intra_op_threads: usize,
     /// Let ONNX Runtime's threads spin while waiting for work: lower latency on dedicated cores,
@@ -178,7 +180,7 @@ pub struct ModelConfig {
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Device {
+pub enum DeviceChoice {
     Cpu,
     Cuda,
     /// CUDA when the binary was built with it and a GPU answers, else CPU.
@@ -188,12 +190,18 @@ pub enum Device {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchingConfig {
-    /// A batch closes when it holds this many texts (null: by device, see [`BatchLimits`])...
+    /// A batch closes at once when it holds this many texts (null: by device, see
+    /// [`Device::batch_limits`])...
     pub max_batch_size: Option<usize>,
     /// ...or when its padded size (texts x longest text) would pass this many tokens (null: by
     /// device)...
     pub max_batch_tokens: Option<usize>,
-    /// ...or when its oldest text has waited this long.
+    /// ...or when it holds this many texts (null: by device, see
+    /// [`Device::preferred_batch_size`]), or the device is ready for it: a worker that is free
+    /// takes what is queued; while the device is busy the batch grows, with no timer.
+    pub preferred_batch_size: Option<usize>,
+    /// Only while the device is idle and the batch is below the preferred size: how long its
+    /// oldest text may wait for company.
     pub max_wait_ms: u64,
     /// Texts waiting in the queue; past it a request is refused with 429 at once.
     pub max_queue_size: usize,
@@ -256,8 +264,8 @@ impl Default for ModelConfig {
             allow_label_change: false,
             file: None,
             max_length: None,
-            device: Device::Auto,
-            inference_workers: 1,
+            device: DeviceChoice::Auto,
+            inference_workers: None,
             intra_op_threads: 0,
             intra_op_spinning: true,
             onnxruntime_library: None,
@@ -270,6 +278,7 @@ impl Default for BatchingConfig {
         Self {
             max_batch_size: None,
             max_batch_tokens: None,
+            preferred_batch_size: None,
             max_wait_ms: 2,
             max_queue_size: 1024,
         }
@@ -301,44 +310,26 @@ impl BatchingConfig {
     }
 
     /// The limits in force on `device`: the configured ones, else the device's defaults.
-    pub fn limits(&self, device: BatchDevice) -> BatchLimits {
-        let defaults = BatchLimits::default_for(device);
+    pub fn limits(&self, device: Device) -> BatchLimits {
+        let defaults = device.batch_limits();
         BatchLimits {
             max_batch_size: self.max_batch_size.unwrap_or(defaults.max_batch_size),
             max_batch_tokens: self.max_batch_tokens.unwrap_or(defaults.max_batch_tokens),
         }
     }
+
+    /// The batch size worth waiting for on `device`.
+    pub fn preferred_batch_size(&self, device: Device) -> usize {
+        self.preferred_batch_size
+            .unwrap_or_else(|| device.preferred_batch_size())
+    }
 }
 
-/// What a batch may hold on one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchLimits {
-    pub max_batch_size: usize,
-    pub max_batch_tokens: usize,
-}
-
-/// The kind of device the batch limits are chosen for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchDevice {
-    Cpu,
-    Gpu,
-}
-
-impl BatchLimits {
-    /// Measured defaults. CPU: throughput peaks at small batches that stay in cache, 8 texts of
-    /// 128 tokens (benches/ceiling.rs). GPU: it keeps rising to 128-256 texts per batch
-    /// (../bench/results of the GPU run), so the limits only stop runaway batches.
-    pub fn default_for(device: BatchDevice) -> Self {
-        match device {
-            BatchDevice::Cpu => Self {
-                max_batch_size: 32,
-                max_batch_tokens: 1024,
-            },
-            BatchDevice::Gpu => Self {
-                max_batch_size: 256,
-                max_batch_tokens: 32768,
-            },
-        }
+impl ModelConfig {
+    /// Inference workers on `device`: the configured number, else the device's default.
+    pub fn inference_workers(&self, device: Device) -> usize {
+        self.inference_workers
+            .unwrap_or_else(|| device.inference_workers())
     }
 }
 
@@ -390,8 +381,9 @@ flags! {
     model_dir: PathBuf => "model.dir",
     model_uri: String => "model.uri",
     model_file: PathBuf => "model.file",
-    device: Device => "model.device",
+    device: DeviceChoice => "model.device",
     max_batch_size: usize => "batching.max_batch_size",
+    preferred_batch_size: usize => "batching.preferred_batch_size",
     max_wait_ms: u64 => "batching.max_wait_ms",
     max_queue_size: usize => "batching.max_queue_size",
     log_level: String => "logging.level",
@@ -481,7 +473,14 @@ impl Config {
             "server.drain_timeout",
             self.server.drain_timeout.is_finite() && self.server.drain_timeout > 0.0,
         )?;
-        positive("model.inference_workers", self.model.inference_workers > 0)?;
+        positive(
+            "model.inference_workers",
+            self.model.inference_workers != Some(0),
+        )?;
+        positive(
+            "batching.preferred_batch_size",
+            self.batching.preferred_batch_size != Some(0),
+        )?;
         positive(
             "batching.max_batch_size",
             self.batching.max_batch_size != Some(0),
@@ -714,7 +713,7 @@ mod tests {
         let cli = Cli {
             config: Some(file.0.clone()),
             port: Some(9002),
-            device: Some(Device::Cpu),
+            device: Some(DeviceChoice::Cpu),
             model_dir: Some(PathBuf::from("models/x")),
             log_format: Some(LogFormat::Json),
             ..Cli::default()
@@ -722,7 +721,7 @@ mod tests {
         let config = load(&cli).expect("valid");
         assert_eq!(config.server.port, 9002);
         assert_eq!(config.server.timeout, 3.0);
-        assert_eq!(config.model.device, Device::Cpu);
+        assert_eq!(config.model.device, DeviceChoice::Cpu);
         assert_eq!(config.model.dir, PathBuf::from("models/x"));
         assert_eq!(config.logging.format, LogFormat::Json);
     }
@@ -747,6 +746,8 @@ mod tests {
             "cuda",
             "--max-batch-size",
             "4",
+            "--preferred-batch-size",
+            "3",
             "--max-wait-ms",
             "6",
             "--max-queue-size",
@@ -769,11 +770,12 @@ mod tests {
             },
             model: ModelConfig {
                 dir: PathBuf::from("m"),
-                device: Device::Cuda,
+                device: DeviceChoice::Cuda,
                 ..ModelConfig::default()
             },
             batching: BatchingConfig {
                 max_batch_size: Some(4),
+                preferred_batch_size: Some(3),
                 max_wait_ms: 6,
                 max_queue_size: 70,
                 ..BatchingConfig::default()

@@ -25,6 +25,7 @@ pub mod app;
 pub mod batching;
 pub mod classify;
 pub mod config;
+pub mod device;
 pub mod grpc;
 pub mod inference;
 pub mod metrics;

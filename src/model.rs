@@ -20,10 +20,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::{Device, ModelConfig};
+use crate::config::{DeviceChoice, ModelConfig};
+use crate::device::{Device, Precision};
 use crate::inference::graph::GraphOps;
 use crate::inference::onnx::{
-    default_library_path, init_runtime, runtime_version, OnnxBackend, OnnxOptions, Target,
+    default_library_path, init_runtime, runtime_version, OnnxBackend, OnnxOptions,
 };
 use crate::inference::{Backend, PaddedBatch, SetupError};
 use crate::source::Fetched;
@@ -64,19 +65,6 @@ pub struct ModelSpec {
     pub variants: Vec<Variant>,
 }
 
-/// What an ONNX file holds, by the naming convention of Hugging Face exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Precision {
-    /// `model_quantized.onnx`, `model_int8.onnx`, `model_uint8.onnx`: 8-bit weights.
-    Quantized8,
-    /// `model_q4.onnx`: 4-bit weights.
-    Quantized4,
-    /// `model.onnx`: full precision.
-    Fp32,
-    /// `model_fp16.onnx`: half precision, for GPUs.
-    Fp16,
-}
-
 /// One ONNX file of a model directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variant {
@@ -94,15 +82,6 @@ const VARIANT_NAMES: &[(&str, Precision)] = &[
     ("model.onnx", Precision::Fp32),
     ("model_fp16.onnx", Precision::Fp16),
 ];
-
-/// Preference by device: the CPU wants small integer weights; a GPU wants floats, fp16 first.
-const CPU_ORDER: &[Precision] = &[
-    Precision::Quantized8,
-    Precision::Quantized4,
-    Precision::Fp32,
-    Precision::Fp16,
-];
-const GPU_ORDER: &[Precision] = &[Precision::Fp16, Precision::Fp32];
 
 #[derive(Deserialize)]
 struct HfConfig {
@@ -202,8 +181,8 @@ pub struct LoadedModel {
     pub backends: Vec<Box<dyn Backend>>,
     /// The ONNX file in use, relative to the model directory.
     pub file: PathBuf,
-    /// Execution provider in use, e.g. `cpu` or `cuda`.
-    pub provider: String,
+    /// Where it runs.
+    pub device: Device,
     /// False when the graph quantizes activations per batch: a text's scores then depend on
     /// its batch-mates.
     pub batch_independent: bool,
@@ -217,7 +196,7 @@ pub struct LoadedModel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Attempt {
     file: PathBuf,
-    target: Target,
+    device: Device,
 }
 
 /// Decides which file runs where. `ops` reads a file's operators. Pure apart from that, so the
@@ -228,36 +207,36 @@ fn plan(
     cuda_built: bool,
     ops: &mut dyn FnMut(&Path) -> Result<GraphOps, LoadError>,
 ) -> Result<Vec<Attempt>, LoadError> {
-    let pick = |order: &[Precision]| -> PathBuf {
+    let pick = |device: Device| -> PathBuf {
         match &config.file {
             Some(file) => file.clone(),
             None => spec
-                .preferred(order)
+                .preferred(device.variant_order())
                 .or_else(|| spec.variants.first())
                 .map(|v| v.file.clone())
                 .expect("ModelSpec::load ensures at least one variant. This is a bug."),
         }
     };
     let cpu = Attempt {
-        file: pick(CPU_ORDER),
-        target: Target::Cpu,
+        file: pick(Device::Cpu),
+        device: Device::Cpu,
     };
     let wants_gpu = match config.device {
-        Device::Cpu => false,
-        Device::Cuda => true,
-        Device::Auto => cuda_built,
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Cuda => true,
+        DeviceChoice::Auto => cuda_built,
     };
     if !wants_gpu {
         return Ok(vec![cpu]);
     }
     let gpu = Attempt {
-        file: pick(GPU_ORDER),
-        target: Target::Cuda,
+        file: pick(Device::Cuda),
+        device: Device::Cuda,
     };
     let fallback = ops(&spec.dir.join(&gpu.file))?.cuda_fallback_ops();
     if fallback.is_empty() {
         return Ok(match config.device {
-            Device::Cuda => vec![gpu],
+            DeviceChoice::Cuda => vec![gpu],
             _ => vec![gpu, cpu],
         });
     }
@@ -268,7 +247,7 @@ fn plan(
         gpu.file.display(),
         fallback.join(", ")
     );
-    if config.device == Device::Cuda {
+    if config.device == DeviceChoice::Cuda {
         return Err(LoadError::Device(why));
     }
     tracing::warn!(reason = %why, "not using the GPU for this model");
@@ -326,11 +305,11 @@ pub fn load_version(config: &ModelConfig, fetched: &Fetched) -> Result<LoadedMod
     for (index, attempt) in attempts.iter().enumerate() {
         let path = spec.dir.join(&attempt.file);
         let options = OnnxOptions {
-            target: attempt.target,
+            device: attempt.device,
             intra_op_threads: config.intra_op_threads,
             intra_op_spinning: config.intra_op_spinning,
         };
-        let backends = (0..config.inference_workers)
+        let backends = (0..config.inference_workers(attempt.device))
             .map(|_| -> Result<Box<dyn Backend>, LoadError> {
                 let mut backend = OnnxBackend::load(&env, &path, &options, spec.labels.len())?;
                 warm_up(&mut backend, &tokenizer)?;
@@ -351,7 +330,7 @@ pub fn load_version(config: &ModelConfig, fetched: &Fetched) -> Result<LoadedMod
                 return Ok(LoadedModel {
                     source: fetched.description.clone(),
                     file: attempt.file.clone(),
-                    provider: attempt.target.name().to_string(),
+                    device: attempt.device,
                     spec,
                     tokenizer,
                     backends,
@@ -468,11 +447,11 @@ mod tests {
     /// `plan` with graphs whose operators are given by file name.
     fn plan_with(
         spec: &ModelSpec,
-        device: Device,
+        device: DeviceChoice,
         file: Option<&str>,
         cuda_built: bool,
         graphs: &[(&str, GraphOps)],
-    ) -> Result<Vec<(String, Target)>, LoadError> {
+    ) -> Result<Vec<(String, Device)>, LoadError> {
         let config = ModelConfig {
             device,
             file: file.map(PathBuf::from),
@@ -488,7 +467,7 @@ mod tests {
         plan(spec, &config, cuda_built, &mut ops).map(|attempts| {
             attempts
                 .into_iter()
-                .map(|a| (a.file.display().to_string(), a.target))
+                .map(|a| (a.file.display().to_string(), a.device))
                 .collect()
         })
     }
@@ -508,14 +487,14 @@ mod tests {
     #[test]
     fn the_cpu_gets_the_quantized_variant_and_the_gpu_fp16() {
         let spec = hf_export();
-        let cpu = ("model_quantized.onnx".to_string(), Target::Cpu);
-        let gpu = ("model_fp16.onnx".to_string(), Target::Cuda);
+        let cpu = ("model_quantized.onnx".to_string(), Device::Cpu);
+        let gpu = ("model_fp16.onnx".to_string(), Device::Cuda);
         let got =
             |device, cuda_built| plan_with(&spec, device, None, cuda_built, &[]).expect("plan");
-        assert_eq!(got(Device::Cpu, true), std::slice::from_ref(&cpu));
-        assert_eq!(got(Device::Cuda, false), std::slice::from_ref(&gpu));
-        assert_eq!(got(Device::Auto, true), [gpu, cpu.clone()]);
-        assert_eq!(got(Device::Auto, false), [cpu]);
+        assert_eq!(got(DeviceChoice::Cpu, true), std::slice::from_ref(&cpu));
+        assert_eq!(got(DeviceChoice::Cuda, false), std::slice::from_ref(&gpu));
+        assert_eq!(got(DeviceChoice::Auto, true), [gpu, cpu.clone()]);
+        assert_eq!(got(DeviceChoice::Auto, false), [cpu]);
     }
 
     #[test]
@@ -524,10 +503,11 @@ mod tests {
             ("model_quantized.onnx", Precision::Quantized8),
             ("onnx/model.onnx", Precision::Fp32),
         ]);
-        let got = plan_with(&spec, Device::Cuda, None, true, &[]).expect("plan");
-        assert_eq!(got, [("onnx/model.onnx".to_string(), Target::Cuda)]);
-        let got = plan_with(&spec, Device::Cpu, Some("onnx/model.onnx"), true, &[]).expect("plan");
-        assert_eq!(got, [("onnx/model.onnx".to_string(), Target::Cpu)]);
+        let got = plan_with(&spec, DeviceChoice::Cuda, None, true, &[]).expect("plan");
+        assert_eq!(got, [("onnx/model.onnx".to_string(), Device::Cuda)]);
+        let got =
+            plan_with(&spec, DeviceChoice::Cpu, Some("onnx/model.onnx"), true, &[]).expect("plan");
+        assert_eq!(got, [("onnx/model.onnx".to_string(), Device::Cpu)]);
     }
 
     #[test]
@@ -535,7 +515,7 @@ mod tests {
         // Only a dynamically quantized file, as the old bundled model was.
         let spec = spec(&[("model.onnx", Precision::Fp32)]);
         let graphs = [("model.onnx", dynamic_int8())];
-        let err = plan_with(&spec, Device::Cuda, None, true, &graphs)
+        let err = plan_with(&spec, DeviceChoice::Cuda, None, true, &graphs)
             .expect_err("cuda must refuse")
             .to_string();
         for part in [
@@ -547,14 +527,15 @@ mod tests {
         ] {
             assert!(err.contains(part), "{err:?} should mention {part:?}");
         }
-        let got = plan_with(&spec, Device::Auto, None, true, &graphs).expect("auto uses the CPU");
-        assert_eq!(got, [("model.onnx".to_string(), Target::Cpu)]);
+        let got =
+            plan_with(&spec, DeviceChoice::Auto, None, true, &graphs).expect("auto uses the CPU");
+        assert_eq!(got, [("model.onnx".to_string(), Device::Cpu)]);
         // The override cannot sneak it onto the GPU either.
         let spec = hf_export();
         let graphs = [("model_quantized.onnx", dynamic_int8())];
         assert!(plan_with(
             &spec,
-            Device::Cuda,
+            DeviceChoice::Cuda,
             Some("model_quantized.onnx"),
             true,
             &graphs

@@ -6,7 +6,8 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::ApiState;
-use crate::config::{BatchLimits, BatchingConfig, LimitsConfig};
+use crate::batching::BatchRule;
+use crate::config::{BatchingConfig, LimitsConfig};
 use crate::reload::{Busy, Outcome};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,11 +57,22 @@ pub struct ModelInfo {
     /// the other texts it happens to be batched with.
     pub batch_independent: bool,
     pub inference_workers: usize,
+    /// How batch shapes are rounded up on this device, rows and width (1 and 1: exact shapes).
+    pub shape_buckets: ShapeBucketsInfo,
+    /// Whether the next batch is assembled while one runs (on a GPU).
+    pub pipelined: bool,
     /// Where the serving version came from: a directory, or a registry URI and its version.
     #[schema(example = "models:/news-topic@champion (version 3)")]
     pub source: String,
     /// When the serving version was loaded, in Unix seconds.
     pub loaded_at_unix: f64,
+}
+
+/// Multiples a batch's rows and width are rounded up to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShapeBucketsInfo {
+    pub rows: usize,
+    pub width: usize,
 }
 
 /// How texts are batched. Its own type, not the config struct: renaming a config key must not
@@ -69,16 +81,19 @@ pub struct ModelInfo {
 pub struct BatchingInfo {
     pub max_batch_size: usize,
     pub max_batch_tokens: usize,
+    /// A batch this large goes at once; below it, only when the device is ready for it.
+    pub preferred_batch_size: usize,
     pub max_wait_ms: u64,
     pub max_queue_size: usize,
 }
 
 impl BatchingInfo {
     /// The settings in force: the limits depend on the device the model runs on.
-    fn new(config: &BatchingConfig, limits: BatchLimits) -> Self {
+    fn new(config: &BatchingConfig, rule: BatchRule) -> Self {
         Self {
-            max_batch_size: limits.max_batch_size,
-            max_batch_tokens: limits.max_batch_tokens,
+            max_batch_size: rule.max_batch_size,
+            max_batch_tokens: rule.max_batch_tokens,
+            preferred_batch_size: rule.preferred_batch_size,
             max_wait_ms: config.max_wait_ms,
             max_queue_size: config.max_queue_size,
         }
@@ -128,16 +143,21 @@ pub async fn info(state: web::Data<ApiState>) -> HttpResponse {
             labels: model.spec.labels.clone(),
             max_length: model.tokenizer.max_length(),
             file: model.file.display().to_string(),
-            provider: model.provider.clone(),
+            provider: model.device.name().to_string(),
             batch_independent: model.batch_independent,
             inference_workers: model.inference_workers,
+            shape_buckets: ShapeBucketsInfo {
+                rows: model.device.shape_buckets().rows,
+                width: model.device.shape_buckets().width,
+            },
+            pipelined: model.device.pipelined(),
             source: model.source.clone(),
             loaded_at_unix: model
                 .loaded_at
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
         },
-        batching: BatchingInfo::new(&state.config.batching, model.batch_limits),
+        batching: BatchingInfo::new(&state.config.batching, model.batch_rule),
         limits: (&state.config.limits).into(),
         timeout_seconds: state.config.server.timeout,
         version: env!("CARGO_PKG_VERSION"),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::rule::{BatchRule, Decision};
+use super::rule::{BatchRule, Decision, DeviceState};
 use crate::metrics::Metrics;
 use crate::tokenize::TokenizedText;
 
@@ -119,6 +119,9 @@ struct QueueState {
     /// Interactive jobs first, then background jobs.
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Per inference worker ("lane"): whether its device is running a batch while the worker's
+    /// next batch is being assembled (pipelined workers only; see [`BatchQueue::set_busy`]).
+    busy: Vec<bool>,
 }
 
 impl QueueState {
@@ -134,13 +137,17 @@ impl QueueState {
 impl BatchQueue {
     /// `workers`: inference threads draining this queue in parallel (for the wait estimate).
     pub fn new(capacity: usize, rule: BatchRule, metrics: Arc<Metrics>, workers: usize) -> Self {
+        let workers = workers.max(1);
         Self {
-            state: Mutex::default(),
+            state: Mutex::new(QueueState {
+                busy: vec![false; workers],
+                ..QueueState::default()
+            }),
             work_available: Condvar::new(),
             capacity,
             rule,
             metrics,
-            workers: workers.max(1),
+            workers,
             seconds_per_text: AtomicU64::new(0f64.to_bits()),
         }
     }
@@ -204,13 +211,29 @@ impl BatchQueue {
         }
         self.metrics.queue_depth.set(state.jobs.len() as i64);
         drop(state);
-        self.work_available.notify_one();
+        // Every waiting worker re-decides: one whose device is busy may keep waiting while an
+        // idle one can start, so waking only one could wake the wrong one.
+        self.work_available.notify_all();
         Ok(())
     }
 
-    /// Blocks until a batch is due, and returns it. `None` once closed and empty: the worker
-    /// then exits, so closing the queue drains it before the workers stop.
-    pub fn next_batch(&self) -> Option<Vec<Job>> {
+    /// A pipelined worker (`lane`, below the `workers` given to [`BatchQueue::new`]) reports
+    /// that its device started (`true`) or finished (`false`) a batch. While it is busy the
+    /// worker's next batch keeps growing; when it is done, that batch goes.
+    pub fn set_busy(&self, lane: usize, busy: bool) {
+        let mut state = self.lock();
+        if let Some(slot) = state.busy.get_mut(lane) {
+            *slot = busy;
+        }
+        drop(state);
+        if !busy {
+            self.work_available.notify_all();
+        }
+    }
+
+    /// Blocks until a batch is due for worker `lane`, and returns it. `None` once closed and
+    /// empty: the worker then exits, so closing the queue drains it before the workers stop.
+    pub fn next_batch(&self, lane: usize) -> Option<Vec<Job>> {
         let mut state = self.lock();
         loop {
             self.drop_abandoned(&mut state);
@@ -224,19 +247,29 @@ impl BatchQueue {
                     .unwrap_or_else(|p| p.into_inner());
                 continue;
             };
+            let device = match state.busy.get(lane) {
+                Some(true) => DeviceState::Busy,
+                _ => DeviceState::Idle,
+            };
             let lengths = state.jobs.iter().map(|j| j.text.len());
             match self
                 .rule
-                .decide(lengths, oldest.enqueued_at.elapsed(), state.closed)
+                .decide(lengths, oldest.enqueued_at.elapsed(), device, state.closed)
             {
                 Decision::Take(n) => {
                     let batch: Vec<Job> = state.jobs.drain(..n).collect();
                     self.metrics.queue_depth.set(state.jobs.len() as i64);
                     // Another worker may be able to start on what is left.
                     if !state.jobs.is_empty() {
-                        self.work_available.notify_one();
+                        self.work_available.notify_all();
                     }
                     return Some(batch);
+                }
+                Decision::WaitForDevice => {
+                    state = self
+                        .work_available
+                        .wait(state)
+                        .unwrap_or_else(|p| p.into_inner());
                 }
                 Decision::Wait(duration) => {
                     state = self
@@ -321,6 +354,7 @@ mod tests {
         let rule = BatchRule {
             max_batch_size: 4,
             max_batch_tokens: 1000,
+            preferred_batch_size: 1,
             max_wait: Duration::from_millis(1),
         };
         BatchQueue::new(capacity, rule, Arc::new(Metrics::new()), 1)
@@ -359,7 +393,7 @@ mod tests {
         q.admit(vec![expiring]).expect("fits");
         q.admit(vec![live]).expect("fits");
         std::thread::sleep(Duration::from_millis(30));
-        let batch = q.next_batch().expect("one live job");
+        let batch = q.next_batch(0).expect("one live job");
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].text.len(), 5);
     }
@@ -381,10 +415,10 @@ mod tests {
         }
         let lengths = |batch: Vec<Job>| batch.iter().map(|j| j.text.len()).collect::<Vec<_>>();
         // Batches of at most 4: both interactive texts first, in arrival order.
-        assert_eq!(q.next_batch().map(lengths), Some(vec![4, 5, 1, 2]));
+        assert_eq!(q.next_batch(0).map(lengths), Some(vec![4, 5, 1, 2]));
         let (job, _rx) = Job::new(text(6), far());
         q.admit(vec![job]).expect("fits");
-        assert_eq!(q.next_batch().map(lengths), Some(vec![6, 3]));
+        assert_eq!(q.next_batch(0).map(lengths), Some(vec![6, 3]));
     }
 
     #[test]
@@ -394,8 +428,108 @@ mod tests {
         q.admit(vec![job]).expect("fits");
         q.close();
         assert_eq!(q.admit(vec![]), Err(AdmitError::Closed));
-        assert_eq!(q.next_batch().map(|b| b.len()), Some(1));
-        assert!(q.next_batch().is_none());
+        assert_eq!(q.next_batch(0).map(|b| b.len()), Some(1));
+        assert!(q.next_batch(0).is_none());
+    }
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A queue for one pipelined worker whose batches go at 4 texts, fill at 8, and would
+    /// wait only 1 ms for company on an idle device.
+    fn queue(preferred_batch_size: usize) -> Arc<BatchQueue> {
+        let rule = BatchRule {
+            max_batch_size: 8,
+            max_batch_tokens: 1000,
+            preferred_batch_size,
+            max_wait: Duration::from_millis(1),
+        };
+        Arc::new(BatchQueue::new(100, rule, Arc::new(Metrics::new()), 1))
+    }
+
+    fn admit(q: &BatchQueue, texts: usize) -> Vec<oneshot::Receiver<JobResult>> {
+        let far = Instant::now() + Duration::from_secs(60);
+        let (jobs, receivers): (Vec<_>, Vec<_>) = (0..texts)
+            .map(|_| {
+                Job::new(
+                    TokenizedText {
+                        input_ids: vec![1; 3],
+                    },
+                    far,
+                )
+            })
+            .unzip();
+        q.admit(jobs).expect("fits");
+        receivers
+    }
+
+    /// The sizes of the batches lane 0 takes, as it takes them.
+    fn taken_batches(q: &Arc<BatchQueue>) -> mpsc::Receiver<usize> {
+        let (sizes, taken) = mpsc::channel();
+        let q = q.clone();
+        std::thread::spawn(move || {
+            while let Some(batch) = q.next_batch(0) {
+                if sizes.send(batch.len()).is_err() {
+                    return;
+                }
+            }
+        });
+        taken
+    }
+
+    #[test]
+    fn while_the_device_is_busy_a_small_batch_grows_past_the_timer_then_goes_when_it_is_ready() {
+        let q = queue(4);
+        q.set_busy(0, true);
+        let taken = taken_batches(&q);
+        let _first = admit(&q, 2);
+        // 50 times max_wait: an idle device would have taken these long ago.
+        assert_eq!(
+            taken.recv_timeout(Duration::from_millis(50)),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+        let _second = admit(&q, 1);
+        assert_eq!(
+            taken.recv_timeout(Duration::from_millis(50)),
+            Err(mpsc::RecvTimeoutError::Timeout),
+            "3 texts are still below the preferred 4"
+        );
+        q.set_busy(0, false);
+        assert_eq!(taken.recv_timeout(Duration::from_secs(10)), Ok(3));
+        q.close();
+    }
+
+    #[test]
+    fn the_preferred_size_and_a_full_batch_go_at_once_while_the_device_is_busy() {
+        let q = queue(4);
+        q.set_busy(0, true);
+        let taken = taken_batches(&q);
+        let _four = admit(&q, 4);
+        assert_eq!(taken.recv_timeout(Duration::from_secs(10)), Ok(4));
+        let never = queue(usize::MAX);
+        never.set_busy(0, true);
+        let taken = taken_batches(&never);
+        let _ten = admit(&never, 10);
+        assert_eq!(
+            taken.recv_timeout(Duration::from_secs(10)),
+            Ok(8),
+            "full at 8"
+        );
+        q.close();
+        never.close();
+    }
+
+    #[test]
+    fn on_an_idle_device_a_small_batch_goes_after_the_short_wait() {
+        let q = queue(4);
+        let taken = taken_batches(&q);
+        let _one = admit(&q, 1);
+        assert_eq!(taken.recv_timeout(Duration::from_secs(10)), Ok(1));
+        q.close();
     }
 }
 
@@ -408,6 +542,7 @@ mod admission_tests {
         let rule = BatchRule {
             max_batch_size: 4,
             max_batch_tokens: 1000,
+            preferred_batch_size: 1,
             max_wait: Duration::from_secs(10),
         };
         let q = BatchQueue::new(100, rule, Arc::new(Metrics::new()), 1);

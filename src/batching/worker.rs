@@ -31,14 +31,14 @@ impl WorkerPool {
         let handles = backends
             .into_iter()
             .enumerate()
-            .map(|(index, backend)| {
+            .map(|(lane, backend)| {
                 let (queue, metrics, running) = (queue.clone(), metrics.clone(), running.clone());
                 std::thread::Builder::new()
-                    .name(format!("inference-{index}"))
+                    .name(format!("inference-{lane}"))
                     .spawn(move || {
                         // Counts down however the thread ends, a panic included.
                         let _alive = RunningGuard(running);
-                        run_worker(backend, &queue, pad_id, &metrics);
+                        run_worker(backend, lane, &queue, pad_id, &metrics);
                     })
                     .expect("spawning an inference thread failed; the OS is out of threads. This is a bug.")
             })
@@ -73,10 +73,20 @@ impl Drop for RunningGuard {
     }
 }
 
-fn run_worker(mut backend: Box<dyn Backend>, queue: &BatchQueue, pad_id: i64, metrics: &Metrics) {
-    let (buckets, pipelined) = (backend.shape_buckets(), backend.pipelined());
+/// Worker `lane`'s loop. On a pipelined device (a GPU) a second thread takes and pads the next
+/// batch while this one runs; the queue knows the device is busy meanwhile, so that batch
+/// keeps growing until the device is ready for it (see `rule`).
+fn run_worker(
+    mut backend: Box<dyn Backend>,
+    lane: usize,
+    queue: &BatchQueue,
+    pad_id: i64,
+    metrics: &Metrics,
+) {
+    let device = backend.device();
     let assemble = |jobs: Vec<Job>| {
-        let batch = PaddedBatch::bucketed(jobs.iter().map(|j| &j.text), pad_id, buckets);
+        let batch =
+            PaddedBatch::bucketed(jobs.iter().map(|j| &j.text), pad_id, device.shape_buckets());
         (jobs, batch)
     };
     let mut infer = |(jobs, batch): (Vec<Job>, PaddedBatch)| {
@@ -84,25 +94,27 @@ fn run_worker(mut backend: Box<dyn Backend>, queue: &BatchQueue, pad_id: i64, me
         let texts = run_batch(backend.as_mut(), jobs, batch, metrics);
         queue.record_batch(texts, started.elapsed());
     };
-    if !pipelined {
-        while let Some(jobs) = queue.next_batch() {
+    if !device.pipelined() {
+        while let Some(jobs) = queue.next_batch(lane) {
             infer(assemble(jobs));
         }
         return;
     }
-    // While the device runs a batch, another thread takes the next one from the queue and
-    // pads it. The channel holds one: a batch is assembled ahead, never more.
-    let (ready, assembled) = std::sync::mpsc::sync_channel(1);
+    // A rendezvous channel: the assembled batch is handed over when the device takes it, so
+    // at most one batch waits ready, and the one after it is taken from the queue only then.
+    let (ready, assembled) = std::sync::mpsc::sync_channel(0);
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            while let Some(jobs) = queue.next_batch() {
+            while let Some(jobs) = queue.next_batch(lane) {
                 if ready.send(assemble(jobs)).is_err() {
                     break;
                 }
             }
         });
         for next in assembled {
+            queue.set_busy(lane, true);
             infer(next);
+            queue.set_busy(lane, false);
         }
     });
 }
@@ -139,7 +151,7 @@ pub fn run_batch(
             "inference_batch",
             batch_size = batch.texts,
             padded_tokens = batch.padded_tokens(),
-            provider = backend.provider(),
+            provider = backend.device().name(),
         ),
         None => tracing::Span::none(),
     };
@@ -199,6 +211,7 @@ mod tests {
 
     use super::*;
     use crate::batching::{BatchRule, JobResult};
+    use crate::device::Device;
     use crate::inference::{BackendError, Logits};
     use crate::tokenize::TokenizedText;
 
@@ -206,8 +219,8 @@ mod tests {
     struct FaultyBackend;
 
     impl Backend for FaultyBackend {
-        fn provider(&self) -> &str {
-            "test"
+        fn device(&self) -> Device {
+            Device::Cpu
         }
         fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {
             if batch.input_ids.contains(&999) {
@@ -239,6 +252,7 @@ mod tests {
         let rule = BatchRule {
             max_batch_size: 1,
             max_batch_tokens: 100,
+            preferred_batch_size: 1,
             max_wait: Duration::ZERO,
         };
         let queue = Arc::new(BatchQueue::new(16, rule, metrics.clone(), 1));
@@ -279,6 +293,7 @@ mod tests {
             BatchRule {
                 max_batch_size: 1,
                 max_batch_tokens: 10,
+                preferred_batch_size: 1,
                 max_wait: Duration::ZERO,
             },
             metrics.clone(),

@@ -9,6 +9,7 @@ pub mod onnx;
 
 use std::path::PathBuf;
 
+use crate::device::{Device, ShapeBuckets};
 use crate::tokenize::TokenizedText;
 
 /// Sequences padded to the longest one in the batch, row-major `[rows, width]`.
@@ -72,21 +73,6 @@ impl PaddedBatch {
     }
 }
 
-/// Multiples that a batch's shape is rounded up to. A GPU pays for every new tensor shape
-/// (kernel selection, memory planning), so a handful of shapes reused beats exact shapes:
-/// measured on an H100 with the fp16 model at 64 clients, rounding rows to 8 and width to 32
-/// took p99 from 119 ms to 21 ms. On a CPU padding is pure waste, so shapes stay exact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShapeBuckets {
-    pub rows: usize,
-    pub width: usize,
-}
-
-impl ShapeBuckets {
-    pub const EXACT: Self = Self { rows: 1, width: 1 };
-    pub const GPU: Self = Self { rows: 8, width: 32 };
-}
-
 /// Model output, row-major `[rows, num_labels]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logits {
@@ -126,17 +112,8 @@ pub enum BackendError {
 }
 
 pub trait Backend: Send {
-    /// The execution provider actually in use, e.g. `cpu` or `cuda`.
-    fn provider(&self) -> &str;
-    /// How this backend wants batch shapes rounded.
-    fn shape_buckets(&self) -> ShapeBuckets {
-        ShapeBuckets::EXACT
-    }
-    /// Whether the next batch should be assembled on another thread while this one runs: worth
-    /// it when inference is asynchronous to the CPU (a GPU), not when the CPU does both.
-    fn pipelined(&self) -> bool {
-        false
-    }
+    /// The device this backend runs on: how its batches are shaped and scheduled follows.
+    fn device(&self) -> Device;
     fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError>;
 }
 

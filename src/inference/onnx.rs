@@ -13,7 +13,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use super::{Backend, BackendError, Logits, PaddedBatch, SetupError, ShapeBuckets};
+use super::{Backend, BackendError, Logits, PaddedBatch, SetupError};
+use crate::device::Device;
 
 /// The ONNX Runtime release `make setup` fetches; pinned together with ort's `api-31` feature.
 const PINNED_VERSION: &str = "1.31.1";
@@ -106,35 +107,18 @@ fn is_version(text: &str) -> bool {
             .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Session settings for one inference worker.
+/// Session settings for one inference worker. A request for CUDA that cannot be met is an
+/// error, never a silent CPU session: the choice (and any fallback) is `model::load`'s.
 #[derive(Debug, Clone)]
 pub struct OnnxOptions {
-    pub target: Target,
+    pub device: Device,
     pub intra_op_threads: usize,
     pub intra_op_spinning: bool,
 }
 
-/// Where a session runs. The choice (and any fallback) is made by `model::load`; here a
-/// request for CUDA that cannot be met is an error, never a silent CPU session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    Cpu,
-    Cuda,
-}
-
-impl Target {
-    /// The execution provider's name as `/info` reports it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Cpu => "cpu",
-            Target::Cuda => "cuda",
-        }
-    }
-}
-
 pub struct OnnxBackend {
     session: Session,
-    provider: &'static str,
+    device: Device,
     num_labels: usize,
     wants_attention_mask: bool,
     wants_token_type_ids: bool,
@@ -147,7 +131,7 @@ impl OnnxBackend {
         options: &OnnxOptions,
         num_labels: usize,
     ) -> Result<Self, SetupError> {
-        let (session, provider) = build_session(env, model_path, options)?;
+        let session = build_session(env, model_path, options)?;
         let mismatch = |reason: String| SetupError::Mismatch {
             dir: model_path
                 .parent()
@@ -208,7 +192,7 @@ impl OnnxBackend {
         }
         Ok(Self {
             session,
-            provider,
+            device: options.device,
             num_labels,
             wants_attention_mask,
             wants_token_type_ids,
@@ -220,19 +204,18 @@ fn build_session(
     env: &Environment,
     path: &Path,
     options: &OnnxOptions,
-) -> Result<(Session, &'static str), SetupError> {
-    let session = match options.target {
-        Target::Cpu => cpu_builder(env, options).and_then(|mut b| b.commit_from_file(path)),
-        Target::Cuda => cuda_session(env, path, options),
+) -> Result<Session, SetupError> {
+    let session = match options.device {
+        Device::Cpu => cpu_builder(env, options).and_then(|mut b| b.commit_from_file(path)),
+        Device::Cuda => cuda_session(env, path, options),
     };
-    let session = session.map_err(|e| SetupError::ModelFile {
+    session.map_err(|e| SetupError::ModelFile {
         path: path.to_path_buf(),
-        reason: match options.target {
-            Target::Cpu => e.to_string(),
-            Target::Cuda => format!("CUDA requested: {e}"),
+        reason: match options.device {
+            Device::Cpu => e.to_string(),
+            Device::Cuda => format!("CUDA requested: {e}"),
         },
-    })?;
-    Ok((session, options.target.name()))
+    })
 }
 
 fn cpu_builder(
@@ -295,19 +278,8 @@ fn cuda_session(
 }
 
 impl Backend for OnnxBackend {
-    fn provider(&self) -> &str {
-        self.provider
-    }
-
-    fn shape_buckets(&self) -> ShapeBuckets {
-        match self.provider {
-            "cuda" => ShapeBuckets::GPU,
-            _ => ShapeBuckets::EXACT,
-        }
-    }
-
-    fn pipelined(&self) -> bool {
-        self.provider == "cuda"
+    fn device(&self) -> Device {
+        self.device
     }
 
     fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {

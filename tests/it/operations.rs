@@ -18,6 +18,14 @@ async fn operational_endpoints_answer() {
     assert_eq!(info["model"]["provider"], "cpu");
     assert!(info["model"]["labels"].as_array().expect("labels").len() >= 2);
     assert_eq!(info["batching"]["max_batch_size"], 32);
+    // The CPU's defaults: one worker, exact shapes, no pipelining, no waiting for company.
+    assert_eq!(info["model"]["inference_workers"], 1);
+    assert_eq!(
+        info["model"]["shape_buckets"],
+        json!({"rows": 1, "width": 1})
+    );
+    assert_eq!(info["model"]["pipelined"], false);
+    assert_eq!(info["batching"]["preferred_batch_size"], 1);
     assert_eq!(info["onnxruntime_version"], "1.31.1");
 
     server
@@ -142,7 +150,10 @@ async fn config_file_is_taken_from_newscls_config() {
 #[tokio::test]
 async fn sigterm_finishes_accepted_requests_then_exits_zero() {
     // Requests wait 1 s in the queue, so they are surely in flight when SIGTERM arrives.
-    let server = Server::start(&["--max-wait-ms", "1000"], &[]);
+    let server = Server::start(
+        &["--preferred-batch-size", "1000", "--max-wait-ms", "1000"],
+        &[],
+    );
     let bodies: Vec<Value> = (0..4)
         .map(|i| json!({"inputs": format!("Parliament votes on the budget, part {i}.")}))
         .collect();
@@ -202,7 +213,10 @@ async fn probe_flag_reports_health_for_container_checks() {
 #[tokio::test]
 async fn a_second_signal_exits_without_waiting_for_the_drain() {
     // Requests wait 5 s in the queue; a drain would take that long, a second signal must not.
-    let server = Server::start(&["--max-wait-ms", "5000"], &[]);
+    let server = Server::start(
+        &["--preferred-batch-size", "1000", "--max-wait-ms", "5000"],
+        &[],
+    );
     let request = server
         .client
         .post(server.url("/predict"))

@@ -10,7 +10,17 @@ use crate::support::Server;
 async fn request_past_the_timeout_gets_504_and_its_queued_work_is_skipped() {
     // The batch would close only after 1.5 s, but requests may take 0.3 s: the request times out
     // while its text is still queued, and the worker must then skip it.
-    let server = Server::start(&["--timeout", "0.3", "--max-wait-ms", "1500"], &[]);
+    let server = Server::start(
+        &[
+            "--timeout",
+            "0.3",
+            "--preferred-batch-size",
+            "1000",
+            "--max-wait-ms",
+            "1500",
+        ],
+        &[],
+    );
     let started = Instant::now();
     let response = server
         .predict(json!({"inputs": "Central bank holds rates."}))
@@ -40,7 +50,14 @@ async fn request_past_the_timeout_gets_504_and_its_queued_work_is_skipped() {
 #[tokio::test]
 async fn full_queue_refuses_at_once_with_429_and_retry_after() {
     let server = Server::start(
-        &["--max-queue-size", "2", "--max-wait-ms", "2000"],
+        &[
+            "--max-queue-size",
+            "2",
+            "--preferred-batch-size",
+            "1000",
+            "--max-wait-ms",
+            "2000",
+        ],
         &[("NEWSCLS__LIMITS__MAX_CLIENT_BATCH_SIZE", "2")],
     );
     let first = {
@@ -73,7 +90,10 @@ async fn full_queue_refuses_at_once_with_429_and_retry_after() {
 
 #[tokio::test]
 async fn tighter_deadline_from_the_request_header_is_honoured() {
-    let server = Server::start(&["--max-wait-ms", "1500"], &[]);
+    let server = Server::start(
+        &["--preferred-batch-size", "1000", "--max-wait-ms", "1500"],
+        &[],
+    );
     let started = Instant::now();
     let response = server
         .client
@@ -92,7 +112,10 @@ async fn tighter_deadline_from_the_request_header_is_honoured() {
 
 #[tokio::test]
 async fn work_of_a_client_that_disconnected_is_skipped() {
-    let server = Server::start(&["--max-wait-ms", "1000"], &[]);
+    let server = Server::start(
+        &["--preferred-batch-size", "1000", "--max-wait-ms", "1000"],
+        &[],
+    );
     // The client gives up after 200 ms, long before the batch closes at 1 s.
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use newscls::config::{Device, ModelConfig};
+use newscls::config::{DeviceChoice, ModelConfig};
 use newscls::inference::onnx::default_library_path;
 use newscls::inference::{Logits, PaddedBatch};
 use newscls::model;
@@ -85,7 +85,7 @@ fn the_gpu_variant_agrees_with_the_golden_file() {
     let mut loaded = model::load(&ModelConfig {
         dir: repo_path(MODEL_DIR),
         file: Some("model_fp16.onnx".into()),
-        device: Device::Cpu,
+        device: DeviceChoice::Cpu,
         intra_op_threads: 1,
         intra_op_spinning: false,
         onnxruntime_library: Some(repo_path(&default_library_path().to_string_lossy())),
@@ -115,7 +115,7 @@ fn service_pipeline_matches_the_training_pipeline_golden_file() {
 
     let mut loaded = model::load(&ModelConfig {
         dir: model_dir.clone(),
-        device: Device::Cpu,
+        device: DeviceChoice::Cpu,
         intra_op_threads: 1,
         intra_op_spinning: false,
         onnxruntime_library: Some(repo_path(&default_library_path().to_string_lossy())),

@@ -84,7 +84,10 @@ async fn top_k_cuts_the_list_and_korean_text_is_classified() {
 #[tokio::test]
 async fn concurrent_requests_are_batched_together() {
     // A generous batching window makes the grouping deterministic.
-    let server = Server::start(&["--max-wait-ms", "300"], &[]);
+    let server = Server::start(
+        &["--preferred-batch-size", "8", "--max-wait-ms", "300"],
+        &[],
+    );
     let bodies = (0..8)
         .map(|i| json!({"inputs": format!("{SPORT} Match report {i}.")}))
         .collect();

@@ -1,0 +1,135 @@
+//! The hardware a model runs on, as one type.
+//!
+//! Everything that differs between a CPU and a GPU is a method of [`Device`]: the ONNX Runtime
+//! execution provider, which exported file to prefer, how batch shapes are rounded, whether the
+//! next batch is assembled while one runs, the batch limits, how many texts are worth waiting
+//! for, how many inference workers share the device. Adding an accelerator (TensorRT, ROCm) is a
+//! variant here plus its session builder in `inference::onnx`; every `match` the compiler then
+//! flags is a decision to make for it, and there is no other place to look.
+//!
+//! The operator asks for a device with `model.device` (`auto`, `cpu`, `cuda`: a choice, see
+//! `config::DeviceChoice`); `model::load` turns the choice into the [`Device`] a model actually
+//! runs on, and everything after that reads it from here.
+
+use serde::Serialize;
+
+/// Where a loaded model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+/// What an ONNX file holds, by the naming convention of Hugging Face exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Precision {
+    /// `model_quantized.onnx`, `model_int8.onnx`, `model_uint8.onnx`: 8-bit weights.
+    Quantized8,
+    /// `model_q4.onnx`: 4-bit weights.
+    Quantized4,
+    /// `model.onnx`: full precision.
+    Fp32,
+    /// `model_fp16.onnx`: half precision, for GPUs.
+    Fp16,
+}
+
+/// Multiples that a batch's shape is rounded up to. A GPU pays for every new tensor shape
+/// (kernel selection, memory planning), so a handful of shapes reused beats exact shapes:
+/// measured on an H100 with the fp16 model at 64 clients, rounding rows to 8 and width to 32
+/// took p99 from 119 ms to 21 ms. On a CPU padding is pure waste, so shapes stay exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShapeBuckets {
+    pub rows: usize,
+    pub width: usize,
+}
+
+impl ShapeBuckets {
+    pub const EXACT: Self = Self { rows: 1, width: 1 };
+}
+
+/// What a batch may hold on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_batch_size: usize,
+    pub max_batch_tokens: usize,
+}
+
+impl Device {
+    /// The execution provider's name, as `/info`, logs and traces report it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+
+    /// Which exported file to prefer, best first: the CPU wants small integer weights (its
+    /// int8 kernels are the fast ones); a GPU wants floats, fp16 first (tensor cores; ONNX
+    /// Runtime's CUDA provider has no kernels for the quantized operators).
+    pub fn variant_order(self) -> &'static [Precision] {
+        match self {
+            Device::Cpu => &[
+                Precision::Quantized8,
+                Precision::Quantized4,
+                Precision::Fp32,
+                Precision::Fp16,
+            ],
+            Device::Cuda => &[Precision::Fp16, Precision::Fp32],
+        }
+    }
+
+    /// How batch shapes are rounded (see [`ShapeBuckets`]).
+    pub fn shape_buckets(self) -> ShapeBuckets {
+        match self {
+            Device::Cpu => ShapeBuckets::EXACT,
+            Device::Cuda => ShapeBuckets { rows: 8, width: 32 },
+        }
+    }
+
+    /// Whether the next batch is assembled on another thread while one runs: worth it when
+    /// inference is asynchronous to the CPU (a GPU), not when the CPU does both.
+    pub fn pipelined(self) -> bool {
+        match self {
+            Device::Cpu => false,
+            Device::Cuda => true,
+        }
+    }
+
+    /// Measured defaults. CPU: throughput peaks at small batches that stay in cache, 8 texts of
+    /// 128 tokens (benches/ceiling.rs). GPU: it keeps rising to 128-256 texts per batch
+    /// (bench/results of the GPU run), so the limits only stop runaway batches.
+    pub fn batch_limits(self) -> BatchLimits {
+        match self {
+            Device::Cpu => BatchLimits {
+                max_batch_size: 32,
+                max_batch_tokens: 1024,
+            },
+            Device::Cuda => BatchLimits {
+                max_batch_size: 256,
+                max_batch_tokens: 32768,
+            },
+        }
+    }
+
+    /// The batch size worth waiting for when the device is idle (`batching.max_wait_ms` at
+    /// most). A CPU computes a batch in time proportional to its texts, so waiting gains
+    /// nothing: 1. On the GPU a batch of 1 and a batch of 8 take the same time (1.0 ms for the
+    /// fp16 model on an H200), so a lone text waits briefly for company.
+    pub fn preferred_batch_size(self) -> usize {
+        match self {
+            Device::Cpu => 1,
+            Device::Cuda => 8,
+        }
+    }
+
+    /// Inference workers (sessions) when `model.inference_workers` is not set. On the GPU a
+    /// second session lets one batch's host work overlap another's kernels: measured on an
+    /// H200, p99 at 256 clients went from 79 to 55 ms and at 1,024 from 169 to 57 ms.
+    pub fn inference_workers(self) -> usize {
+        match self {
+            Device::Cpu => 1,
+            Device::Cuda => 2,
+        }
+    }
+}

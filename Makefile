@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench bench-gpu bench-stream bench-protocols clean help
+.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench bench-gpu bench-stream bench-protocols bench-pipeline clean help
 
 help:
 	@echo "make run    - build (release) and serve the bundled model on :8080 (GPU if present; DEVICE=cpu|cuda)"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench-gpu - GPU variant: ceiling, service at c=64/256/1024, seed scenario, GPU busy, CPU per stage"
 	@echo "make bench-stream - stream mode (local Tansu broker) beside /predict and the ceiling"
 	@echo "make bench-protocols - KServe v2 over HTTP JSON, HTTP binary tensors and gRPC, side by side"
+	@echo "make bench-pipeline - CPU ms per article by stage around a zero-cost model (BASELINE=<rev> side by side)"
 	@echo "make docker-check - lint/validate Dockerfile, compose, Prometheus and Kubernetes files"
 	@echo "make jmeter - QA's JMeter plan against a running service (JMETER_ARGS=-Jport=8080)"
 
@@ -74,6 +75,10 @@ bench-stream:
 # KServe v2 through HTTP JSON, HTTP binary tensors and gRPC, side by side (tritonclient).
 bench-protocols:
 	bench/protocols.sh
+
+# What the CPU pays per article around the model, on any machine (BASELINE=<rev> beside it).
+bench-pipeline:
+	bench/pipeline.sh
 
 eval:
 	training/eval_service.sh $(URL)

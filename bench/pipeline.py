@@ -136,7 +136,11 @@ class Service:
     def __init__(self, binary: str, model_dir: Path, cores: str | None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [binary, "--device", "cpu", "--model-dir", str(model_dir), "--host", "127.0.0.1",
+        # Built-in defaults for every binary, not this checkout's config/default.yaml (a
+        # baseline may not know its keys).
+        config = model_dir / "pipeline-config.yaml"
+        config.write_text("logging:\n  level: warn\n")
+        cmd = [binary, "--config", str(config), "--device", "cpu", "--model-dir", str(model_dir), "--host", "127.0.0.1",
                "--port", str(self.port), "--log-level", "warn", "--timeout", "30", "--max-queue-size", "65536"]
         if cores:
             cmd = ["taskset", "-c", cores] + cmd
@@ -198,9 +202,11 @@ def main() -> None:
     ap.add_argument("--server-cores", default=None)
     ap.add_argument("--load-cores", default=None)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=Path("bench/.cache/pipeline-model"),
+                    help="where the negligible-compute model directory is written")
     args = ap.parse_args()
 
-    model_dir = args.out / "null-model"
+    model_dir = args.work
     write_model_dir(args.model, model_dir)
     binaries = dict(b.split("=", 1) for b in args.bin)
     runs: dict[tuple[str, str], list[dict]] = {}
@@ -225,6 +231,7 @@ def main() -> None:
     lines = [f"Pipeline cost on {os.cpu_count()} cores: the negligible-compute graph, wrk c={args.concurrency}, "
              f"{args.seconds} s per run, best of {args.rounds} alternating rounds. CPU ms per article by stage "
              "(per-thread CPU from /proc; the ONNX Runtime call from the service's histogram).", "",
+             "Command: `" + " ".join(["python3"] + sys.argv) + "`", "",
              "| binary | texts | req/s | articles per CPU-s | p50 ms | p99 ms | "
              + " | ".join(stage_names) + " | total CPU ms |",
              "|---|---|---:|---:|---:|---:|" + "---:|" * (len(stage_names) + 1)]

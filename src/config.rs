@@ -338,15 +338,22 @@ impl ModelConfig {
 /// flag and its key cannot drift apart.
 macro_rules! flags {
     ($($field:ident: $ty:ty => $key:literal),* $(,)?) => {
-        /// Command-line flags: the top layer. Each sets one config key.
+        /// Command-line flags: the top layer. Each sets one config key, and is accepted before
+        /// or after a subcommand.
         #[derive(Debug, Default, Parser)]
-        #[command(name = "newscls", version, about = "Serve a news-topic text classifier over HTTP")]
+        #[command(
+            name = "newscls",
+            version,
+            about = "Serve a news-topic text classifier over HTTP, or classify and evaluate files with it"
+        )]
         pub struct Cli {
+            #[command(subcommand)]
+            pub command: Option<Command>,
             /// YAML config file [env: NEWSCLS_CONFIG] [default: config/default.yaml if present]
-            #[arg(long)]
+            #[arg(long, global = true)]
             pub config: Option<PathBuf>,
             $(
-                #[arg(long, help = concat!("Sets ", $key))]
+                #[arg(long, global = true, help = concat!("Sets ", $key))]
                 pub $field: Option<$ty>,
             )*
             /// Print the effective configuration as JSON and exit.
@@ -370,6 +377,90 @@ macro_rules! flags {
             }
         }
     };
+}
+
+/// What the binary does besides serving (the default).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Classify every row of a JSONL, CSV or Parquet file with the model, without HTTP
+    ///
+    /// Rows come out in input order with `label` and `score` (and, when asked, every label's
+    /// score and the model's name and version); every other field is passed through. A row with
+    /// no text, an empty one, invalid UTF-8 or too many characters gets an `error` instead, and
+    /// the run goes on. The model is chosen as for the server (--model-dir, --model-uri,
+    /// --device, the config file, NEWSCLS__* variables).
+    Classify(ClassifyArgs),
+    /// Measure the model on a labelled file: accuracy, macro-F1, per-label precision, recall
+    /// and F1, and the confusion matrix; with --compare-uri, two versions side by side
+    Eval(EvalArgs),
+}
+
+/// A file format for rows; by default taken from the file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileFormat {
+    /// One JSON object per line (.jsonl, .ndjson)
+    Jsonl,
+    /// Comma-separated values with a header row (.csv)
+    Csv,
+    /// Apache Parquet (.parquet), read and written a row group at a time
+    Parquet,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClassifyArgs {
+    /// The rows to classify (.jsonl, .csv or .parquet); `-` or nothing reads standard input
+    pub input: Option<PathBuf>,
+    /// Where to write the classified rows; `-` or nothing writes standard output
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// The input's format, when its name does not tell (standard input: jsonl). The output
+    /// has the input's format, so every field passes through unchanged
+    #[arg(long)]
+    pub format: Option<FileFormat>,
+    /// The field (JSONL) or column (CSV, Parquet) that holds the text
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// The field that identifies a row; rows without one are numbered from 0 in input order
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// Add every label's score (`scores` in JSONL, a `score_<label>` column in CSV and Parquet)
+    #[arg(long)]
+    pub all_scores: bool,
+    /// Add the model's name and version to every row
+    #[arg(long)]
+    pub with_model: bool,
+    /// Keep the rows an earlier, interrupted run already wrote to --output and classify only
+    /// the others (JSONL and CSV output)
+    #[arg(long)]
+    pub resume: bool,
+    /// Exit with status 2 when any row got an error (by default errors are rows like any other)
+    #[arg(long)]
+    pub fail_on_error: bool,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EvalArgs {
+    /// The labelled rows (.jsonl, .csv or .parquet)
+    pub file: PathBuf,
+    /// The file's format, when its name does not tell
+    #[arg(long)]
+    pub format: Option<FileFormat>,
+    /// The field that holds the text
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// The field that holds the true label
+    #[arg(long, default_value = "label")]
+    pub label_field: String,
+    /// Print one JSON document instead of tables
+    #[arg(long)]
+    pub json: bool,
+    /// Also evaluate this model (a directory or models:/name@alias, models:/name/version) on the
+    /// same rows, side by side, and list the texts the two label differently
+    #[arg(long, value_name = "URI")]
+    pub compare_uri: Option<String>,
+    /// How many differing texts to show with --compare-uri
+    #[arg(long, default_value_t = 10)]
+    pub show: usize,
 }
 
 flags! {

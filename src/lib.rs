@@ -26,6 +26,7 @@ pub mod batching;
 pub mod classify;
 pub mod config;
 pub mod device;
+pub mod files;
 pub mod grpc;
 pub mod inference;
 pub mod metrics;

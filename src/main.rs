@@ -1,7 +1,8 @@
 //! The `newscls` binary: flags, configuration, logging and traces, then the app. Nothing else.
 
 use clap::Parser;
-use newscls::config::{Cli, Config};
+use newscls::config::{Cli, Command, Config};
+use newscls::files::{self, Outcome};
 
 fn main() {
     let cli = Cli::parse();
@@ -23,6 +24,43 @@ fn main() {
         );
         return;
     }
+    match &cli.command {
+        None => serve(config),
+        Some(Command::Classify(args)) => {
+            let _telemetry = quiet_logs(&config);
+            match files::classify(&config, args) {
+                Ok(Outcome::Done { errors }) if errors > 0 && args.fail_on_error => {
+                    std::process::exit(2)
+                }
+                Ok(Outcome::Done { .. }) => {}
+                // The shell's convention for a process stopped by a signal.
+                Ok(Outcome::Interrupted(signal)) => std::process::exit(128 + signal),
+                Err(e) => fail(&e),
+            }
+        }
+        Some(Command::Eval(args)) => {
+            let _telemetry = quiet_logs(&config);
+            if let Err(e) = files::eval::eval(&config, args) {
+                fail(&e);
+            }
+        }
+    }
+}
+
+/// Files commands print their own progress: the service's log lines would only interleave with
+/// it, so only warnings and errors are logged unless `logging.level` says otherwise.
+fn quiet_logs(config: &Config) -> newscls::telemetry::Telemetry {
+    let mut logging = config.logging.clone();
+    if logging.level == "info" {
+        logging.level = "warn".into();
+    }
+    match newscls::telemetry::init(&logging) {
+        Ok(telemetry) => telemetry,
+        Err(e) => fail(&e),
+    }
+}
+
+fn serve(config: Config) {
     let _telemetry = match newscls::telemetry::init(&config.logging) {
         Ok(telemetry) => telemetry,
         Err(e) => fail(&e),

@@ -352,7 +352,7 @@ async fn run() {
             "{key}"
         );
         let number: u64 = key[1..].parse().expect("key number");
-        let id = if number % 200 == 0 {
+        let id = if number.is_multiple_of(200) {
             json!(key)
         } else {
             json!(number)

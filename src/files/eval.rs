@@ -1,0 +1,365 @@
+//! `newscls eval`: a model's accuracy on a labelled file, and two versions side by side.
+//!
+//! The file goes through the same pipeline as `classify` ([`super::run`]) into a tally instead
+//! of an output file. The figures follow scikit-learn's definitions (macro-F1 is the mean of the
+//! per-label F1 over the labels that occur in the gold or the predicted labels, a label never
+//! predicted has precision 0), so they reproduce the model card's.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::format::{Chunk, ChunkWriter, Fields, FileError, RowResult};
+use super::{open_reader, resolve_format, FilesError, Outcome, Pipeline};
+use crate::config::{Config, EvalArgs};
+
+/// Characters of a differing text shown in the comparison.
+const EXCERPT_CHARS: usize = 100;
+
+/// Gold and predicted label per row, in file order.
+#[derive(Debug, Default)]
+struct Tally {
+    gold: Vec<String>,
+    /// `None` where the row got an error.
+    predicted: Vec<Option<String>>,
+    ids: Vec<String>,
+    excerpts: Vec<String>,
+    errors: Vec<String>,
+}
+
+/// Collects a run's rows; shared with the caller, which reads it once the run ends.
+struct Collector(Arc<Mutex<Tally>>, bool);
+
+impl ChunkWriter for Collector {
+    fn write(&mut self, chunk: &Chunk, results: &[RowResult]) -> Result<(), FileError> {
+        let mut tally = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (row, result) in chunk.rows.iter().zip(results) {
+            tally.gold.push(row.extra.clone().unwrap_or_default());
+            tally
+                .predicted
+                .push(result.top.as_ref().map(|(label, _)| label.clone()));
+            tally.ids.push(row.id.clone());
+            if let Some(error) = &result.error {
+                tally.errors.push(format!("{}: {error}", row.id));
+            }
+            // Kept for the comparison's listing only.
+            if self.1 {
+                let text = row.text.as_deref().unwrap_or_default();
+                tally
+                    .excerpts
+                    .push(text.chars().take(EXCERPT_CHARS).collect());
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), FileError> {
+        Ok(())
+    }
+}
+
+/// The scores of one model on one file.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub model: String,
+    pub version: String,
+    pub rows: usize,
+    /// Rows without a usable text or label; they count as wrong.
+    pub errors: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub labels: Vec<LabelReport>,
+    /// Rows: gold label; columns: predicted label, both in `confusion_labels` order.
+    pub confusion_labels: Vec<String>,
+    pub confusion: Vec<Vec<u64>>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LabelReport {
+    pub label: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: u64,
+}
+
+/// Accuracy, per-label precision/recall/F1, macro-F1 and the confusion matrix, with the model's
+/// labels first (then any other gold label, in order of appearance).
+pub fn score(model_labels: &[String], gold: &[String], predicted: &[Option<String>]) -> Report {
+    let mut labels: Vec<String> = model_labels.to_vec();
+    for label in gold {
+        if !labels.contains(label) {
+            labels.push(label.clone());
+        }
+    }
+    let index = |label: &str| labels.iter().position(|l| l == label);
+    let mut confusion = vec![vec![0u64; labels.len()]; labels.len()];
+    let mut correct = 0usize;
+    for (g, p) in gold.iter().zip(predicted) {
+        if p.as_deref() == Some(g.as_str()) {
+            correct += 1;
+        }
+        if let (Some(gi), Some(pi)) = (index(g), p.as_deref().and_then(index)) {
+            confusion[gi][pi] += 1;
+        }
+    }
+    let occurring: BTreeSet<usize> = gold
+        .iter()
+        .map(String::as_str)
+        .chain(predicted.iter().flatten().map(String::as_str))
+        .filter_map(index)
+        .collect();
+    let per_label: Vec<LabelReport> = (0..labels.len())
+        .map(|k| {
+            let tp = confusion[k][k] as f64;
+            let predicted_k: u64 = confusion.iter().map(|row| row[k]).sum();
+            let support = gold.iter().filter(|g| **g == labels[k]).count() as u64;
+            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+            let (precision, recall) = (ratio(tp, predicted_k as f64), ratio(tp, support as f64));
+            LabelReport {
+                label: labels[k].clone(),
+                precision,
+                recall,
+                f1: ratio(2.0 * precision * recall, precision + recall),
+                support,
+            }
+        })
+        .collect();
+    let macro_f1 = if occurring.is_empty() {
+        0.0
+    } else {
+        occurring.iter().map(|&k| per_label[k].f1).sum::<f64>() / occurring.len() as f64
+    };
+    Report {
+        model: String::new(),
+        version: String::new(),
+        rows: gold.len(),
+        errors: predicted.iter().filter(|p| p.is_none()).count(),
+        accuracy: if gold.is_empty() {
+            0.0
+        } else {
+            correct as f64 / gold.len() as f64
+        },
+        macro_f1,
+        labels: per_label,
+        confusion_labels: labels,
+        confusion,
+    }
+}
+
+/// Runs `file` through the model `config` names and tallies it.
+fn evaluate(
+    config: &Config,
+    args: &EvalArgs,
+    keep_text: bool,
+) -> Result<(Report, Tally), FilesError> {
+    let format = resolve_format(Some(&args.file), args.format)?;
+    let fields = Fields {
+        text: args.text_field.clone(),
+        id: "id".into(),
+        extra: Some(args.label_field.clone()),
+    };
+    let reader = open_reader(Some(&args.file), format, fields)?;
+    let pipeline = Arc::new(Pipeline::load(config)?);
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let outcome = super::run(
+        &pipeline,
+        reader,
+        Box::new(Collector(tally.clone(), keep_text)),
+        HashSet::new(),
+        "eval",
+    );
+    pipeline.shutdown();
+    if let Outcome::Interrupted(signal) = outcome? {
+        return Err(FilesError::Usage(format!("interrupted by signal {signal}")));
+    }
+    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Some(missing) = tally.gold.iter().position(String::is_empty) {
+        return Err(FilesError::Usage(format!(
+            "row {} has no `{}` field: eval needs a true label on every row",
+            tally.ids[missing], args.label_field
+        )));
+    }
+    let mut report = score(&pipeline.labels, &tally.gold, &tally.predicted);
+    report.model = pipeline.name.clone();
+    report.version = pipeline.version.clone();
+    Ok((report, tally))
+}
+
+/// The configuration for the model a `--compare-uri` names: a registry URI or a directory.
+fn compare_config(config: &Config, uri: &str) -> Config {
+    let mut other = config.clone();
+    if uri.contains(":/") {
+        other.model.uri = Some(uri.to_string());
+    } else {
+        other.model.uri = None;
+        other.model.dir = uri.into();
+    }
+    other
+}
+
+/// `newscls eval`: prints the report (or two, side by side) and returns it.
+pub fn eval(config: &Config, args: &EvalArgs) -> Result<Vec<Report>, FilesError> {
+    let compare = args.compare_uri.as_deref();
+    let (first, first_tally) = evaluate(config, args, compare.is_some())?;
+    let Some(uri) = compare else {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&first).unwrap_or_default()
+            );
+        } else {
+            print!("{}", render(&first));
+        }
+        return Ok(vec![first]);
+    };
+    let (second, second_tally) = evaluate(&compare_config(config, uri), args, false)?;
+    let differing: Vec<usize> = (0..first_tally.predicted.len())
+        .filter(|&i| first_tally.predicted[i] != second_tally.predicted.get(i).cloned().flatten())
+        .collect();
+    let shown: Vec<serde_json::Value> = differing
+        .iter()
+        .take(args.show)
+        .map(|&i| {
+            serde_json::json!({
+                "id": first_tally.ids[i],
+                "gold": first_tally.gold[i],
+                "first": first_tally.predicted[i],
+                "second": second_tally.predicted[i],
+                "text": first_tally.excerpts[i],
+            })
+        })
+        .collect();
+    if args.json {
+        let document = serde_json::json!({
+            "first": first,
+            "second": second,
+            "differing": differing.len(),
+            "differences": shown,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&document).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render_side_by_side(&first, &second));
+        println!(
+            "\n{} of {} texts are labelled differently{}",
+            differing.len(),
+            first.rows,
+            if differing.is_empty() { "." } else { ":" }
+        );
+        for row in &shown {
+            let text = |k: &str| row[k].as_str().unwrap_or("error").to_string();
+            println!(
+                "- {}: gold {}, {} {} → {} {}: {}",
+                text("id"),
+                text("gold"),
+                first.version,
+                text("first"),
+                second.version,
+                text("second"),
+                text("text")
+            );
+        }
+    }
+    Ok(vec![first, second])
+}
+
+/// One model's report as Markdown tables.
+pub fn render(report: &Report) -> String {
+    let mut out = format!(
+        "model {} {}: {} rows, {} errors\naccuracy {:.3}  macro-F1 {:.3}\n\n",
+        report.model, report.version, report.rows, report.errors, report.accuracy, report.macro_f1
+    );
+    out += "| label | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|\n";
+    for label in &report.labels {
+        out += &format!(
+            "| {} | {:.3} | {:.3} | {:.3} | {} |\n",
+            label.label, label.precision, label.recall, label.f1, label.support
+        );
+    }
+    out += "\nConfusion matrix (rows: true label, columns: predicted):\n\n| true \\ predicted | ";
+    out += &report.confusion_labels.join(" | ");
+    out += " |\n|---|";
+    out += &"---:|".repeat(report.confusion_labels.len());
+    out += "\n";
+    for (label, row) in report.confusion_labels.iter().zip(&report.confusion) {
+        let cells: Vec<String> = row.iter().map(u64::to_string).collect();
+        out += &format!("| {label} | {} |\n", cells.join(" | "));
+    }
+    out
+}
+
+/// Two reports on the same rows, side by side.
+pub fn render_side_by_side(first: &Report, second: &Report) -> String {
+    let name = |r: &Report| format!("{} {}", r.model, r.version);
+    let mut out = format!(
+        "{} rows\n\n| | {} | {} |\n|---|---:|---:|\n",
+        first.rows,
+        name(first),
+        name(second)
+    );
+    out += &format!(
+        "| accuracy | {:.3} | {:.3} |\n",
+        first.accuracy, second.accuracy
+    );
+    out += &format!(
+        "| macro-F1 | {:.3} | {:.3} |\n",
+        first.macro_f1, second.macro_f1
+    );
+    out += &format!("| errors | {} | {} |\n", first.errors, second.errors);
+    for label in &first.labels {
+        let other = second.labels.iter().find(|l| l.label == label.label);
+        out += &format!(
+            "| F1 {} | {:.3} | {} |\n",
+            label.label,
+            label.f1,
+            other.map_or("-".to_string(), |l| format!("{:.3}", l.f1))
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn scores_follow_scikit_learn() {
+        // sklearn: accuracy 0.6; per label (a, b, c) precision 2/3, 1/2, 0; recall 1, 1/2, 0;
+        // F1 0.8, 0.5, 0; macro 0.433.
+        let labels = strings(&["a", "b", "c"]);
+        let gold = strings(&["a", "a", "b", "b", "c"]);
+        let predicted: Vec<Option<String>> = ["a", "a", "b", "a", "b"]
+            .iter()
+            .map(|s| Some(s.to_string()))
+            .collect();
+        let report = score(&labels, &gold, &predicted);
+        assert!((report.accuracy - 0.6).abs() < 1e-12);
+        let f1: Vec<f64> = report.labels.iter().map(|l| l.f1).collect();
+        assert!((f1[0] - 0.8).abs() < 1e-12 && (f1[1] - 0.5).abs() < 1e-12 && f1[2] == 0.0);
+        assert!((report.macro_f1 - 1.3 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            report.confusion,
+            vec![vec![2, 0, 0], vec![1, 1, 0], vec![0, 1, 0]]
+        );
+    }
+
+    #[test]
+    fn errors_count_as_wrong_and_labels_outside_both_lists_are_left_out_of_the_macro_mean() {
+        let labels = strings(&["a", "b", "unused"]);
+        let gold = strings(&["a", "b"]);
+        let predicted = vec![Some("a".to_string()), None];
+        let report = score(&labels, &gold, &predicted);
+        assert_eq!((report.rows, report.errors), (2, 1));
+        assert!((report.accuracy - 0.5).abs() < 1e-12);
+        // a: F1 1; b: never predicted, F1 0; "unused" occurs nowhere.
+        assert!((report.macro_f1 - 0.5).abs() < 1e-12);
+    }
+}

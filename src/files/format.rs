@@ -1,0 +1,1014 @@
+//! Row files, a chunk of rows at a time: JSONL, CSV and Parquet in and out.
+//!
+//! A reader yields [`Chunk`]s: each row's id and text (or why it has none), plus the row as read,
+//! so the writer can pass every other field through unchanged. JSONL fields keep their order and
+//! their exact JSON (numbers are not re-printed); CSV cells are bytes; Parquet stays columnar
+//! (a chunk is one record batch and gains columns). Nothing holds more than a chunk (readers)
+//! or a row group (the Parquet writer) in memory, whatever the file's size.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use serde_json::value::RawValue;
+
+use crate::config::FileFormat;
+
+/// Rows per chunk read from JSONL and CSV, and per Parquet record batch.
+pub const CHUNK_ROWS: usize = 256;
+
+/// Rows per Parquet row group written: what the writer holds in memory at most.
+const ROW_GROUP_ROWS: usize = 8192;
+
+/// Output fields the classifier writes; an input field of the same name is replaced.
+const WRITTEN: &[&str] = &["label", "score", "scores", "model", "error"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileError {
+    pub fn io(path: &str, error: impl std::fmt::Display) -> Self {
+        FileError::Io {
+            path: path.to_string(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// The format a path's extension names.
+pub fn format_of(path: &Path) -> Option<FileFormat> {
+    match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+        "jsonl" | "ndjson" => Some(FileFormat::Jsonl),
+        "csv" => Some(FileFormat::Csv),
+        "parquet" | "pq" => Some(FileFormat::Parquet),
+        _ => None,
+    }
+}
+
+/// One input row as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct InputRow {
+    /// The id field as text (a JSON string's content, any other JSON value as written, a CSV
+    /// cell), else the row's number from 0.
+    pub id: String,
+    /// The text, or why the row has none.
+    pub text: Result<String, String>,
+    /// The value of the reader's extra field (eval's true label), when it has one.
+    pub extra: Option<String>,
+}
+
+/// A JSON object's fields in order, each value as written.
+pub type JsonFields = Vec<(String, Box<RawValue>)>;
+
+/// Rows as read, for the writer to pass through.
+pub enum ChunkData {
+    /// Each line's fields, or `None` for a line that is not a JSON object.
+    Jsonl(Vec<Option<JsonFields>>),
+    Csv(Vec<csv::ByteRecord>),
+    Parquet(RecordBatch),
+}
+
+pub struct Chunk {
+    pub rows: Vec<InputRow>,
+    pub data: ChunkData,
+    /// Input bytes consumed so far (JSONL, CSV) or rows (Parquet), for progress.
+    pub position: u64,
+}
+
+/// What the pipeline found for one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowResult {
+    /// The top label and its score.
+    pub top: Option<(String, f32)>,
+    /// Every label's score in the model's label order (with --all-scores).
+    pub scores: Option<Vec<f32>>,
+    pub error: Option<String>,
+}
+
+/// Where to find the fields of a row.
+#[derive(Debug, Clone)]
+pub struct Fields {
+    pub text: String,
+    pub id: String,
+    /// Read too (eval's label field).
+    pub extra: Option<String>,
+}
+
+pub trait ChunkReader: Send {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, FileError>;
+    /// How far the input goes in [`Chunk::position`]'s unit, when known.
+    fn total(&self) -> Option<u64>;
+    /// The header row of a CSV input.
+    fn csv_headers(&self) -> Option<csv::ByteRecord> {
+        None
+    }
+}
+
+pub trait ChunkWriter {
+    fn write(&mut self, chunk: &Chunk, results: &[RowResult]) -> Result<(), FileError>;
+    /// Flushes and closes (a Parquet file gets its footer). Called on every exit path that
+    /// leaves a file behind.
+    fn finish(self: Box<Self>) -> Result<(), FileError>;
+}
+
+/// The text of a row from its raw bytes: UTF-8 is checked here, per row, so one bad row does
+/// not stop the file.
+fn text_of(bytes: Option<&[u8]>, field: &str) -> Result<String, String> {
+    let bytes = bytes.ok_or_else(|| format!("no `{field}` field"))?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| format!("`{field}` is not valid UTF-8"))
+}
+
+// --- JSONL ---------------------------------------------------------------------------------------
+
+/// A JSON object's fields in order, values kept as written.
+struct OrderedObject(JsonFields);
+
+impl<'de> serde::Deserialize<'de> for OrderedObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OrderedObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                    fields.push(entry);
+                }
+                Ok(OrderedObject(fields))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// A JSON value as an id: a string's content, anything else as written.
+fn json_id(value: &RawValue) -> String {
+    serde_json::from_str::<String>(value.get()).unwrap_or_else(|_| value.get().to_string())
+}
+
+pub struct JsonlReader<R> {
+    input: R,
+    fields: Fields,
+    row: u64,
+    position: u64,
+    total: Option<u64>,
+    line: Vec<u8>,
+}
+
+impl<R: BufRead + Send> JsonlReader<R> {
+    pub fn new(input: R, fields: Fields, total: Option<u64>) -> Self {
+        Self {
+            input,
+            fields,
+            row: 0,
+            position: 0,
+            total,
+            line: Vec::new(),
+        }
+    }
+}
+
+impl<R: BufRead + Send> ChunkReader for JsonlReader<R> {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, FileError> {
+        let mut rows = Vec::new();
+        let mut data = Vec::new();
+        while rows.len() < CHUNK_ROWS {
+            self.line.clear();
+            let read = self
+                .input
+                .read_until(b'\n', &mut self.line)
+                .map_err(|e| FileError::io("input", e))?;
+            if read == 0 {
+                break;
+            }
+            self.position += read as u64;
+            if self.line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let number = self.row;
+            self.row += 1;
+            let parsed = std::str::from_utf8(&self.line)
+                .map_err(|_| "the line is not valid UTF-8".to_string())
+                .and_then(|line| {
+                    serde_json::from_str::<OrderedObject>(line)
+                        .map_err(|e| format!("the line is not a JSON object: {e}"))
+                });
+            let (row, fields) = match parsed {
+                Ok(OrderedObject(fields)) => {
+                    let find = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+                    let text = match find(&self.fields.text) {
+                        None => Err(format!("no `{}` field", self.fields.text)),
+                        Some(value) => serde_json::from_str::<String>(value.get())
+                            .map_err(|_| format!("`{}` is not a string", self.fields.text)),
+                    };
+                    let row = InputRow {
+                        id: find(&self.fields.id)
+                            .map_or_else(|| number.to_string(), |v| json_id(v)),
+                        text,
+                        extra: self
+                            .fields
+                            .extra
+                            .as_deref()
+                            .and_then(find)
+                            .map(|v| json_id(v)),
+                    };
+                    (row, Some(fields))
+                }
+                Err(reason) => (
+                    InputRow {
+                        id: number.to_string(),
+                        text: Err(reason),
+                        extra: None,
+                    },
+                    None,
+                ),
+            };
+            rows.push(row);
+            data.push(fields);
+        }
+        Ok((!rows.is_empty()).then(|| Chunk {
+            rows,
+            data: ChunkData::Jsonl(data),
+            position: self.position,
+        }))
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.total
+    }
+}
+
+pub struct JsonlWriter<W: Write> {
+    output: W,
+    options: WriteOptions,
+}
+
+/// What the writers add to each row.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub id_field: String,
+    /// The model's labels, in score order (for --all-scores).
+    pub labels: Vec<String>,
+    pub all_scores: bool,
+    /// The model's name and version (with --with-model).
+    pub model: Option<(String, String)>,
+}
+
+impl<W: Write> JsonlWriter<W> {
+    pub fn new(output: W, options: WriteOptions) -> Self {
+        Self { output, options }
+    }
+}
+
+impl<W: Write> ChunkWriter for JsonlWriter<W> {
+    fn write(&mut self, chunk: &Chunk, results: &[RowResult]) -> Result<(), FileError> {
+        let ChunkData::Jsonl(lines) = &chunk.data else {
+            return Err(FileError::Invalid("JSONL output needs JSONL rows".into()));
+        };
+        let options = &self.options;
+        let mut out = Vec::with_capacity(4096);
+        for ((row, fields), result) in chunk.rows.iter().zip(lines).zip(results) {
+            out.clear();
+            out.push(b'{');
+            let mut first = true;
+            let mut field = |out: &mut Vec<u8>, key: &str, value: &str| {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                out.extend_from_slice(serde_json::to_string(key).unwrap_or_default().as_bytes());
+                out.push(b':');
+                out.extend_from_slice(value.as_bytes());
+            };
+            let fields = fields.as_deref().unwrap_or_default();
+            if !fields.iter().any(|(k, _)| *k == options.id_field) {
+                field(&mut out, &options.id_field, &json_string_or_number(&row.id));
+            }
+            for (key, value) in fields {
+                if !WRITTEN.contains(&key.as_str()) {
+                    field(&mut out, key, value.get());
+                }
+            }
+            if let Some((label, score)) = &result.top {
+                field(&mut out, "label", &json_text(label));
+                field(&mut out, "score", &json_number(*score));
+            }
+            if let (true, Some(scores)) = (options.all_scores, &result.scores) {
+                let map: serde_json::Map<String, serde_json::Value> = options
+                    .labels
+                    .iter()
+                    .zip(scores)
+                    .map(|(label, score)| (label.clone(), serde_json::Value::from(*score)))
+                    .collect();
+                field(
+                    &mut out,
+                    "scores",
+                    &serde_json::Value::Object(map).to_string(),
+                );
+            }
+            if let Some((name, version)) = &options.model {
+                let model = serde_json::json!({"name": name, "version": version});
+                field(&mut out, "model", &model.to_string());
+            }
+            if let Some(error) = &result.error {
+                field(&mut out, "error", &json_text(error));
+            }
+            out.extend_from_slice(b"}\n");
+            self.output
+                .write_all(&out)
+                .map_err(|e| FileError::io("output", e))?;
+        }
+        // A chunk is on disk before the next: a killed run leaves whole lines behind, at most
+        // one partial line, which --resume cuts off.
+        self.output.flush().map_err(|e| FileError::io("output", e))
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), FileError> {
+        self.output.flush().map_err(|e| FileError::io("output", e))
+    }
+}
+
+fn json_text(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+/// A score as JSON, e.g. `0.93712`.
+fn json_number(value: f32) -> String {
+    serde_json::Value::from(value).to_string()
+}
+
+/// A generated id (a row number) as a JSON number, any other id as a string.
+fn json_string_or_number(id: &str) -> String {
+    match id.parse::<u64>() {
+        Ok(number) => number.to_string(),
+        Err(_) => json_text(id),
+    }
+}
+
+// --- CSV -------------------------------------------------------------------------------------------
+
+pub struct CsvReader<R: Read> {
+    reader: csv::Reader<R>,
+    fields: Fields,
+    text_column: usize,
+    id_column: Option<usize>,
+    extra_column: Option<usize>,
+    headers: csv::ByteRecord,
+    row: u64,
+    total: Option<u64>,
+}
+
+impl<R: Read + Send> CsvReader<R> {
+    pub fn new(input: R, fields: Fields, total: Option<u64>) -> Result<Self, FileError> {
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+        let headers = reader
+            .byte_headers()
+            .map_err(|e| FileError::io("input", e))?
+            .clone();
+        let column = |name: &str| headers.iter().position(|h| h == name.as_bytes());
+        let text_column = column(&fields.text).ok_or_else(|| {
+            FileError::Invalid(format!("the CSV header has no `{}` column", fields.text))
+        })?;
+        Ok(Self {
+            id_column: column(&fields.id),
+            extra_column: fields.extra.as_deref().and_then(column),
+            text_column,
+            headers,
+            fields,
+            reader,
+            row: 0,
+            total,
+        })
+    }
+}
+
+impl<R: Read + Send> ChunkReader for CsvReader<R> {
+    fn csv_headers(&self) -> Option<csv::ByteRecord> {
+        Some(self.headers.clone())
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, FileError> {
+        let mut rows = Vec::new();
+        let mut records = Vec::new();
+        let mut record = csv::ByteRecord::new();
+        while rows.len() < CHUNK_ROWS {
+            let more = self
+                .reader
+                .read_byte_record(&mut record)
+                .map_err(|e| FileError::io("input", e))?;
+            if !more {
+                break;
+            }
+            let number = self.row;
+            self.row += 1;
+            let cell = |column: Option<usize>| column.and_then(|c| record.get(c));
+            rows.push(InputRow {
+                id: cell(self.id_column).map_or_else(
+                    || number.to_string(),
+                    |id| String::from_utf8_lossy(id).into_owned(),
+                ),
+                text: text_of(cell(Some(self.text_column)), &self.fields.text),
+                extra: cell(self.extra_column).map(|v| String::from_utf8_lossy(v).into_owned()),
+            });
+            records.push(record.clone());
+        }
+        Ok((!rows.is_empty()).then(|| Chunk {
+            rows,
+            data: ChunkData::Csv(records),
+            position: self.reader.position().byte(),
+        }))
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.total
+    }
+}
+
+pub struct CsvWriter<W: Write> {
+    writer: csv::Writer<W>,
+    options: WriteOptions,
+    /// Input columns passed through, by index.
+    kept: Vec<usize>,
+    /// The input has no id column: the row's id goes first.
+    add_id: bool,
+}
+
+impl<W: Write> CsvWriter<W> {
+    /// `write_header` is false when appending to an earlier run's output (--resume).
+    pub fn new(
+        output: W,
+        input_headers: &csv::ByteRecord,
+        options: WriteOptions,
+        write_header: bool,
+    ) -> Result<Self, FileError> {
+        let mut writer = csv::Writer::from_writer(output);
+        let kept: Vec<usize> = input_headers
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !WRITTEN.iter().any(|w| w.as_bytes() == *h))
+            .map(|(i, _)| i)
+            .collect();
+        let add_id = !input_headers
+            .iter()
+            .any(|h| h == options.id_field.as_bytes());
+        if write_header {
+            let mut header: Vec<Vec<u8>> = Vec::new();
+            if add_id {
+                header.push(options.id_field.as_bytes().to_vec());
+            }
+            header.extend(kept.iter().map(|&i| input_headers[i].to_vec()));
+            header.extend(added_columns(&options).into_iter().map(String::into_bytes));
+            writer
+                .write_record(&header)
+                .map_err(|e| FileError::io("output", e))?;
+        }
+        Ok(Self {
+            writer,
+            options,
+            kept,
+            add_id,
+        })
+    }
+}
+
+/// The columns CSV and Parquet outputs gain, in order.
+fn added_columns(options: &WriteOptions) -> Vec<String> {
+    let mut columns = vec!["label".to_string(), "score".to_string()];
+    if options.all_scores {
+        columns.extend(options.labels.iter().map(|l| format!("score_{l}")));
+    }
+    if options.model.is_some() {
+        columns.extend(["model_name".to_string(), "model_version".to_string()]);
+    }
+    columns.push("error".to_string());
+    columns
+}
+
+impl<W: Write> ChunkWriter for CsvWriter<W> {
+    fn write(&mut self, chunk: &Chunk, results: &[RowResult]) -> Result<(), FileError> {
+        let ChunkData::Csv(records) = &chunk.data else {
+            return Err(FileError::Invalid("CSV output needs CSV rows".into()));
+        };
+        let io = |e: csv::Error| FileError::io("output", e);
+        for ((row, record), result) in chunk.rows.iter().zip(records).zip(results) {
+            let mut cells: Vec<Vec<u8>> = Vec::new();
+            if self.add_id {
+                cells.push(row.id.as_bytes().to_vec());
+            }
+            cells.extend(
+                self.kept
+                    .iter()
+                    .map(|&i| record.get(i).unwrap_or_default().to_vec()),
+            );
+            let (label, score) = match &result.top {
+                Some((label, score)) => (label.clone(), json_number(*score)),
+                None => (String::new(), String::new()),
+            };
+            cells.push(label.into_bytes());
+            cells.push(score.into_bytes());
+            if self.options.all_scores {
+                let scores = result.scores.as_deref().unwrap_or_default();
+                for index in 0..self.options.labels.len() {
+                    cells.push(
+                        scores
+                            .get(index)
+                            .map(|s| json_number(*s))
+                            .unwrap_or_default()
+                            .into_bytes(),
+                    );
+                }
+            }
+            if let Some((name, version)) = &self.options.model {
+                cells.push(name.clone().into_bytes());
+                cells.push(version.clone().into_bytes());
+            }
+            cells.push(result.error.clone().unwrap_or_default().into_bytes());
+            self.writer.write_record(&cells).map_err(io)?;
+        }
+        self.writer.flush().map_err(|e| FileError::io("output", e))
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), FileError> {
+        self.writer.flush().map_err(|e| FileError::io("output", e))
+    }
+}
+
+// --- Parquet -------------------------------------------------------------------------------------
+
+pub struct ParquetReader {
+    batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    fields: Fields,
+    row: u64,
+    total: u64,
+}
+
+impl ParquetReader {
+    pub fn open(path: &Path, fields: Fields) -> Result<Self, FileError> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|e| FileError::io(&name, e))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| FileError::io(&name, e))?;
+        let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        if builder.schema().field_with_name(&fields.text).is_err() {
+            return Err(FileError::Invalid(format!(
+                "{name} has no `{}` column",
+                fields.text
+            )));
+        }
+        let batches = builder
+            .with_batch_size(CHUNK_ROWS)
+            .build()
+            .map_err(|e| FileError::io(&name, e))?;
+        Ok(Self {
+            batches,
+            fields,
+            row: 0,
+            total,
+        })
+    }
+}
+
+/// Column `name` of `batch` as optional texts per row: strings as they are, integers printed;
+/// `None` when there is no such column or it holds something else.
+fn texts_of(batch: &RecordBatch, name: &str) -> Option<Vec<Option<String>>> {
+    let column = batch.column_by_name(name)?;
+    let cast = arrow_cast::cast(column, &DataType::Utf8).ok()?;
+    let strings = cast.as_any().downcast_ref::<StringArray>()?;
+    Some(
+        (0..strings.len())
+            .map(|i| strings.is_valid(i).then(|| strings.value(i).to_string()))
+            .collect(),
+    )
+}
+
+impl ChunkReader for ParquetReader {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, FileError> {
+        let Some(batch) = self.batches.next() else {
+            return Ok(None);
+        };
+        let batch = batch.map_err(|e| FileError::io("input", e))?;
+        let column = batch
+            .column_by_name(&self.fields.text)
+            .map(|c| c.data_type().clone());
+        let texts = match column {
+            Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+                texts_of(&batch, &self.fields.text)
+            }
+            // Bytes that may not be UTF-8: checked row by row below.
+            Some(DataType::Binary | DataType::LargeBinary | DataType::BinaryView) => None,
+            _ => {
+                return Err(FileError::Invalid(format!(
+                    "the `{}` column holds {:?}, not text",
+                    self.fields.text, column
+                )))
+            }
+        };
+        let binary = texts.is_none().then(|| {
+            let column = batch.column_by_name(&self.fields.text).cloned();
+            column.and_then(|c| arrow_cast::cast(&c, &DataType::LargeBinary).ok())
+        });
+        let ids = texts_of(&batch, &self.fields.id);
+        let extras = self
+            .fields
+            .extra
+            .as_deref()
+            .and_then(|name| texts_of(&batch, name));
+        let rows = (0..batch.num_rows())
+            .map(|i| {
+                let number = self.row + i as u64;
+                let text = match (&texts, &binary) {
+                    (Some(texts), _) => texts[i]
+                        .clone()
+                        .ok_or_else(|| format!("`{}` is null", self.fields.text)),
+                    (None, Some(Some(bytes))) => {
+                        let bytes = bytes
+                            .as_any()
+                            .downcast_ref::<arrow_array::LargeBinaryArray>()
+                            .filter(|b| b.is_valid(i))
+                            .map(|b| b.value(i));
+                        text_of(bytes, &self.fields.text)
+                    }
+                    _ => Err(format!("`{}` could not be read", self.fields.text)),
+                };
+                InputRow {
+                    id: ids
+                        .as_ref()
+                        .and_then(|ids| ids[i].clone())
+                        .unwrap_or_else(|| number.to_string()),
+                    text,
+                    extra: extras.as_ref().and_then(|e| e[i].clone()),
+                }
+            })
+            .collect();
+        self.row += batch.num_rows() as u64;
+        Ok(Some(Chunk {
+            rows,
+            position: self.row,
+            data: ChunkData::Parquet(batch),
+        }))
+    }
+
+    fn total(&self) -> Option<u64> {
+        Some(self.total)
+    }
+}
+
+pub struct ParquetWriter<W: Write + Send> {
+    writer: Option<ArrowWriter<W>>,
+    output: Option<W>,
+    options: WriteOptions,
+}
+
+impl<W: Write + Send> ParquetWriter<W> {
+    pub fn new(output: W, options: WriteOptions) -> Self {
+        Self {
+            writer: None,
+            output: Some(output),
+            options,
+        }
+    }
+}
+
+impl<W: Write + Send> ChunkWriter for ParquetWriter<W> {
+    fn write(&mut self, chunk: &Chunk, results: &[RowResult]) -> Result<(), FileError> {
+        let ChunkData::Parquet(batch) = &chunk.data else {
+            return Err(FileError::Invalid(
+                "Parquet output needs Parquet rows".into(),
+            ));
+        };
+        let options = &self.options;
+        let mut fields: Vec<Arc<Field>> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        let schema = batch.schema();
+        if schema.field_with_name(&options.id_field).is_err() {
+            fields.push(Arc::new(Field::new(
+                &options.id_field,
+                DataType::Utf8,
+                false,
+            )));
+            columns.push(Arc::new(StringArray::from_iter_values(
+                chunk.rows.iter().map(|r| r.id.as_str()),
+            )));
+        }
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            if !WRITTEN.contains(&field.name().as_str()) {
+                fields.push(field.clone());
+                columns.push(column.clone());
+            }
+        }
+        let text = |f: &dyn Fn(&RowResult) -> Option<String>| -> ArrayRef {
+            Arc::new(results.iter().map(f).collect::<StringArray>())
+        };
+        let number = |f: &dyn Fn(&RowResult) -> Option<f32>| -> ArrayRef {
+            Arc::new(results.iter().map(f).collect::<Float32Array>())
+        };
+        fields.push(Arc::new(Field::new("label", DataType::Utf8, true)));
+        columns.push(text(&|r| r.top.as_ref().map(|(l, _)| l.clone())));
+        fields.push(Arc::new(Field::new("score", DataType::Float32, true)));
+        columns.push(number(&|r| r.top.as_ref().map(|(_, s)| *s)));
+        if options.all_scores {
+            for (index, label) in options.labels.iter().enumerate() {
+                fields.push(Arc::new(Field::new(
+                    format!("score_{label}"),
+                    DataType::Float32,
+                    true,
+                )));
+                columns.push(number(&|r| {
+                    r.scores.as_ref().and_then(|s| s.get(index).copied())
+                }));
+            }
+        }
+        if let Some((name, version)) = &options.model {
+            fields.push(Arc::new(Field::new("model_name", DataType::Utf8, true)));
+            columns.push(text(&|_| Some(name.clone())));
+            fields.push(Arc::new(Field::new("model_version", DataType::Utf8, true)));
+            columns.push(text(&|_| Some(version.clone())));
+        }
+        fields.push(Arc::new(Field::new("error", DataType::Utf8, true)));
+        columns.push(text(&|r| r.error.clone()));
+        let out = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| FileError::Invalid(format!("output rows: {e}")))?;
+        if self.writer.is_none() {
+            let output = self
+                .output
+                .take()
+                .ok_or_else(|| FileError::Invalid("output closed".into()))?;
+            let properties = WriterProperties::builder()
+                .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                .build();
+            self.writer = Some(
+                ArrowWriter::try_new(output, out.schema(), Some(properties))
+                    .map_err(|e| FileError::io("output", e))?,
+            );
+        }
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| FileError::Invalid("output closed".into()))?;
+        writer.write(&out).map_err(|e| FileError::io("output", e))
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), FileError> {
+        match self.writer {
+            Some(writer) => writer
+                .close()
+                .map(|_| ())
+                .map_err(|e| FileError::io("output", e)),
+            None => Ok(()),
+        }
+    }
+}
+
+// --- Resuming ------------------------------------------------------------------------------------
+
+/// The ids an earlier run wrote to `path`, after cutting off a last row it did not finish.
+/// The file is then ready to be appended to.
+pub fn completed_ids(
+    path: &Path,
+    format: FileFormat,
+    id_field: &str,
+) -> Result<HashSet<String>, FileError> {
+    let name = path.display().to_string();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| FileError::io(&name, e))?;
+    let mut ids = HashSet::new();
+    let complete_until = match format {
+        FileFormat::Jsonl => {
+            let mut reader = BufReader::new(&mut file);
+            let (mut offset, mut complete) = (0u64, 0u64);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let read = reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| FileError::io(&name, e))?;
+                if read == 0 || line.last() != Some(&b'\n') {
+                    break;
+                }
+                offset += read as u64;
+                let Ok(OrderedObject(fields)) = serde_json::from_slice::<OrderedObject>(&line)
+                else {
+                    break;
+                };
+                if let Some((_, id)) = fields.iter().find(|(k, _)| k == id_field) {
+                    ids.insert(json_id(id));
+                }
+                complete = offset;
+            }
+            complete
+        }
+        FileFormat::Csv => {
+            let length = file.metadata().map_err(|e| FileError::io(&name, e))?.len();
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(BufReader::new(&mut file));
+            let headers = reader
+                .byte_headers()
+                .map_err(|e| FileError::io(&name, e))?
+                .clone();
+            let id_column = headers
+                .iter()
+                .position(|h| h == id_field.as_bytes())
+                .ok_or_else(|| {
+                    FileError::Invalid(format!("{name} has no `{id_field}` column to resume from"))
+                })?;
+            let mut complete = reader.position().byte();
+            let mut record = csv::ByteRecord::new();
+            while reader
+                .read_byte_record(&mut record)
+                .map_err(|e| FileError::io(&name, e))?
+            {
+                let end = reader.position().byte();
+                // The last record counts only if its line ended: a killed writer may have left
+                // half of it.
+                if end == length && !ends_with_newline(path)? {
+                    break;
+                }
+                if record.len() != headers.len() {
+                    break;
+                }
+                if let Some(id) = record.get(id_column) {
+                    ids.insert(String::from_utf8_lossy(id).into_owned());
+                }
+                complete = end;
+            }
+            complete
+        }
+        FileFormat::Parquet => {
+            return Err(FileError::Invalid(
+                "--resume appends to JSONL or CSV output; a Parquet file cannot be appended to"
+                    .into(),
+            ))
+        }
+    };
+    file.set_len(complete_until)
+        .map_err(|e| FileError::io(&name, e))?;
+    file.seek(SeekFrom::End(0))
+        .map_err(|e| FileError::io(&name, e))?;
+    Ok(ids)
+}
+
+fn ends_with_newline(path: &Path) -> Result<bool, FileError> {
+    let name = path.display().to_string();
+    let mut file = File::open(path).map_err(|e| FileError::io(&name, e))?;
+    if file.seek(SeekFrom::End(-1)).is_err() {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)
+        .map_err(|e| FileError::io(&name, e))?;
+    Ok(last[0] == b'\n')
+}
+
+/// Standard output, buffered, or a file created (or appended to, when resuming).
+pub fn open_output(path: Option<&Path>, append: bool) -> Result<Box<dyn Write + Send>, FileError> {
+    match path {
+        None => Ok(Box::new(BufWriter::new(std::io::stdout()))),
+        Some(path) if path == Path::new("-") => Ok(Box::new(BufWriter::new(std::io::stdout()))),
+        Some(path) => {
+            let name = path.display().to_string();
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
+                .open(path)
+                .map_err(|e| FileError::io(&name, e))?;
+            Ok(Box::new(BufWriter::with_capacity(1 << 20, file)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> Fields {
+        Fields {
+            text: "text".into(),
+            id: "id".into(),
+            extra: Some("label".into()),
+        }
+    }
+
+    #[test]
+    fn jsonl_rows_keep_their_fields_in_order_and_bad_lines_become_row_errors() {
+        let input = "{\"z\":1.50,\"text\":\"hello\",\"id\":\"a\",\"label\":\"x\"}\n\n\
+                     not json\n{\"id\":7}\n{\"text\":3}\n"
+            .as_bytes()
+            .to_vec();
+        let mut reader = JsonlReader::new(std::io::Cursor::new(input), fields(), None);
+        let chunk = reader.next_chunk().expect("read").expect("a chunk");
+        let ids: Vec<&str> = chunk.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["a", "1", "7", "3"],
+            "blank lines are skipped, rows numbered from 0"
+        );
+        assert_eq!(chunk.rows[0].text.as_deref(), Ok("hello"));
+        assert_eq!(chunk.rows[0].extra.as_deref(), Some("x"));
+        assert!(chunk.rows[1]
+            .text
+            .as_ref()
+            .is_err_and(|e| e.contains("not a JSON object")));
+        assert!(chunk.rows[2]
+            .text
+            .as_ref()
+            .is_err_and(|e| e.contains("no `text` field")));
+        assert!(chunk.rows[3]
+            .text
+            .as_ref()
+            .is_err_and(|e| e.contains("not a string")));
+
+        let mut out = Vec::new();
+        let options = WriteOptions {
+            id_field: "id".into(),
+            labels: vec!["x".into(), "y".into()],
+            all_scores: true,
+            model: None,
+        };
+        let results: Vec<RowResult> = chunk
+            .rows
+            .iter()
+            .map(|r| match &r.text {
+                Ok(_) => RowResult {
+                    top: Some(("y".into(), 0.75)),
+                    scores: Some(vec![0.25, 0.75]),
+                    error: None,
+                },
+                Err(e) => RowResult {
+                    top: None,
+                    scores: None,
+                    error: Some(e.clone()),
+                },
+            })
+            .collect();
+        let mut writer = Box::new(JsonlWriter::new(&mut out, options));
+        writer.write(&chunk, &results).expect("write");
+        writer.finish().expect("finish");
+        let text = String::from_utf8(out).expect("utf-8");
+        let first = text.lines().next().expect("a line");
+        assert_eq!(
+            first,
+            r#"{"z":1.50,"text":"hello","id":"a","label":"y","score":0.75,"scores":{"x":0.25,"y":0.75}}"#,
+            "fields in order, numbers as written, the gold label replaced"
+        );
+        assert!(text
+            .lines()
+            .nth(1)
+            .expect("line")
+            .starts_with(r#"{"id":1,"error":"#));
+    }
+
+    #[test]
+    fn resuming_cuts_a_half_written_last_line_and_lists_the_ids_before_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\",\"label\":\"x\"}\n{\"id\":2}\n{\"id\":\"c\",\"lab",
+        )
+        .expect("write");
+        let ids = completed_ids(&path, FileFormat::Jsonl, "id").expect("resume");
+        assert_eq!(ids, HashSet::from(["a".to_string(), "2".to_string()]));
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "{\"id\":\"a\",\"label\":\"x\"}\n{\"id\":2}\n"
+        );
+        let csv_path = dir.path().join("out.csv");
+        std::fs::write(&csv_path, "id,text,label\n1,\"two\nlines\",x\n2,\"half").expect("write");
+        let ids = completed_ids(&csv_path, FileFormat::Csv, "id").expect("resume");
+        assert_eq!(ids, HashSet::from(["1".to_string()]));
+        assert_eq!(
+            std::fs::read_to_string(&csv_path).expect("read"),
+            "id,text,label\n1,\"two\nlines\",x\n"
+        );
+    }
+
+    #[test]
+    fn formats_come_from_the_extension() {
+        assert_eq!(format_of(Path::new("a/b.JSONL")), Some(FileFormat::Jsonl));
+        assert_eq!(format_of(Path::new("b.csv")), Some(FileFormat::Csv));
+        assert_eq!(format_of(Path::new("b.parquet")), Some(FileFormat::Parquet));
+        assert_eq!(format_of(Path::new("b.txt")), None);
+    }
+}

@@ -46,9 +46,7 @@ impl ChunkWriter for Collector {
             // Kept for the comparison's listing only.
             if self.1 {
                 let text = row.text.as_deref().unwrap_or_default();
-                tally
-                    .excerpts
-                    .push(text.chars().take(EXCERPT_CHARS).collect());
+                tally.excerpts.push(excerpt(text));
             }
         }
         Ok(())
@@ -57,6 +55,16 @@ impl ChunkWriter for Collector {
     fn finish(self: Box<Self>) -> Result<(), FileError> {
         Ok(())
     }
+}
+
+/// The start of a text on one line.
+fn excerpt(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(EXCERPT_CHARS)
+        .collect()
 }
 
 /// The scores of one model on one file.
@@ -181,6 +189,9 @@ fn evaluate(
             tally.ids[missing], args.label_field
         )));
     }
+    for error in tally.errors.iter().take(3) {
+        eprintln!("newscls eval: row {error} (counted as wrong)");
+    }
     let mut report = score(&pipeline.labels, &tally.gold, &tally.predicted);
     report.model = pipeline.name.clone();
     report.version = pipeline.version.clone();
@@ -245,7 +256,7 @@ pub fn eval(config: &Config, args: &EvalArgs) -> Result<Vec<Report>, FilesError>
     } else {
         print!("{}", render_side_by_side(&first, &second));
         println!(
-            "\n{} of {} texts are labelled differently{}",
+            "\n{} of {} texts are labelled differently (A → B){}",
             differing.len(),
             first.rows,
             if differing.is_empty() { "." } else { ":" }
@@ -253,12 +264,10 @@ pub fn eval(config: &Config, args: &EvalArgs) -> Result<Vec<Report>, FilesError>
         for row in &shown {
             let text = |k: &str| row[k].as_str().unwrap_or("error").to_string();
             println!(
-                "- {}: gold {}, {} {} → {} {}: {}",
+                "- {} (true {}): {} → {}: {}",
                 text("id"),
                 text("gold"),
-                first.version,
                 text("first"),
-                second.version,
                 text("second"),
                 text("text")
             );
@@ -292,14 +301,11 @@ pub fn render(report: &Report) -> String {
     out
 }
 
-/// Two reports on the same rows, side by side.
+/// Two reports on the same rows, side by side: A (the configured model) and B (--compare-uri).
 pub fn render_side_by_side(first: &Report, second: &Report) -> String {
-    let name = |r: &Report| format!("{} {}", r.model, r.version);
     let mut out = format!(
-        "{} rows\n\n| | {} | {} |\n|---|---:|---:|\n",
-        first.rows,
-        name(first),
-        name(second)
+        "A: {} {}\nB: {} {}\n{} rows\n\n| | A | B |\n|---|---:|---:|\n",
+        first.model, first.version, second.model, second.version, first.rows,
     );
     out += &format!(
         "| accuracy | {:.3} | {:.3} |\n",
@@ -349,6 +355,21 @@ mod tests {
             report.confusion,
             vec![vec![2, 0, 0], vec![1, 1, 0], vec![0, 1, 0]]
         );
+    }
+
+    #[test]
+    fn two_reports_read_side_by_side() {
+        let labels = strings(&["a", "b"]);
+        let gold = strings(&["a", "b"]);
+        let mut first = score(&labels, &gold, &[Some("a".into()), Some("b".into())]);
+        let mut second = score(&labels, &gold, &[Some("a".into()), Some("a".into())]);
+        (first.model, first.version) = ("m".into(), "1".into());
+        (second.model, second.version) = ("m".into(), "2".into());
+        let table = render_side_by_side(&first, &second);
+        assert!(table.starts_with("A: m 1\nB: m 2\n2 rows"), "{table}");
+        assert!(table.contains("| accuracy | 1.000 | 0.500 |"), "{table}");
+        assert!(table.contains("| F1 b | 1.000 | 0.000 |"), "{table}");
+        assert_eq!(excerpt("two\nlines  and\tspaces"), "two lines and spaces");
     }
 
     #[test]

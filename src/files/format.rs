@@ -310,17 +310,14 @@ impl<W: Write> ChunkWriter for JsonlWriter<W> {
                 field(&mut out, "score", &json_number(*score));
             }
             if let (true, Some(scores)) = (options.all_scores, &result.scores) {
-                let map: serde_json::Map<String, serde_json::Value> = options
+                // In the model's label order, which a JSON map would not keep.
+                let pairs: Vec<String> = options
                     .labels
                     .iter()
                     .zip(scores)
-                    .map(|(label, score)| (label.clone(), serde_json::Value::from(*score)))
+                    .map(|(label, score)| format!("{}:{}", json_text(label), json_number(*score)))
                     .collect();
-                field(
-                    &mut out,
-                    "scores",
-                    &serde_json::Value::Object(map).to_string(),
-                );
+                field(&mut out, "scores", &format!("{{{}}}", pairs.join(",")));
             }
             if let Some((name, version)) = &options.model {
                 let model = serde_json::json!({"name": name, "version": version});
@@ -348,9 +345,10 @@ fn json_text(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_default()
 }
 
-/// A score as JSON, e.g. `0.93712`.
+/// A score as JSON in its shortest form, e.g. `0.6972342` (not the f64 widening
+/// `0.6972342133522034`).
 fn json_number(value: f32) -> String {
-    serde_json::Value::from(value).to_string()
+    serde_json::to_string(&value).unwrap_or_else(|_| "null".into())
 }
 
 /// A generated id (a row number) as a JSON number, any other id as a string.

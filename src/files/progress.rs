@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// How often the line report is written when standard error is not a terminal.
+/// How often the line report is written when standard error is not a terminal (the first one
+/// after a second, so short runs show one too).
 const LOG_EVERY: Duration = Duration::from_secs(5);
+const FIRST_LOG_AFTER: Duration = Duration::from_secs(1);
 
 pub struct Progress {
     what: &'static str,
     bar: Option<ProgressBar>,
     started: Instant,
-    last_log: Instant,
+    next_log: Instant,
     rows: u64,
     errors: u64,
     /// How far the input goes (bytes or rows, the reader's unit), when known.
@@ -44,7 +46,7 @@ impl Progress {
             what,
             bar,
             started: now,
-            last_log: now,
+            next_log: now + FIRST_LOG_AFTER,
             rows: 0,
             errors: 0,
             total,
@@ -78,8 +80,8 @@ impl Progress {
                 bar.set_position(position);
                 bar.set_message(message);
             }
-            None if self.last_log.elapsed() >= LOG_EVERY => {
-                self.last_log = Instant::now();
+            None if Instant::now() >= self.next_log => {
+                self.next_log = Instant::now() + LOG_EVERY;
                 let share = self
                     .total
                     .filter(|&t| t > 0)

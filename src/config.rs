@@ -350,10 +350,10 @@ macro_rules! flags {
             #[command(subcommand)]
             pub command: Option<Command>,
             /// YAML config file [env: NEWSCLS_CONFIG] [default: config/default.yaml if present]
-            #[arg(long, global = true)]
+            #[arg(long, global = true, help_heading = SETTINGS)]
             pub config: Option<PathBuf>,
             $(
-                #[arg(long, global = true, help = concat!("Sets ", $key))]
+                #[arg(long, global = true, help_heading = SETTINGS, help = concat!("Sets ", $key))]
                 pub $field: Option<$ty>,
             )*
             /// Print the effective configuration as JSON and exit.
@@ -378,6 +378,9 @@ macro_rules! flags {
         }
     };
 }
+
+/// The help heading of the flags that set config keys, for every command.
+const SETTINGS: &str = "Settings (config keys; any command)";
 
 /// What the binary does besides serving (the default).
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -196,7 +196,9 @@ impl BatchQueue {
         };
         let expected_wait = self.expected_wait(ahead + jobs.len());
         let deadline = jobs.iter().map(|j| j.deadline).min();
-        if deadline.is_some_and(|d| Instant::now() + expected_wait > d) {
+        // Only work queued ahead makes this overload; a deadline too short for the request's
+        // own texts is the request's, and it gets a timeout, not a 429.
+        if ahead > 0 && deadline.is_some_and(|d| Instant::now() + expected_wait > d) {
             return Err(AdmitError::WouldMissDeadline {
                 queued: ahead,
                 expected_wait,
@@ -560,5 +562,26 @@ mod admission_tests {
             Err(AdmitError::WouldMissDeadline { queued: 5, .. })
         ));
         assert_eq!(q.len(), 5);
+    }
+
+    #[test]
+    fn with_nothing_queued_ahead_a_short_deadline_is_the_requests_own_not_overload() {
+        let rule = BatchRule {
+            max_batch_size: 4,
+            max_batch_tokens: 1000,
+            preferred_batch_size: 1,
+            max_wait: Duration::from_secs(10),
+        };
+        let q = BatchQueue::new(100, rule, Arc::new(Metrics::new()), 1);
+        q.record_batch(1, Duration::from_secs(1));
+        let text = TokenizedText {
+            input_ids: vec![1; 3],
+        };
+        let (job, _rx) = Job::new(text, Instant::now() + Duration::from_millis(10));
+        assert_eq!(
+            q.admit(vec![job]),
+            Ok(()),
+            "admitted: it times out on its own"
+        );
     }
 }

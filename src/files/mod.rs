@@ -391,7 +391,11 @@ pub fn run(
     });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(received);
-    let _ = reading.join();
+    // The reader ends on its own once the input is done or the channel closes; one stopped
+    // early may be blocked reading standard input, and the process exits without it.
+    if reading.is_finished() || matches!(result, Ok(None)) {
+        let _ = reading.join();
+    }
     let closed = writer.finish();
     let interrupted = result?;
     closed?;

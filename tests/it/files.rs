@@ -341,14 +341,19 @@ fn lines_in(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Starts `newscls classify` and kills it with `signal` once it has written at least `rows`.
-fn interrupt_after(args: &[&str], output: &Path, rows: usize, signal: &str) -> Output {
-    let mut child: Child = command(&[&["classify"], args].concat(), &[])
+/// `newscls classify ARGS` started, its standard error piped.
+fn spawn_classify(args: &[&str]) -> Child {
+    command(&[&["classify"], args].concat(), &[])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn");
+        .expect("spawn newscls classify")
+}
+
+/// Starts `newscls classify` and kills it with `signal` once it has written at least `rows`.
+fn interrupt_after(args: &[&str], output: &Path, rows: usize, signal: &str) -> Output {
+    let mut child = spawn_classify(args);
     let deadline = Instant::now() + Duration::from_secs(120);
     while lines_in(output) < rows {
         assert!(Instant::now() < deadline, "no progress");
@@ -433,22 +438,13 @@ fn classify_peak_rss_mb(dir: &TempDir, model: &Path, rows: usize, chars: usize) 
     let (input, output) = (path(dir, "in.jsonl"), path(dir, "out.jsonl"));
     numbered_articles(&input, rows, chars);
     let size_mb = std::fs::metadata(&input).expect("input").len() / 1_000_000;
-    let mut child = command(
-        &[
-            "classify",
-            "--model-dir",
-            text(model),
-            text(&input),
-            "-o",
-            text(&output),
-        ],
-        &[],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn");
+    let mut child = spawn_classify(&[
+        "--model-dir",
+        text(model),
+        text(&input),
+        "-o",
+        text(&output),
+    ]);
     let mut peak_kb = 0;
     while child.try_wait().expect("wait").is_none() {
         peak_kb = peak_kb.max(peak_rss_kb(child.id()).unwrap_or(0));

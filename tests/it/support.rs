@@ -327,30 +327,7 @@ pub fn tiny_dynamic_model(labels: usize) -> Vec<u8> {
     message(8, b"w", &mut tensor);
     message(9, &weights, &mut tensor);
     message(5, &tensor, &mut graph);
-    for name in ["input_ids", "attention_mask"] {
-        message(
-            11,
-            &value_info(name, INT64, &[Dim::Param("batch"), Dim::Param("sequence")]),
-            &mut graph,
-        );
-    }
-    message(
-        12,
-        &value_info(
-            "logits",
-            FLOAT,
-            &[Dim::Param("batch"), Dim::Value(labels as u64)],
-        ),
-        &mut graph,
-    );
-    let mut model = Vec::new();
-    varint_field(1, 8, &mut model);
-    let mut opset = Vec::new();
-    message(1, b"", &mut opset);
-    varint_field(2, 17, &mut opset);
-    message(8, &opset, &mut model);
-    message(7, &graph, &mut model);
-    model
+    classifier_model(graph, labels)
 }
 
 /// The model's test split, one JSON object per row (`id`, `source`, `label`, `text`), rebuilt
@@ -435,6 +412,14 @@ pub fn write_fast_model_dir(dir: &Path) {
     tensor("head", &[width, labels], FLOAT, floats(width * labels, 2));
     tensor("last", &[1], INT64, (-1i64).to_le_bytes().to_vec());
     tensor("sequence", &[1], INT64, 1i64.to_le_bytes().to_vec());
+    let model = classifier_model(graph, labels);
+    std::fs::write(dir.join("model.onnx"), model).expect("model.onnx");
+}
+
+/// `graph` (nodes and initializers) as an opset-17 model with the service's inputs
+/// (`input_ids`, `attention_mask`, int64 `[batch, sequence]`) and `logits` `[batch, labels]`.
+fn classifier_model(mut graph: Vec<u8>, labels: usize) -> Vec<u8> {
+    use onnx::*;
     for name in ["input_ids", "attention_mask"] {
         message(
             11,
@@ -458,7 +443,7 @@ pub fn write_fast_model_dir(dir: &Path) {
     varint_field(2, 17, &mut opset);
     message(8, &opset, &mut model);
     message(7, &graph, &mut model);
-    std::fs::write(dir.join("model.onnx"), model).expect("model.onnx");
+    model
 }
 
 /// Just enough of the ONNX protobuf schema to write [`tiny_dynamic_model`].

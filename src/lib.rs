@@ -15,8 +15,9 @@
 //! Dependencies point one way: `app` → `api` → `classify` → `batching`/`tokenize`/`model` →
 //! `inference`; nothing below `api` knows about HTTP.
 
-/// mimalloc instead of the system allocator: tokenization allocates many small strings per
-/// text, and measured 1.3-1.6x faster per article with it (benches/tokenize.rs).
+/// mimalloc instead of the system allocator: tokenization allocated many small strings per text
+/// and measured 1.3-1.6x faster per article with it (benches/tokenize.rs, `tokenizers` 0.22);
+/// HTTP, JSON and the queue allocate per request too.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -513,6 +513,34 @@ impl Classifier {
     }
 }
 
+/// Why one text is refused before any work is done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextProblem {
+    #[error("is empty; send the article text")]
+    Empty,
+    #[error("has {chars} characters; the limit is {limit}")]
+    TooLong { chars: usize, limit: usize },
+}
+
+/// The rules one text must meet: what `/predict` checks per input and `newscls classify` per
+/// row.
+pub fn check_text(text: &str, limits: &LimitsConfig) -> Result<(), TextProblem> {
+    if text.trim().is_empty() {
+        return Err(TextProblem::Empty);
+    }
+    // Bytes bound characters from above, so the count is only needed near the limit.
+    if text.len() > limits.max_input_chars {
+        let chars = text.chars().count();
+        if chars > limits.max_input_chars {
+            return Err(TextProblem::TooLong {
+                chars,
+                limit: limits.max_input_chars,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The request contract that holds before any work is done.
 fn validate(
     texts: &[String],
@@ -531,18 +559,8 @@ fn validate(
         ));
     }
     for (index, text) in texts.iter().enumerate() {
-        if text.trim().is_empty() {
-            return invalid(format!("input {index} is empty; send the article text"));
-        }
-        // Bytes bound characters from above, so the count is only needed near the limit.
-        if text.len() > limits.max_input_chars {
-            let chars = text.chars().count();
-            if chars > limits.max_input_chars {
-                return invalid(format!(
-                    "input {index} has {chars} characters; the limit is {}",
-                    limits.max_input_chars
-                ));
-            }
+        if let Err(problem) = check_text(text, limits) {
+            return invalid(format!("input {index} {problem}"));
         }
     }
     if top_k == Some(0) {

@@ -185,13 +185,11 @@ impl TextTokenizer {
             .iter()
             .enumerate()
             .map(|(index, text)| {
-                let overflows = match side {
-                    TruncationSide::Right => self.encode_window(text, &mut tokens),
-                    TruncationSide::Left => self.encode_window_end(text, &mut tokens),
-                }
-                .map_err(|e| TokenizeError::Failed {
-                    index,
-                    reason: e.to_string(),
+                let overflows = self.encode_window(text, side, &mut tokens).map_err(|e| {
+                    TokenizeError::Failed {
+                        index,
+                        reason: e.to_string(),
+                    }
                 })?;
                 if overflows && !truncate {
                     return Err(TokenizeError::TooLong {
@@ -219,38 +217,25 @@ impl TextTokenizer {
         Ok(tokens.len() > self.body_length())
     }
 
-    /// The tokens of at least the first `max_length` of `text`: from the shortest word prefix
-    /// that overflows the window, else from the whole text.
+    /// The tokens of at least the window `side` keeps of `text`: from the shortest word prefix
+    /// (right truncation) or word suffix (left) that overflows the window, else from the whole
+    /// text, so a long text costs the same whichever end is kept.
     fn encode_window(
         &self,
         text: &str,
+        side: TruncationSide,
         tokens: &mut Vec<PipelineToken>,
     ) -> tokenizers::Result<bool> {
-        for prefix in self
+        let cut = match side {
+            TruncationSide::Right => word_prefix,
+            TruncationSide::Left => word_suffix,
+        };
+        for part in self
             .prefix_bytes
             .iter()
-            .filter_map(|&limit| word_prefix(text, limit))
+            .filter_map(|&limit| cut(text, limit))
         {
-            if self.tokenize(prefix, tokens)? {
-                return Ok(true);
-            }
-        }
-        self.tokenize(text, tokens)
-    }
-
-    /// The mirror image of [`TextTokenizer::encode_window`] for left truncation: from a suffix
-    /// that starts at a word, so a long text costs the same whichever end is kept.
-    fn encode_window_end(
-        &self,
-        text: &str,
-        tokens: &mut Vec<PipelineToken>,
-    ) -> tokenizers::Result<bool> {
-        for suffix in self
-            .prefix_bytes
-            .iter()
-            .filter_map(|&limit| word_suffix(text, limit))
-        {
-            if self.tokenize(suffix, tokens)? {
+            if self.tokenize(part, tokens)? {
                 return Ok(true);
             }
         }

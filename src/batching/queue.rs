@@ -539,15 +539,20 @@ mod lane_tests {
 mod admission_tests {
     use super::*;
 
-    #[test]
-    fn work_that_cannot_finish_before_its_deadline_is_refused_at_once() {
+    /// A queue whose batches never close on the timer within a test.
+    fn queue() -> BatchQueue {
         let rule = BatchRule {
             max_batch_size: 4,
             max_batch_tokens: 1000,
             preferred_batch_size: 1,
             max_wait: Duration::from_secs(10),
         };
-        let q = BatchQueue::new(100, rule, Arc::new(Metrics::new()), 1);
+        BatchQueue::new(100, rule, Arc::new(Metrics::new()), 1)
+    }
+
+    #[test]
+    fn work_that_cannot_finish_before_its_deadline_is_refused_at_once() {
+        let q = queue();
         q.record_batch(4, Duration::from_millis(400)); // 100 ms per text
         let text = || TokenizedText {
             input_ids: vec![1; 3],
@@ -566,13 +571,7 @@ mod admission_tests {
 
     #[test]
     fn with_nothing_queued_ahead_a_short_deadline_is_the_requests_own_not_overload() {
-        let rule = BatchRule {
-            max_batch_size: 4,
-            max_batch_tokens: 1000,
-            preferred_batch_size: 1,
-            max_wait: Duration::from_secs(10),
-        };
-        let q = BatchQueue::new(100, rule, Arc::new(Metrics::new()), 1);
+        let q = queue();
         q.record_batch(1, Duration::from_secs(1));
         let text = TokenizedText {
             input_ids: vec![1; 3],

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::classify::{Classifier, ClassifyError, ClassifyRequest, Deadline};
+use crate::classify::{check_text, Classifier, ClassifyError, ClassifyRequest, Deadline};
 use crate::config::{ClassifyArgs, Config, FileFormat, LimitsConfig};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadError};
@@ -149,18 +149,9 @@ impl Pipeline {
     fn row_error(&self, row: &InputRow) -> Option<String> {
         match &row.text {
             Err(reason) => Some(reason.clone()),
-            Ok(text) if text.trim().is_empty() => Some("the text is empty".into()),
-            Ok(text)
-                if text.len() > self.limits.max_input_chars
-                    && text.chars().count() > self.limits.max_input_chars =>
-            {
-                Some(format!(
-                    "the text has {} characters; the limit is {} (limits.max_input_chars)",
-                    text.chars().count(),
-                    self.limits.max_input_chars
-                ))
-            }
-            Ok(_) => None,
+            Ok(text) => check_text(text, &self.limits)
+                .err()
+                .map(|problem| format!("the text {problem}")),
         }
     }
 

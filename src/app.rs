@@ -3,7 +3,8 @@
 //! Startup order: the model is found (a directory or a registry version, a
 //! [`crate::source::ModelSource`]),
 //! loaded and warmed up -> the [`Classifier`] starts its inference workers -> the registry
-//! poll and SIGHUP reloads start -> listen -> ready. Any failure before listening is a
+//! poll and SIGHUP reloads start (and, with `shadow.uri`, the challenger loads in the
+//! background) -> listen -> ready. Any failure before listening is a
 //! [`StartupError`] and the process exits non-zero.
 //!
 //! Shutdown on SIGTERM or SIGINT: readiness goes false and new /predict calls get 503 at once;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::api::{self, ApiState};
-use crate::classify::Classifier;
+use crate::classify::{Classifier, Shadow};
 use crate::config::{Config, ConfigError};
 use crate::grpc::{self, GrpcError};
 use crate::metrics::Metrics;
@@ -57,12 +58,16 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     })
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     let metrics = Arc::new(Metrics::new());
-    let classifier = Arc::new(Classifier::start(
-        loaded,
-        &config.batching,
-        &config.limits,
-        metrics.clone(),
-    ));
+    let mut classifier = Classifier::start(loaded, &config.batching, &config.limits, metrics.clone());
+    let challenger_config = config.shadow.model_config(&config.model);
+    if challenger_config.is_some() {
+        classifier = classifier.with_shadow(Shadow::new(
+            &config.shadow,
+            &config.batching,
+            metrics.clone(),
+        ));
+    }
+    let classifier = Arc::new(classifier);
     let reloader = Arc::new(Reloader::new(
         source,
         &config.model,
@@ -70,6 +75,20 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         metrics.clone(),
     ));
     reloader.spawn_poller();
+    // The challenger loads in the background: the champion does not wait for it.
+    let challenger_reloader = match &challenger_config {
+        Some(challenger) => {
+            let reloader = Arc::new(Reloader::for_challenger(
+                reload::source(challenger)?,
+                challenger,
+                classifier.clone(),
+                metrics.clone(),
+            ));
+            reloader.start_challenger();
+            Some(reloader)
+        }
+        None => None,
+    };
     let stream = match config.stream.brokers {
         Some(_) => Some(stream::start(
             &config.stream,
@@ -157,6 +176,11 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         while hangup.recv().await.is_some() {
             if reloader.reload_off_runtime(true).await.is_err() {
                 tracing::info!("SIGHUP: a reload is already running");
+            }
+            if let Some(challenger) = &challenger_reloader {
+                if challenger.reload_off_runtime(true).await.is_err() {
+                    tracing::info!("SIGHUP: a challenger reload is already running");
+                }
             }
         }
     });

@@ -30,6 +30,64 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub logging: LoggingConfig,
     pub stream: StreamConfig,
+    pub shadow: ShadowConfig,
+}
+
+/// A shadow challenger: a second model version that sees the texts the champion (`model`)
+/// answers and answers no one; off unless `uri` is set.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowConfig {
+    /// A model directory, or an MLflow registry model (`models:/<name>@<alias>`,
+    /// `models:/<name>/<version>`), loaded, cached and polled like `model.uri`; null: off.
+    pub uri: Option<String>,
+    /// Share of texts mirrored to the challenger, 0 to 1.
+    pub sample: f64,
+    /// Mirrored texts waiting for the challenger; past it a mirrored text is dropped (and
+    /// counted), never waited for.
+    pub max_queue: usize,
+    /// ONNX Runtime threads of the challenger's session (CPU); 0 lets ONNX Runtime decide.
+    pub intra_op_threads: usize,
+    /// The most recent disagreements kept for `GET /shadow`, with their texts' first 200
+    /// characters; 0 keeps none (texts may be sensitive).
+    pub keep_disagreements: usize,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        Self {
+            uri: None,
+            sample: 1.0,
+            max_queue: 256,
+            intra_op_threads: 1,
+            keep_disagreements: 0,
+        }
+    }
+}
+
+impl ShadowConfig {
+    /// How the challenger is loaded: the champion's settings (device, cache, polling, limits)
+    /// with the challenger's source, its own name, one inference worker whose ONNX Runtime
+    /// threads are capped and do not spin (they would take CPU from the champion).
+    pub fn model_config(&self, champion: &ModelConfig) -> Option<ModelConfig> {
+        let uri = self.uri.as_ref()?;
+        let (dir, uri) = if uri.starts_with("models:/") {
+            (champion.dir.clone(), Some(uri.clone()))
+        } else {
+            (PathBuf::from(uri), None)
+        };
+        Some(ModelConfig {
+            dir,
+            uri,
+            name: None,
+            file: None,
+            allow_label_change: true,
+            inference_workers: Some(1),
+            intra_op_threads: self.intra_op_threads,
+            intra_op_spinning: false,
+            ..champion.clone()
+        })
+    }
 }
 
 /// Stream mode (Kafka): off unless `brokers` is set.
@@ -475,6 +533,7 @@ flags! {
     model_dir: PathBuf => "model.dir",
     model_uri: String => "model.uri",
     model_file: PathBuf => "model.file",
+    shadow_uri: String => "shadow.uri",
     device: DeviceChoice => "model.device",
     max_batch_size: usize => "batching.max_batch_size",
     preferred_batch_size: usize => "batching.preferred_batch_size",
@@ -591,6 +650,23 @@ impl Config {
         )?;
         positive("limits.max_input_chars", self.limits.max_input_chars > 0)?;
         positive("stream.max_in_flight", self.stream.max_in_flight > 0)?;
+        positive("shadow.max_queue", self.shadow.max_queue > 0)?;
+        if !(0.0..=1.0).contains(&self.shadow.sample) {
+            return Err(ConfigError(format!(
+                "shadow.sample must be between 0 and 1 (the share of texts mirrored), not {}",
+                self.shadow.sample
+            )));
+        }
+        if self.shadow.uri.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            return Err(ConfigError(
+                "shadow.uri must not be empty (null turns the shadow off)".into(),
+            ));
+        }
+        if self.shadow.uri.is_some() && self.model.cache_keep == 0 {
+            return Err(ConfigError(
+                "model.cache_keep must be at least 1 with shadow.uri: the champion's and the challenger's versions share the cache".into(),
+            ));
+        }
         if !(self.model.poll_interval.is_finite() && self.model.poll_interval >= 0.0) {
             return Err(ConfigError(
                 "model.poll_interval must be zero (off) or a number of seconds".into(),
@@ -836,6 +912,8 @@ mod tests {
             "2.5",
             "--model-dir",
             "m",
+            "--shadow-uri",
+            "models:/news@challenger",
             "--device",
             "cuda",
             "--max-batch-size",
@@ -877,6 +955,10 @@ mod tests {
             logging: LoggingConfig {
                 level: "debug".into(),
                 format: LogFormat::Json,
+            },
+            shadow: ShadowConfig {
+                uri: Some("models:/news@challenger".into()),
+                ..ShadowConfig::default()
             },
             ..Config::default()
         };

@@ -57,6 +57,7 @@ fn status(error: ClassifyError) -> Status {
         ClassifyError::Timeout(_) => Status::deadline_exceeded(message),
         ClassifyError::Inference(_) => Status::internal(message),
         ClassifyError::Cancelled => Status::cancelled(message),
+        ClassifyError::NoChallenger => Status::not_found(message),
     }
 }
 

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub stream_commit_lag: prometheus::IntGaugeVec,
     pub stream_paused: IntGauge,
     pub stream_batch_size: Histogram,
+    pub shadow_texts: IntCounterVec,
+    pub shadow_label_pairs: IntCounterVec,
+    pub shadow_score_difference: Histogram,
+    pub shadow_duration: Histogram,
+    pub shadow_reloads: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -188,6 +193,31 @@ impl Metrics {
             model_reloads: counter_vec(
                 "model_reloads_total",
                 "Model reloads by outcome (swapped, unchanged on request, refused, unavailable, panicked)",
+                &["outcome"],
+            ),
+            shadow_texts: counter_vec(
+                "shadow_texts_total",
+                "Texts mirrored to the shadow challenger, by outcome: agree, disagree (top labels), dropped (its queue was full or the text expired), failed",
+                &["outcome"],
+            ),
+            shadow_label_pairs: counter_vec(
+                "shadow_label_pairs_total",
+                "Mirrored texts by the champion's and the challenger's top label: the live confusion matrix",
+                &["champion", "challenger"],
+            ),
+            shadow_score_difference: histogram(
+                "shadow_score_difference",
+                "Per mirrored text: |champion's score - challenger's score| for the champion's top label",
+                vec![0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0],
+            ),
+            shadow_duration: histogram(
+                "shadow_duration_seconds",
+                "Per mirrored text: from mirroring to the challenger's answer (its queue and inference)",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            shadow_reloads: counter_vec(
+                "shadow_reloads_total",
+                "Challenger reloads by outcome (as newscls_model_reloads_total)",
                 &["outcome"],
             ),
             registry,

@@ -10,6 +10,12 @@
 //! position) unless `model.allow_label_change`, runs the directory's own `examples.json` if it
 //! ships one, and only then swaps it in ([`Classifier::swap`]).
 //!
+//! The shadow challenger (`shadow.uri`) has a reloader of its own ([`Reloader::for_challenger`]):
+//! the same checks (its labels may differ: they are compared by name), swapped into the
+//! challenger slot, counted in `newscls_shadow_reloads_total`. Both share the download cache, so
+//! when the champion's alias moves to the version the challenger runs, its files are already
+//! there, verified, and nothing is downloaded again.
+//!
 //! Outcomes, each logged and counted in `newscls_model_reloads_total{outcome}`: `swapped`;
 //! `unchanged`; `refused` — the version is at fault, the serving one stays, and the same
 //! version is not tried again until the source names another; `unavailable` — the source could
@@ -122,8 +128,18 @@ struct Example {
     label: String,
 }
 
+/// The model a [`Reloader`] keeps current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// The model in service.
+    Champion,
+    /// The shadow challenger.
+    Challenger,
+}
+
 /// Reloads on request, one at a time.
 pub struct Reloader {
+    slot: Slot,
     source: Box<dyn ModelSource>,
     config: ModelConfig,
     classifier: Arc<Classifier>,
@@ -142,12 +158,67 @@ impl Reloader {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            slot: Slot::Champion,
             source,
             config: config.clone(),
             classifier,
             metrics,
             refused: Mutex::new(None),
             busy: AtomicBool::new(false),
+        }
+    }
+
+    /// A reloader for the shadow challenger: `config` is the challenger's (see
+    /// [`crate::config::ShadowConfig::model_config`]); `classifier` must have a shadow slot.
+    pub fn for_challenger(
+        source: Box<dyn ModelSource>,
+        config: &ModelConfig,
+        classifier: Arc<Classifier>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            slot: Slot::Challenger,
+            ..Self::new(source, config, classifier, metrics)
+        }
+    }
+
+    /// What this reloader keeps current, for logs.
+    fn what(&self) -> &'static str {
+        match self.slot {
+            Slot::Champion => "model",
+            Slot::Challenger => "challenger model",
+        }
+    }
+
+    /// The version in the slot now; empty while the challenger slot is empty.
+    fn slot_version(&self) -> String {
+        match self.slot {
+            Slot::Champion => self.classifier.serving().identity().version,
+            Slot::Challenger => self
+                .classifier
+                .shadow()
+                .and_then(|s| s.challenger())
+                .map(|c| c.spec.version.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        let counter = match self.slot {
+            Slot::Champion => &self.metrics.model_reloads,
+            Slot::Challenger => &self.metrics.shadow_reloads,
+        };
+        counter.with_label_values(&[outcome]).inc();
+    }
+
+    /// Puts a loaded version in the slot.
+    fn fill(&self, loaded: LoadedModel) {
+        match self.slot {
+            Slot::Champion => self.classifier.swap(loaded),
+            Slot::Challenger => match self.classifier.shadow() {
+                Some(shadow) => shadow.swap(loaded),
+                None => tracing::error!("a challenger loaded without a shadow slot. This is a bug."),
+            },
         }
     }
 
@@ -164,14 +235,48 @@ impl Reloader {
             return;
         };
         let reloader = self.clone();
+        let name = match self.slot {
+            Slot::Champion => "model-poll",
+            Slot::Challenger => "shadow-poll",
+        };
         std::thread::Builder::new()
-            .name("model-poll".into())
+            .name(name.into())
             .spawn(move || loop {
                 std::thread::sleep(interval);
                 // Busy: a reload asked for by hand is running; it answers this poll's question.
                 let _ = reloader.reload(false);
             })
             .expect("spawning the registry poll thread failed. This is a bug.");
+    }
+
+    /// The challenger's first version, loaded on its own thread so the champion serves
+    /// meanwhile; then polls like [`Reloader::spawn_poller`]. A challenger that cannot be
+    /// loaded is logged and counted, and the service runs without one until a later check
+    /// (poll or SIGHUP) finds a version that loads.
+    pub fn start_challenger(self: &Arc<Self>) {
+        let reloader = self.clone();
+        std::thread::Builder::new()
+            .name("shadow-load".into())
+            .spawn(move || {
+                if let Ok(held) = reloader.hold() {
+                    match load_initial(reloader.source.as_ref(), &reloader.config) {
+                        Ok(loaded) => {
+                            let version = loaded.spec.version.clone();
+                            reloader.fill(loaded);
+                            tracing::info!(version, source = %reloader.source.describe(), "challenger model loaded");
+                            reloader.count("swapped");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, source = %reloader.source.describe(),
+                                "challenger model not loaded; serving without a shadow until a version loads");
+                            reloader.count(if e.blames_version() { "refused" } else { "unavailable" });
+                        }
+                    }
+                    drop(held);
+                }
+                reloader.spawn_poller();
+            })
+            .expect("spawning the challenger's loading thread failed. This is a bug.");
     }
 
     /// [`Reloader::reload`] from async code, on the blocking pool (the registry client blocks).
@@ -205,7 +310,7 @@ impl Reloader {
     fn reload_held(&self, forced: bool) -> Outcome {
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-            let serving = self.classifier.serving().identity().version;
+            let serving = self.slot_version();
             self.try_reload(&serving, forced, &mut refused)
         }));
         let outcome = match outcome {
@@ -214,36 +319,36 @@ impl Reloader {
                 let reason = panic_message(&panic);
                 tracing::error!(
                     reason,
-                    "model reload panicked; the serving version stays. This is a bug."
+                    what = self.what(),
+                    "reload panicked; the serving version stays. This is a bug."
                 );
-                self.metrics
-                    .model_reloads
-                    .with_label_values(&["panicked"])
-                    .inc();
+                self.count("panicked");
                 return Outcome::Unavailable {
                     reason: format!("the reload panicked: {reason}"),
                 };
             }
         };
+        let what = self.what();
         match &outcome {
-            Outcome::Swapped { from, to } => tracing::info!(from, to, "model version swapped in"),
-            Outcome::Unchanged { .. } => tracing::debug!("model version unchanged"),
+            Outcome::Swapped { from, to } => {
+                tracing::info!(what, from, to, "model version swapped in")
+            }
+            Outcome::Unchanged { .. } => tracing::debug!(what, "model version unchanged"),
             Outcome::Refused { version, reason } => tracing::error!(
+                what,
                 version,
                 reason,
                 "new model version refused; the serving version stays"
             ),
             Outcome::Unavailable { reason } => tracing::warn!(
+                what,
                 reason,
                 "model source unavailable; the serving version stays, the next check tries again"
             ),
         }
         // Polls that find nothing new are not counted: they would drown the real events.
         if forced || !matches!(outcome, Outcome::Unchanged { .. }) {
-            self.metrics
-                .model_reloads
-                .with_label_values(&[outcome.label()])
-                .inc();
+            self.count(outcome.label());
         }
         outcome
     }
@@ -280,7 +385,7 @@ impl Reloader {
             Ok(loaded) => {
                 *refused = None;
                 let to = loaded.spec.version.clone();
-                self.classifier.swap(loaded);
+                self.fill(loaded);
                 // Only a version that loaded may be the one to start from when the source is down.
                 self.source.served(&fetched);
                 Outcome::Swapped {
@@ -304,7 +409,8 @@ impl Reloader {
     fn load_checked(&self, fetched: &Fetched) -> Result<LoadedModel, ReloadError> {
         let loaded = model::load_version(&self.config, fetched)?;
         let serving = self.classifier.serving().spec.labels.clone();
-        if loaded.spec.labels != serving {
+        // A challenger's labels are compared with the champion's by name: it may change them.
+        if self.slot == Slot::Champion && loaded.spec.labels != serving {
             if !self.config.allow_label_change {
                 return Err(ReloadError::LabelsChanged {
                     serving,

@@ -75,6 +75,9 @@ pub struct TextTokenizer {
     /// Long texts are tried on prefixes of these many bytes first, shortest first; empty
     /// disables the shortcut.
     prefix_bytes: Vec<usize>,
+    /// SHA-256 of the tokenizer's JSON and the window: two tokenizers with the same
+    /// fingerprint give the same ids for every text.
+    fingerprint: [u8; 32],
 }
 
 /// Bytes of text per token that the prefixes get, tried in order: English averages ~4.5
@@ -132,6 +135,13 @@ impl TextTokenizer {
             .collect();
         let pad_id = pad_token_id(&inner);
         let vocab_size = vocab_size(&inner);
+        let fingerprint = {
+            use sha2::{Digest, Sha256};
+            let mut hasher = Sha256::new();
+            hasher.update(json.as_bytes());
+            hasher.update(max_length.to_le_bytes());
+            hasher.finalize().into()
+        };
         Ok(Self {
             inner,
             prefix_ids,
@@ -140,6 +150,7 @@ impl TextTokenizer {
             pad_id,
             vocab_size,
             prefix_bytes,
+            fingerprint,
         })
     }
 
@@ -148,6 +159,12 @@ impl TextTokenizer {
     pub fn without_prefix_shortcut(mut self) -> Self {
         self.prefix_bytes.clear();
         self
+    }
+
+    /// Whether `other` gives the same ids as this tokenizer for every text (the same file and
+    /// window), so one's ids can be fed to the other's model.
+    pub fn same_ids_as(&self, other: &TextTokenizer) -> bool {
+        self.fingerprint == other.fingerprint
     }
 
     pub fn max_length(&self) -> usize {

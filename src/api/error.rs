@@ -69,6 +69,7 @@ impl From<ClassifyError> for ApiError {
             ClassifyError::Timeout(_) => ApiError::Timeout(message),
             ClassifyError::Inference(_) => ApiError::Inference(message),
             ClassifyError::Cancelled => ApiError::ClientClosed,
+            ClassifyError::NoChallenger => ApiError::Validation(message),
         }
     }
 }

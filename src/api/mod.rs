@@ -11,6 +11,7 @@ pub mod error;
 pub mod json;
 pub mod kserve;
 pub mod predict;
+pub mod shadow;
 pub mod status;
 pub mod vllm;
 
@@ -68,7 +69,8 @@ pub struct ApiState {
         status::readyz,
         status::info,
         status::metrics,
-        status::reload
+        status::reload,
+        shadow::report
     ),
     components(schemas(
         predict::PredictRequest,
@@ -78,6 +80,14 @@ pub struct ApiState {
         predict::TruncationDirection,
         predict::PredictResponse,
         predict::LabelScore,
+        predict::RequestedModel,
+        shadow::ShadowReport,
+        shadow::ShadowInfo,
+        shadow::ChallengerInfo,
+        shadow::LabelReport,
+        shadow::LabelPair,
+        shadow::TopLabel,
+        shadow::DisagreementReport,
         status::Health,
         status::Info,
         status::ModelInfo,
@@ -162,6 +172,7 @@ const ROUTE_ERRORS: &[(&str, &str, &[ErrorType])] = {
         ("get", "/v2/models/{name}", &[NotFound]),
         ("get", "/v2/models/{name}/ready", &[NotFound, NotReady]),
         ("get", "/readyz", &[NotReady]),
+        ("get", "/shadow", &[NotFound]),
         (
             "post",
             "/admin/reload",
@@ -272,6 +283,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bo
     .service(resource("/readyz", "GET").get(status::readyz))
     .service(resource("/info", "GET").get(status::info))
     .service(resource("/metrics", "GET").get(status::metrics))
+    .service(resource("/shadow", "GET").get(shadow::report))
     .service(web::redirect("/docs", "/docs/"))
     .service(
         SwaggerUi::new("/docs/{_:.*}").external_urls_from_iter_unchecked([(

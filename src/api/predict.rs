@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::connection::{disconnected, ClientSocket};
 use super::error::ApiError;
 use super::ApiState;
-use crate::classify::{Classification, ClassifyRequest, Deadline, Priority};
+use crate::classify::{Classification, ClassifyRequest, Deadline, ModelRole, Priority};
 use crate::config::LimitsConfig;
 use crate::postprocess::ScoreFunction;
 use crate::tokenize::TruncationSide;
@@ -163,7 +163,11 @@ pub enum PredictInputs {
 impl PredictRequest {
     /// The classification asked for, and whether the answer is one list (a single text) or a
     /// list per text; conflicts between TEI's and Hugging Face's fields are refused.
-    fn into_request(self, deadline: Deadline) -> Result<(ClassifyRequest, bool), ApiError> {
+    fn into_request(
+        self,
+        deadline: Deadline,
+        model: ModelRole,
+    ) -> Result<(ClassifyRequest, bool), ApiError> {
         let parameters = self.parameters.as_ref();
         let hf_shape = parameters.is_some();
         let (texts, single) = match self.inputs {
@@ -222,6 +226,7 @@ impl PredictRequest {
             scores,
             deadline,
             priority: Priority::Interactive,
+            model,
         };
         Ok((request, single))
     }
@@ -344,7 +349,9 @@ pub struct RequestStats {
     tag = "classification",
     params(
         ("x-request-timeout" = Option<f64>, Header, nullable = false, minimum = 0.1,
-            description = "Seconds this request may take, when tighter than the server's `server.timeout`")
+            description = "Seconds this request may take, when tighter than the server's `server.timeout`"),
+        ("x-model-version" = Option<RequestedModel>, Header, nullable = false,
+            description = "`challenger`: answer from the shadow challenger instead (debugging; 422 when none is loaded). The response's `x-model-version` names the version that answered")
     ),
     request_body(
         content = PredictRequest,
@@ -375,8 +382,9 @@ pub async fn predict(
     body: web::Json<PredictRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let deadline = request_deadline(&http, state.config.server.timeout)?;
-    let (request, single) =
-        tracing::info_span!("decode").in_scope(|| body.into_inner().into_request(deadline))?;
+    let model = requested_model(&http)?;
+    let (request, single) = tracing::info_span!("decode")
+        .in_scope(|| body.into_inner().into_request(deadline, model))?;
     let hung_up = disconnected(http.conn_data::<ClientSocket>());
     let classification = state.classifier.classify(request, hung_up).await?;
     Ok(respond(classification, single))
@@ -448,6 +456,30 @@ fn respond(classification: Classification, single: bool) -> HttpResponse {
 pub const MODEL_NAME_HEADER: &str = "x-model-name";
 pub const MODEL_VERSION_HEADER: &str = "x-model-version";
 
+/// Which model a caller asks for with the `x-model-version` request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestedModel {
+    /// The model in service (the default).
+    Champion,
+    /// The shadow challenger (`shadow.uri`).
+    Challenger,
+}
+
+/// The model the request's `x-model-version` header asks for; the champion without one.
+fn requested_model(http: &HttpRequest) -> Result<ModelRole, ApiError> {
+    let Some(value) = http.headers().get(MODEL_VERSION_HEADER) else {
+        return Ok(ModelRole::Champion);
+    };
+    match value.to_str().map(str::trim) {
+        Ok(v) if v.eq_ignore_ascii_case("champion") => Ok(ModelRole::Champion),
+        Ok(v) if v.eq_ignore_ascii_case("challenger") => Ok(ModelRole::Challenger),
+        _ => Err(ApiError::Validation(format!(
+            "{MODEL_VERSION_HEADER} must be \"champion\" or \"challenger\""
+        ))),
+    }
+}
+
 /// Header with which a client asks for a tighter deadline than `server.timeout`, in seconds.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout";
 /// Less than this cannot cover even an idle round trip; refusing it is clearer than a 504.
@@ -504,7 +536,7 @@ mod tests {
     fn parts(json: &str) -> Result<(ClassifyRequest, bool), ApiError> {
         serde_json::from_str::<PredictRequest>(json)
             .expect("decodes")
-            .into_request(Deadline::after(Duration::from_secs(1)))
+            .into_request(Deadline::after(Duration::from_secs(1)), ModelRole::Champion)
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub struct Info {
     /// The ONNX Runtime library actually loaded.
     #[schema(example = "1.31.1")]
     pub onnxruntime_version: String,
+    /// The shadow challenger (`shadow.uri`); null when off.
+    pub shadow: Option<super::shadow::ShadowInfo>,
 }
 
 /// Which model is served, how, and with which limits.
@@ -162,6 +164,7 @@ pub async fn info(state: web::Data<ApiState>) -> HttpResponse {
         timeout_seconds: state.config.server.timeout,
         version: env!("CARGO_PKG_VERSION"),
         onnxruntime_version: model.runtime_version.clone(),
+        shadow: state.classifier.shadow().map(|s| super::shadow::info(s)),
     })
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::queue::{BatchQueue, Job, JobError, JobOutput};
+use super::queue::{BatchQueue, Job, JobError, JobOutput, Priority};
 use crate::inference::{Backend, PaddedBatch};
 use crate::metrics::Metrics;
 
@@ -21,11 +21,15 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
+    /// One thread per backend. `priority` Background: the threads run at the operating
+    /// system's lowest priority, so they only get CPU the interactive work leaves (the shadow
+    /// challenger's workers).
     pub fn spawn(
         backends: Vec<Box<dyn Backend>>,
         queue: Arc<BatchQueue>,
         pad_id: i64,
         metrics: Arc<Metrics>,
+        priority: Priority,
     ) -> Self {
         let running = Arc::new(AtomicUsize::new(backends.len()));
         let handles = backends
@@ -33,11 +37,18 @@ impl WorkerPool {
             .enumerate()
             .map(|(lane, backend)| {
                 let (queue, metrics, running) = (queue.clone(), metrics.clone(), running.clone());
+                let name = match priority {
+                    Priority::Interactive => format!("inference-{lane}"),
+                    Priority::Background => format!("inference-bg-{lane}"),
+                };
                 std::thread::Builder::new()
-                    .name(format!("inference-{lane}"))
+                    .name(name)
                     .spawn(move || {
                         // Counts down however the thread ends, a panic included.
                         let _alive = RunningGuard(running);
+                        if priority == Priority::Background {
+                            lower_priority();
+                        }
                         run_worker(backend, lane, &queue, pad_id, &metrics);
                     })
                     .expect("spawning an inference thread failed; the OS is out of threads. This is a bug.")
@@ -60,6 +71,16 @@ impl WorkerPool {
         for handle in handles {
             let _ = handle.join();
         }
+    }
+}
+
+/// The calling thread gets the lowest priority of its scheduling policy (niceness 19 on
+/// Linux, where each thread has its own). ONNX Runtime's own threads are not affected: a
+/// background session should run with one intra-op thread, computing on this one.
+fn lower_priority() {
+    use thread_priority::{set_current_thread_priority, ThreadPriority};
+    if let Err(e) = set_current_thread_priority(ThreadPriority::Min) {
+        tracing::warn!(error = ?e, "could not lower a background inference thread's priority");
     }
 }
 

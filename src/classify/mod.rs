@@ -16,6 +16,11 @@
 //! The model in service is a [`ServingModel`]: metadata, tokenizer, and its own queue and
 //! inference workers. A call takes a reference to the current one at its start and finishes on
 //! it, so every answer comes from one model, and a model can be replaced under running calls.
+//! With a [`Shadow`], a sample of the texts is mirrored to a challenger model after the caller
+//! has the champion's answer (see [`shadow`]); a caller may also ask the challenger directly
+//! ([`ModelRole::Challenger`]).
+
+mod shadow;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -35,6 +40,7 @@ use crate::metrics::Metrics;
 use crate::model::{LoadedModel, ModelSpec};
 use crate::postprocess::{ranked, ScoreFunction};
 use crate::tokenize::{TextTokenizer, TokenizeError, TokenizedText, TruncationSide};
+pub use shadow::{Disagreement, LabelAgreement, Shadow, Summary, MIRROR_DEADLINE};
 
 /// What went wrong with a classification, in terms the caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,9 @@ pub enum ClassifyError {
     /// The caller's cancellation future completed first; nobody reads this answer.
     #[error("client closed the connection")]
     Cancelled,
+    /// The challenger was asked for, and none is loaded.
+    #[error("no challenger model is loaded (set shadow.uri to load one)")]
+    NoChallenger,
 }
 
 impl From<AdmitError> for ClassifyError {
@@ -121,6 +130,17 @@ pub struct ClassifyRequest {
     pub deadline: Deadline,
     /// Interactive (a caller waits) goes ahead of background (the stream's backlog).
     pub priority: Priority,
+    /// Which model answers: the champion (and a sample is mirrored to the challenger), or the
+    /// challenger itself (debugging; nothing is mirrored).
+    pub model: ModelRole,
+}
+
+/// The model in service for callers, or the shadow challenger beside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ModelRole {
+    #[default]
+    Champion,
+    Challenger,
 }
 
 impl ClassifyRequest {
@@ -134,6 +154,7 @@ impl ClassifyRequest {
             scores: ScoreFunction::Softmax,
             deadline,
             priority: Priority::Interactive,
+            model: ModelRole::Champion,
         }
     }
 }
@@ -230,7 +251,14 @@ pub struct ServingModel {
 }
 
 impl ServingModel {
-    fn start(model: LoadedModel, batching: &BatchingConfig, metrics: &Arc<Metrics>) -> Self {
+    /// Starts the model's workers; `priority` Background runs them at the operating system's
+    /// lowest priority (the shadow challenger).
+    fn start(
+        model: LoadedModel,
+        batching: &BatchingConfig,
+        metrics: &Arc<Metrics>,
+        priority: Priority,
+    ) -> Self {
         let inference_workers = model.backends.len();
         let batch_rule = BatchRule::new(batching, model.device);
         let queue = Arc::new(BatchQueue::new(
@@ -244,6 +272,7 @@ impl ServingModel {
             queue.clone(),
             model.tokenizer.pad_id(),
             metrics.clone(),
+            priority,
         );
         Self {
             labels: model.spec.labels.clone().into(),
@@ -276,6 +305,15 @@ impl ServingModel {
     }
 }
 
+/// Stops a replaced model on its own thread: its workers finish its queue, then it is freed
+/// when the last call holding it has its answer.
+fn retire(old: Arc<ServingModel>) {
+    std::thread::Builder::new()
+        .name("model-retire".into())
+        .spawn(move || old.stop())
+        .expect("spawning a thread failed; the OS is out of threads. This is a bug.");
+}
+
 /// The classification service: the serving model, the limits, and the service's lifecycle.
 pub struct Classifier {
     serving: RwLock<Arc<ServingModel>>,
@@ -287,6 +325,8 @@ pub struct Classifier {
     tokenize_permits: Semaphore,
     ready: AtomicBool,
     draining: AtomicBool,
+    /// The challenger slot, when `shadow.uri` is set.
+    shadow: Option<Arc<Shadow>>,
 }
 
 impl Classifier {
@@ -297,7 +337,7 @@ impl Classifier {
         limits: &LimitsConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let serving = ServingModel::start(model, batching, &metrics);
+        let serving = ServingModel::start(model, batching, &metrics, Priority::Interactive);
         Self {
             serving: RwLock::new(Arc::new(serving)),
             batching: batching.clone(),
@@ -308,7 +348,19 @@ impl Classifier {
             ),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            shadow: None,
         }
+    }
+
+    /// Adds an (empty) challenger slot: fill it with [`Shadow::swap`].
+    pub fn with_shadow(mut self, shadow: Shadow) -> Self {
+        self.shadow = Some(Arc::new(shadow));
+        self
+    }
+
+    /// The challenger slot, when `shadow.uri` is set.
+    pub fn shadow(&self) -> Option<&Arc<Shadow>> {
+        self.shadow.as_ref()
     }
 
     /// The model in service now.
@@ -339,21 +391,42 @@ impl Classifier {
     /// it has its answer. A call that tokenized for the old model and finds its queue closed
     /// starts over on the new one, so nothing accepted is lost.
     pub fn swap(&self, model: LoadedModel) {
-        let new = Arc::new(ServingModel::start(model, &self.batching, &self.metrics));
+        let new = Arc::new(ServingModel::start(
+            model,
+            &self.batching,
+            &self.metrics,
+            Priority::Interactive,
+        ));
         let old = std::mem::replace(
             &mut *self.serving.write().unwrap_or_else(|p| p.into_inner()),
             new,
         );
-        std::thread::Builder::new()
-            .name("model-retire".into())
-            .spawn(move || old.stop())
-            .expect("spawning a thread failed; the OS is out of threads. This is a bug.");
+        // A new pair is compared from now on.
+        if let Some(shadow) = &self.shadow {
+            shadow.reset();
+        }
+        retire(old);
     }
 
     /// Lets the workers finish every queued text, then stops them. Blocks; call once accepted
     /// calls have been answered.
     pub fn shutdown(&self) {
         self.serving().stop();
+        if let Some(shadow) = &self.shadow {
+            shadow.shutdown();
+        }
+    }
+
+    /// The model `role` names now.
+    fn model(&self, role: ModelRole) -> Result<Arc<ServingModel>, ClassifyError> {
+        match role {
+            ModelRole::Champion => Ok(self.serving()),
+            ModelRole::Challenger => self
+                .shadow
+                .as_ref()
+                .and_then(|s| s.challenger())
+                .ok_or(ClassifyError::NoChallenger),
+        }
     }
 
     /// `Ok` when this instance should take traffic.
@@ -397,17 +470,22 @@ impl Classifier {
             scores,
             deadline,
             priority,
+            model: role,
         } = request;
         // At most twice: a model swapped in between tokenizing and admission closes the old
         // queue, and the texts are tokenized again for the new model.
-        let (model, outputs, tokens, tokenize_time) = loop {
-            let model = self.serving();
+        let (model, outputs, tokens, tokenize_time, mirror) = loop {
+            let model = self.model(role)?;
             let (returned, tokenized, tokenize_time) = self
                 .tokenize(&model, texts, truncate, truncation_side, deadline)
                 .instrument(tracing::info_span!("tokenize"))
                 .await?;
             texts = returned;
             let tokens: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
+            let mirror = match role {
+                ModelRole::Champion => self.plan_mirror(&model, &tokenized),
+                ModelRole::Challenger => None,
+            };
             let (jobs, replies): (Vec<Job>, Vec<_>) = tokenized
                 .into_iter()
                 .map(|text| {
@@ -420,7 +498,9 @@ impl Classifier {
             let admitted = model.queue.admit(jobs);
             if matches!(admitted, Err(AdmitError::Closed))
                 && !self.draining.load(Ordering::SeqCst)
-                && !Arc::ptr_eq(&model, &self.serving())
+                && self
+                    .model(role)
+                    .is_ok_and(|current| !Arc::ptr_eq(&model, &current))
             {
                 continue;
             }
@@ -441,8 +521,11 @@ impl Classifier {
             }
             .instrument(waiting)
             .await?;
-            break (model, outputs, tokens, tokenize_time);
+            break (model, outputs, tokens, tokenize_time, mirror);
         };
+        if let Some(mirror) = mirror {
+            self.mirror(mirror, &model, &mut texts, &outputs, truncation_side);
+        }
         let _answer = tracing::info_span!("answer").entered();
         let slowest = |f: fn(&JobOutput) -> Duration| outputs.iter().map(f).max();
         let timing = Timing {
@@ -479,6 +562,57 @@ impl Classifier {
         })
     }
 
+    /// Which of these texts go to the challenger, with the champion's ids when the
+    /// challenger's tokenizer gives the same ones. `None`: no shadow, no challenger, or none
+    /// drawn.
+    fn plan_mirror(
+        &self,
+        champion: &ServingModel,
+        tokenized: &[TokenizedText],
+    ) -> Option<MirrorPlan> {
+        let shadow = self.shadow.as_ref()?;
+        let challenger = shadow.challenger()?;
+        let picked = shadow.draw(tokenized.len());
+        if picked.is_empty() {
+            return None;
+        }
+        let reuses_ids = champion.tokenizer.same_ids_as(&challenger.tokenizer);
+        let ids = picked
+            .iter()
+            .map(|&i| reuses_ids.then(|| tokenized[i].clone()))
+            .collect();
+        Some(MirrorPlan {
+            shadow: shadow.clone(),
+            challenger,
+            picked,
+            ids,
+            keeps_text: shadow.needs_text(reuses_ids),
+        })
+    }
+
+    /// Hands the drawn texts and the champion's answers to the shadow; returns at once.
+    fn mirror(
+        &self,
+        plan: MirrorPlan,
+        champion: &ServingModel,
+        texts: &mut [String],
+        outputs: &[JobOutput],
+        side: TruncationSide,
+    ) {
+        let picks = plan
+            .picked
+            .iter()
+            .zip(plan.ids)
+            .map(|(&i, ids)| shadow::Pick {
+                ids,
+                text: plan.keeps_text.then(|| std::mem::take(&mut texts[i])),
+                champion_logits: outputs[i].logits.clone(),
+            })
+            .collect();
+        plan.shadow
+            .mirror(plan.challenger, champion.labels.clone(), picks, side);
+    }
+
     /// Tokenizes on the blocking pool, at most one call per core at a time.
     async fn tokenize(
         &self,
@@ -511,6 +645,18 @@ impl Classifier {
             .observe(elapsed.as_secs_f64());
         Ok((texts, tokenized?, elapsed))
     }
+}
+
+/// The texts of one call drawn for the shadow, decided before their ids go to the queue.
+struct MirrorPlan {
+    shadow: Arc<Shadow>,
+    challenger: Arc<ServingModel>,
+    /// Indices of the drawn texts in the call.
+    picked: Vec<usize>,
+    /// Per drawn text: the champion's ids, when the challenger can use them.
+    ids: Vec<Option<TokenizedText>>,
+    /// Whether the texts themselves go along (to tokenize again, or to keep).
+    keeps_text: bool,
 }
 
 /// Why one text is refused before any work is done.

@@ -58,7 +58,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     })
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     let metrics = Arc::new(Metrics::new());
-    let mut classifier = Classifier::start(loaded, &config.batching, &config.limits, metrics.clone());
+    let mut classifier =
+        Classifier::start(loaded, &config.batching, &config.limits, metrics.clone());
     let challenger_config = config.shadow.model_config(&config.model);
     if challenger_config.is_some() {
         classifier = classifier.with_shadow(Shadow::new(

@@ -657,7 +657,12 @@ impl Config {
                 self.shadow.sample
             )));
         }
-        if self.shadow.uri.as_deref().is_some_and(|u| u.trim().is_empty()) {
+        if self
+            .shadow
+            .uri
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
             return Err(ConfigError(
                 "shadow.uri must not be empty (null turns the shadow off)".into(),
             ));

@@ -217,7 +217,9 @@ impl Reloader {
             Slot::Champion => self.classifier.swap(loaded),
             Slot::Challenger => match self.classifier.shadow() {
                 Some(shadow) => shadow.swap(loaded),
-                None => tracing::error!("a challenger loaded without a shadow slot. This is a bug."),
+                None => {
+                    tracing::error!("a challenger loaded without a shadow slot. This is a bug.")
+                }
             },
         }
     }

@@ -533,23 +533,15 @@ mod tests {
             champion: c,
             challenger: d,
             difference,
-        } = compare(
-            &champion,
-            &[2.0, 0.0],
-            &challenger,
-            &output(vec![0.0, 2.0]),
-        )
+        } = compare(&champion, &[2.0, 0.0], &challenger, &output(vec![0.0, 2.0]))
         else {
             panic!("compared");
         };
         assert_eq!((c.0.as_str(), d.0.as_str()), ("a", "a"));
         assert!(difference < 1e-6, "same scores for a: {difference}");
-        let Outcome::Compared { challenger: d, .. } = compare(
-            &champion,
-            &[2.0, 0.0],
-            &challenger,
-            &output(vec![2.0, 0.0]),
-        ) else {
+        let Outcome::Compared { challenger: d, .. } =
+            compare(&champion, &[2.0, 0.0], &challenger, &output(vec![2.0, 0.0]))
+        else {
             panic!("compared");
         };
         assert_eq!(d.0, "b");

@@ -16,6 +16,7 @@ mod overload;
 mod parity;
 mod predict;
 mod protocols;
+mod shadow;
 mod startup;
 mod support;
 mod variants;

@@ -348,6 +348,42 @@ pub fn test_split() -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A second version of the bundled model, as a retrained one would differ: the CPU variant
+/// with its classification head's bias raised by `shift` for label `label` (the head is a
+/// Gemm whose bias, `head.bias`, is one float per label, stored as raw bytes; rewritten in
+/// place). With `config_version`, config.json says that `model_version`.
+pub fn write_perturbed_model_dir(
+    dir: &Path,
+    label: usize,
+    shift: f32,
+    config_version: Option<&str>,
+) {
+    let bundled = repo_path(MODEL_DIR);
+    std::fs::create_dir_all(dir).expect("model dir");
+    std::fs::copy(bundled.join("tokenizer.json"), dir.join("tokenizer.json")).expect("copy");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundled.join("config.json")).expect("config"))
+            .expect("json");
+    if let Some(version) = config_version {
+        config["model_version"] = version.into();
+    }
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("write config");
+    let mut model = std::fs::read(bundled.join("model_quantized.onnx")).expect("model");
+    // TensorProto: name (field 8, "head.bias"), then raw_data (field 9, 24 bytes = 6 floats).
+    let tag: &[u8] = b"\x42\x09head.bias\x4a\x18";
+    let found: Vec<usize> = model
+        .windows(tag.len())
+        .enumerate()
+        .filter(|(_, w)| *w == tag)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(found.len(), 1, "head.bias stored once, as raw bytes");
+    let at = found[0] + tag.len() + label * 4;
+    let bias = f32::from_le_bytes(model[at..at + 4].try_into().expect("4 bytes")) + shift;
+    model[at..at + 4].copy_from_slice(&bias.to_le_bytes());
+    std::fs::write(dir.join("model_quantized.onnx"), model).expect("write model");
+}
+
 /// A model directory with the bundled model's tokenizer and labels and a graph of negligible
 /// compute (each id's 4-wide embedding, masked, summed, then a MatMul to the labels): real
 /// inputs and outputs at the pipeline's own pace, for tests that need many rows quickly.

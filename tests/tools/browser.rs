@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::support::{Server, TempDir};
+use crate::support::{write_perturbed_model_dir, Server, TempDir};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -228,6 +228,11 @@ pub async fn demo_page_classifies_an_example_and_shows_errors_in_a_real_browser(
         labels,
         "one bar per label"
     );
+    assert_eq!(
+        driver.find_all("#results .bars").await.len(),
+        1,
+        "one set of bars without a challenger"
+    );
     let top = driver.wait_for("#results .label.top").await;
     assert_eq!(
         driver.text(&top).await,
@@ -270,4 +275,65 @@ pub async fn demo_page_classifies_an_example_and_shows_errors_in_a_real_browser(
                 .join("target/test-artifacts/demo-page-error.png"),
         )
         .await;
+    drop(server);
+
+    // With a shadow challenger: both answers side by side, and whether they agree.
+    let challenger = TempDir::new("browser-challenger");
+    write_perturbed_model_dir(challenger.path(), 4, -8.0, Some("challenger-1"));
+    let server = Server::start(
+        &["--shadow-uri", challenger.path().to_str().expect("utf-8")],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.get_json("/info").await["shadow"]["challenger"].is_null() {
+        assert!(Instant::now() < deadline, "the challenger never loaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    driver.goto(&server.url("/")).await;
+    let model = driver.wait_for("#model").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !driver.text(&model).await.contains("challenger-1") {
+        assert!(Instant::now() < deadline, "the challenger is never named");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    driver.click("#example option:nth-child(3)").await;
+    driver.click("#classify").await;
+    let result = driver.wait_for("#results article[data-agreement]").await;
+    assert_eq!(driver.find_all("#results .bars").await.len(), 2);
+    assert_eq!(driver.find_all("#results .bar").await.len(), 2 * labels);
+    // The marks say what the two models answer through the API.
+    let text = EXAMPLE_SPORT;
+    let theirs = server
+        .client
+        .post(server.url("/predict"))
+        .header("x-model-version", "challenger")
+        .json(&json!({ "inputs": text }))
+        .send()
+        .await
+        .expect("challenger answer")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let challenger_top = theirs[0]["label"].as_str().expect("label");
+    assert_eq!(
+        driver.attribute(&result, "data-challenger-top-label").await,
+        challenger_top
+    );
+    // Sport pushed down by 3 logits: the challenger no longer says sport.
+    assert_ne!(challenger_top, "sport");
+    assert_eq!(
+        driver.attribute(&result, "data-agreement").await,
+        "disagree"
+    );
+    let mark = driver.wait_for("#results .agreement.disagree").await;
+    assert!(driver.text(&mark).await.contains(challenger_top));
+    driver
+        .screenshot(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/test-artifacts/demo-page-shadow.png"),
+        )
+        .await;
 }
+
+/// The page's English sport example (the third option).
+const EXAMPLE_SPORT: &str = "The striker scored twice as Manchester United beat Chelsea 3-1 at Old Trafford on Saturday, lifting the club to second place in the Premier League table.";

@@ -21,11 +21,13 @@ pub fn missing() -> Option<String> {
     })
 }
 
+const ACCESS_LOG: &str = "access.log";
+
 pub struct Mlflow {
     pub url: String,
     process: Child,
     pub http: reqwest::Client,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Mlflow {
@@ -87,7 +89,8 @@ impl Mlflow {
             ])
             .env("MLFLOW_DISABLE_TELEMETRY", "true")
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-            .stdout(Stdio::null())
+            // Its access log (one line per request) goes to a file the tests can read.
+            .stdout(std::fs::File::create(dir.path().join(ACCESS_LOG)).expect("access log"))
             .stderr(Stdio::null())
             .spawn()
             .expect("start mlflow server");
@@ -116,8 +119,18 @@ impl Mlflow {
             url,
             process,
             http,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Requests the server has logged whose line contains every one of `parts` (its access log:
+    /// method, path and query, status).
+    pub fn requests(&self, parts: &[&str]) -> usize {
+        std::fs::read_to_string(self.dir.path().join(ACCESS_LOG))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| parts.iter().all(|p| line.contains(p)))
+            .count()
     }
 
     /// POSTs JSON to an MLflow REST path and returns the JSON answer (panics on an error).

@@ -282,6 +282,7 @@ mod tests {
             queue.clone(),
             1,
             metrics.clone(),
+            Priority::Interactive,
         );
 
         let replies = [5, 999, 7, 666, 8].map(|id| submit(&queue, id));
@@ -320,7 +321,13 @@ mod tests {
             metrics.clone(),
             1,
         ));
-        let pool = WorkerPool::spawn(vec![Box::new(FaultyBackend)], queue.clone(), 1, metrics);
+        let pool = WorkerPool::spawn(
+            vec![Box::new(FaultyBackend)],
+            queue.clone(),
+            1,
+            metrics,
+            Priority::Interactive,
+        );
         assert_eq!(pool.running(), 1);
         queue.close();
         pool.join();

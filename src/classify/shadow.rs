@@ -7,8 +7,9 @@
 //! - The champion is never slowed or changed: its callers are answered before anything is
 //!   mirrored; mirroring is a sample draw, a copy of the token ids and a non-blocking admission.
 //! - The challenger has its own bounded queue (`shadow.max_queue`) and one inference worker at
-//!   the operating system's lowest priority; a mirrored text that finds the queue full, or is
-//!   not computed within [`MIRROR_DEADLINE`], is dropped and counted, never waited for.
+//!   the operating system's lowest priority; a mirrored text that finds the queue full (or
+//!   would not be computed within [`MIRROR_DEADLINE`]) is dropped and counted, never waited
+//!   for.
 //! - A mirrored text reuses the champion's token ids when the two tokenizers give the same ids
 //!   (the same file and window); otherwise it is tokenized again on the blocking pool.
 //! - Labels are compared by name, so a challenger may reorder or add labels.
@@ -29,8 +30,10 @@ use crate::model::LoadedModel;
 use crate::postprocess::ScoreFunction;
 use crate::tokenize::{TokenizedText, TruncationSide};
 
-/// A mirrored text the challenger has not computed by then is dropped.
-pub const MIRROR_DEADLINE: Duration = Duration::from_secs(60);
+/// A mirrored text the challenger has not computed by then is dropped: the queue bound is what
+/// limits the backlog, and a late comparison is as good as a prompt one, but one stuck behind a
+/// starved worker for this long only holds memory.
+pub const MIRROR_DEADLINE: Duration = Duration::from_secs(600);
 /// Characters of a text kept with a disagreement (`shadow.keep_disagreements`).
 const EXCERPT_CHARS: usize = 200;
 

@@ -6,60 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{repo_path, write_fast_model_dir, Server, TempDir, MODEL_DIR};
-
-/// `newscls_shadow_texts_total` by outcome: (agree, disagree, dropped, failed).
-pub async fn outcomes(server: &Server) -> (f64, f64, f64, f64) {
-    let count = |outcome: &'static str| {
-        let sample = format!("newscls_shadow_texts_total{{outcome=\"{outcome}\"}}");
-        async move { server.metric(&sample).await }
-    };
-    (
-        count("agree").await,
-        count("disagree").await,
-        count("dropped").await,
-        count("failed").await,
-    )
-}
-
-/// Waits until `expected` texts have been mirrored (whatever became of them), or, with
-/// `None`, until the count stops changing; returns the outcomes.
-pub async fn settled(server: &Server, expected: Option<f64>) -> (f64, f64, f64, f64) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut last = outcomes(server).await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = outcomes(server).await;
-        let total = now.0 + now.1 + now.2 + now.3;
-        match expected {
-            Some(expected) if total >= expected => return now,
-            None if now == last && total > 0.0 => return now,
-            _ => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mirroring never settled: {now:?}, expected {expected:?}"
-        );
-        last = now;
-    }
-}
-
-/// Waits until the challenger has loaded; returns `/info`'s shadow section.
-pub async fn challenger_loaded(server: &Server) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let shadow = server.get_json("/info").await["shadow"].clone();
-        if !shadow["challenger"].is_null() {
-            return shadow;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the challenger never loaded: {shadow}\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::support::{
+    challenger_loaded, repo_path, shadow_settled as settled, write_fast_model_dir, Server, TempDir,
+    MODEL_DIR,
+};
 
 fn path(dir: &TempDir) -> &str {
     dir.path().to_str().expect("utf-8 path")

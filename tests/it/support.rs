@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const MODEL_DIR: &str = "models/news-topic-e5-small";
 
@@ -573,5 +573,58 @@ mod onnx {
         message(1, name.as_bytes(), &mut info);
         message(2, &typ, &mut info);
         info
+    }
+}
+
+/// `newscls_shadow_texts_total` by outcome: (agree, disagree, dropped, failed).
+pub async fn shadow_outcomes(server: &Server) -> (f64, f64, f64, f64) {
+    let count = |outcome: &'static str| {
+        let sample = format!("newscls_shadow_texts_total{{outcome=\"{outcome}\"}}");
+        async move { server.metric(&sample).await }
+    };
+    (
+        count("agree").await,
+        count("disagree").await,
+        count("dropped").await,
+        count("failed").await,
+    )
+}
+
+/// Waits until `expected` texts have been mirrored (whatever became of them), or, with
+/// `None`, until the count stops changing; returns the outcomes.
+pub async fn shadow_settled(server: &Server, expected: Option<f64>) -> (f64, f64, f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = shadow_outcomes(server).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = shadow_outcomes(server).await;
+        let total = now.0 + now.1 + now.2 + now.3;
+        match expected {
+            Some(expected) if total >= expected => return now,
+            None if now == last && total > 0.0 => return now,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mirroring never settled: {now:?}, expected {expected:?}"
+        );
+        last = now;
+    }
+}
+
+/// Waits until the challenger has loaded; returns `/info`'s shadow section.
+pub async fn challenger_loaded(server: &Server) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shadow = server.get_json("/info").await["shadow"].clone();
+        if !shadow["challenger"].is_null() {
+            return shadow;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the challenger never loaded: {shadow}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

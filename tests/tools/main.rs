@@ -15,6 +15,7 @@ mod contract;
 mod jmeter;
 mod mlflow;
 mod registry;
+mod shadow;
 mod stream;
 mod tls;
 mod traces;
@@ -62,6 +63,11 @@ fn main() {
             "registry::wrong_credentials_are_a_clear_error",
             mlflow::missing(),
             registry::wrong_credentials_are_a_clear_error,
+        ),
+        needs_tool(
+            "shadow::challenger_on_live_traffic_with_a_real_registry",
+            mlflow::missing(),
+            shadow::challenger_on_live_traffic_with_a_real_registry,
         ),
         needs_tool(
             "tls::registry_and_traces_over_tls_with_a_private_ca",

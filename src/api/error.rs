@@ -69,7 +69,9 @@ impl From<ClassifyError> for ApiError {
             ClassifyError::Timeout(_) => ApiError::Timeout(message),
             ClassifyError::Inference(_) => ApiError::Inference(message),
             ClassifyError::Cancelled => ApiError::ClientClosed,
-            ClassifyError::NoChallenger => ApiError::Validation(message),
+            ClassifyError::NoChallenger => ApiError::NotFound(
+                "a challenger model: none is loaded (set shadow.uri to load one)".into(),
+            ),
         }
     }
 }

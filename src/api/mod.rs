@@ -130,6 +130,8 @@ const ROUTE_ERRORS: &[(&str, &str, &[ErrorType])] = {
         MalformedJson,
         PayloadTooLarge,
         UnsupportedMediaType,
+        // `x-model-version: challenger` without a challenger.
+        NotFound,
         Validation,
         Overloaded,
         Inference,

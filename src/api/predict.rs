@@ -351,7 +351,7 @@ pub struct RequestStats {
         ("x-request-timeout" = Option<f64>, Header, nullable = false, minimum = 0.1,
             description = "Seconds this request may take, when tighter than the server's `server.timeout`"),
         ("x-model-version" = Option<RequestedModel>, Header, nullable = false,
-            description = "`challenger`: answer from the shadow challenger instead (debugging; 422 when none is loaded). The response's `x-model-version` names the version that answered")
+            description = "`challenger`: answer from the shadow challenger instead (debugging; 404 when none is loaded). The response's `x-model-version` names the version that answered")
     ),
     request_body(
         content = PredictRequest,

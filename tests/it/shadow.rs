@@ -255,7 +255,7 @@ async fn the_challenger_answers_when_asked_and_is_absent_without_a_shadow() {
         .send()
         .await
         .expect("request");
-    assert_eq!(asked.status(), 422);
+    assert_eq!(asked.status(), 404);
     let body: Value = asked.json().await.expect("json");
     assert!(
         body["error"]

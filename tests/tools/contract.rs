@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use crate::support::{repo_path, Server};
+use crate::support::{challenger_loaded, repo_path, Server, MODEL_DIR};
 
 const TOKEN: &str = "contract-test-token";
 
@@ -24,7 +24,23 @@ pub fn missing() -> Option<String> {
 }
 
 pub fn every_operation_keeps_the_openapi_contract() {
-    let server = Server::start(&[], &[("NEWSCLS__SERVER__ADMIN_TOKEN", TOKEN)]);
+    // With a shadow challenger (the bundled model again), so `GET /shadow` and
+    // `x-model-version: challenger` answer, and their answers are checked too. Nothing is
+    // mirrored and the challenger has the champion's threads: a request asking it directly
+    // with schemathesis's shortest `x-request-timeout` (0.1 s) must not queue behind mirrored
+    // texts or a single-threaded run of a long one.
+    let bundled = repo_path(MODEL_DIR);
+    let server = Server::start(
+        &["--shadow-uri", bundled.to_str().expect("utf-8")],
+        &[
+            ("NEWSCLS__SERVER__ADMIN_TOKEN", TOKEN),
+            ("NEWSCLS__SHADOW__SAMPLE", "0"),
+            ("NEWSCLS__SHADOW__INTRA_OP_THREADS", "0"),
+        ],
+    );
+    tokio::runtime::Runtime::new()
+        .expect("a tokio runtime")
+        .block_on(challenger_loaded(&server));
     let output = Command::new(schemathesis())
         .current_dir(repo_path("."))
         .args(["--config-file", "tests/contract/schemathesis.toml", "run"])
@@ -56,7 +72,7 @@ pub fn every_operation_keeps_the_openapi_contract() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("Tested: 15"),
+        stdout.contains("Tested: 16"),
         "every operation is tested:\n{stdout}"
     );
 }

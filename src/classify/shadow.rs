@@ -142,10 +142,11 @@ impl Shadow {
             &self.own_metrics,
             Priority::Background,
         ));
-        let old = std::mem::replace(
-            &mut *self.challenger.write().unwrap_or_else(|p| p.into_inner()),
-            Some(new),
-        );
+        let old = self
+            .challenger
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(new);
         self.reset();
         if let Some(old) = old {
             super::retire(old);

@@ -48,11 +48,16 @@ def free_port() -> int:
 def contenders(port: int, threads: int, only: list[str]) -> list[Contender]:
     py = str(VENV_BIN / "python")
     thread_env = {"ORT_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    newscls = [str(ROOT / "target/release/newscls"), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warn"]
+    newscls_env = {"NEWSCLS__MODEL__INTRA_OP_THREADS": str(threads), "NEWSCLS__BATCHING__MAX_QUEUE_SIZE": "4096",
+                   "NEWSCLS__SERVER__TIMEOUT": "60"}
+    # The same service with a shadow challenger (the bundled model again: the same work per text)
+    # mirroring every text, then a tenth of them.
+    shadow = newscls + ["--shadow-uri", str(ROOT / "models/news-topic-e5-small")]
     all_ = [
-        Contender("newscls", [str(ROOT / "target/release/newscls"), "--host", "127.0.0.1", "--port", str(port),
-                              "--log-level", "warn"],
-                  {"NEWSCLS__MODEL__INTRA_OP_THREADS": str(threads), "NEWSCLS__BATCHING__MAX_QUEUE_SIZE": "4096",
-                   "NEWSCLS__SERVER__TIMEOUT": "60"}),
+        Contender("newscls", newscls, newscls_env),
+        Contender("newscls-shadow-1.0", shadow, {**newscls_env, "NEWSCLS__SHADOW__SAMPLE": "1.0"}),
+        Contender("newscls-shadow-0.1", shadow, {**newscls_env, "NEWSCLS__SHADOW__SAMPLE": "0.1"}),
         Contender("bentoml", [str(VENV_BIN / "bentoml"), "serve", "bench.baselines.bentoml_service:Classifier",
                               "--host", "127.0.0.1", "--port", str(port)],
                   {**thread_env, "BENTOML_DO_NOT_TRACK": "true"}),
@@ -90,6 +95,24 @@ def wait_ready(url: str, process: subprocess.Popen, limit: float = 120) -> float
             pass
         time.sleep(0.02)
     raise SystemExit(f"{url}: not ready after {limit} s")
+
+
+def wait_for_challenger(base: str, limit: float = 60) -> None:
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit:
+        with urllib.request.urlopen(f"{base}/info", timeout=5) as r:
+            if (json.load(r).get("shadow") or {}).get("challenger"):
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"{base}: the challenger did not load in {limit} s")
+
+
+def shadow_outcomes(base: str) -> dict[str, int]:
+    """newscls_shadow_texts_total by outcome, over the whole run."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.findall(r'^newscls_shadow_texts_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
+    return {outcome: int(float(n)) for outcome, n in found}
 
 
 def check_answer(base: str, body: str) -> None:
@@ -131,6 +154,8 @@ def bench_contender(c: Contender, port: int, args, bodies: Path, seed_body: Path
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         cold = wait_ready(base + c.ready_path, process)
+        if "--shadow-uri" in c.command:
+            wait_for_challenger(base)
         check_answer(base, bodies.read_text().splitlines()[0])
         idle_rss = tree_rss_kb(process.pid)
         print(f"    ready in {cold:.2f} s, RSS {idle_rss / 1024:.0f} MiB", flush=True)
@@ -157,7 +182,11 @@ def bench_contender(c: Contender, port: int, args, bodies: Path, seed_body: Path
         seed = run_seed_scenario(base, seed_body)
         print(f"    seed scenario (20 x 20): {seed['requests_per_second']:.1f} req/s, mean {seed['mean_s']:.3f} s, "
               f"status {seed['status']}", flush=True)
-        return {"name": c.name, "cold_start_s": cold, "idle_rss_mib": idle_rss / 1024, "runs": runs, "seed": seed}
+        result = {"name": c.name, "cold_start_s": cold, "idle_rss_mib": idle_rss / 1024, "runs": runs, "seed": seed}
+        if "--shadow-uri" in c.command:
+            result["shadow"] = shadow_outcomes(base)
+            print(f"    mirrored texts by outcome (whole run): {result['shadow']}", flush=True)
+        return result
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -206,6 +235,16 @@ def summary_table(results: list[dict], ceiling: dict | None) -> str:
                                  f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f}x")
                 lines.append(f"- RSS newscls / {other}: "
                              f"{max(x['peak_rss_mib'] for x in by['newscls']['runs']) / max(x['peak_rss_mib'] for x in by[other]['runs']):.2f}")
+        for other in ("newscls-shadow-1.0", "newscls-shadow-0.1"):
+            if other in by:
+                o = {run["concurrency"]: run for run in by[other]["runs"]}
+                for conc in sorted(set(n) & set(o)):
+                    a, b = o[conc], n[conc]
+                    lines.append(f"- {other} / newscls at concurrency {conc}: throughput "
+                                 f"{a['ok_per_second'] / max(b['ok_per_second'], 1e-9):.2f}x, p50 "
+                                 f"{a['p50_ms'] / max(b['p50_ms'], 1e-9):.2f}x, p99 "
+                                 f"{a['p99_ms'] / max(b['p99_ms'], 1e-9):.2f}x")
+                lines.append(f"- {other}: mirrored texts by outcome over the run: {by[other].get('shadow')}")
     return "\n".join(lines)
 
 

@@ -303,6 +303,13 @@ impl ServingModel {
         self.queue.close();
         self.workers.join();
     }
+
+    /// Like [`ServingModel::stop`], but background texts still queued are dropped, not
+    /// computed: a retiring challenger's mirrored texts are compared with nothing any more.
+    fn stop_dropping_background(&self) {
+        self.queue.close_dropping_background();
+        self.workers.join();
+    }
 }
 
 /// Stops a replaced model on its own thread: its workers finish its queue, then it is freed

@@ -4,8 +4,9 @@
 //! A data scientist points `shadow.uri` at a new version (`models:/news@challenger`) and
 //! watches how often it agrees with the serving one, and on which labels it differs, on live
 //! traffic, before anyone moves the champion's alias. Rules:
-//! - The champion is never slowed or changed: its callers are answered before anything is
-//!   mirrored; mirroring is a sample draw, a copy of the token ids and a non-blocking admission.
+//! - The champion is never slowed or changed: mirroring starts once the champion's answers are
+//!   in, and costs the caller a sample draw, a copy of the drawn texts' token ids and a task
+//!   spawn; everything else runs after the caller is answered.
 //! - The challenger has its own bounded queue (`shadow.max_queue`) and one inference worker at
 //!   the operating system's lowest priority; a mirrored text that finds the queue full (or
 //!   would not be computed within [`MIRROR_DEADLINE`]) is dropped and counted, never waited
@@ -54,6 +55,8 @@ pub struct Shadow {
 
 /// What has been compared since the current champion/challenger pair began.
 struct Comparison {
+    /// Which pair this is: a text mirrored to an earlier pair is not counted in this one.
+    epoch: u64,
     since: SystemTime,
     /// (champion's top label, challenger's top label) -> texts.
     pairs: BTreeMap<(String, String), u64>,
@@ -63,8 +66,9 @@ struct Comparison {
 }
 
 impl Comparison {
-    fn new() -> Self {
+    fn new(epoch: u64) -> Self {
         Self {
+            epoch,
             since: SystemTime::now(),
             pairs: BTreeMap::new(),
             dropped: 0,
@@ -116,7 +120,7 @@ impl Shadow {
             challenger: RwLock::new(None),
             own_metrics: Arc::new(Metrics::new()),
             metrics,
-            comparison: Mutex::new(Comparison::new()),
+            comparison: Mutex::new(Comparison::new(0)),
             draws: AtomicU64::new(0),
         }
     }
@@ -149,19 +153,25 @@ impl Shadow {
             .replace(new);
         self.reset();
         if let Some(old) = old {
-            super::retire(old);
+            // Its mirrored texts would only be compared with a pair that no longer serves.
+            std::thread::Builder::new()
+                .name("challenger-retire".into())
+                .spawn(move || old.stop_dropping_background())
+                .expect("spawning a thread failed; the OS is out of threads. This is a bug.");
         }
     }
 
     /// Starts the comparison over (the champion or the challenger changed).
     pub fn reset(&self) {
-        *self.lock() = Comparison::new();
+        let mut comparison = self.lock();
+        *comparison = Comparison::new(comparison.epoch + 1);
     }
 
-    /// Stops the challenger's worker once it has finished its queue. Blocks.
+    /// Stops the challenger's worker, dropping the mirrored texts it has not started: shutdown
+    /// does not wait for work no caller waits for. Blocks.
     pub fn shutdown(&self) {
         if let Some(challenger) = self.challenger() {
-            challenger.stop();
+            challenger.stop_dropping_background();
         }
     }
 
@@ -186,8 +196,8 @@ impl Shadow {
         !reuses_ids || self.settings.keep_disagreements > 0
     }
 
-    /// Sends `picks` to `challenger` and compares its answers with the champion's, in the
-    /// background. Returns at once; called after the champion's caller has its answer.
+    /// Sends `picks` to `challenger` and compares its answers with the champion's, in a task of
+    /// its own. Returns at once; called once the champion's answers are in.
     pub(super) fn mirror(
         self: &Arc<Self>,
         challenger: Arc<ServingModel>,
@@ -200,8 +210,9 @@ impl Shadow {
         }
         let shadow = self.clone();
         let mirrored = Instant::now();
+        let epoch = self.lock().epoch;
         tokio::spawn(async move {
-            let picks = match shadow.ensure_ids(&challenger, picks, side).await {
+            let picks = match shadow.ensure_ids(&challenger, picks, side, epoch).await {
                 Some(picks) => picks,
                 None => return,
             };
@@ -213,7 +224,7 @@ impl Shadow {
                 // One text at a time: a full queue drops only the texts that do not fit.
                 match challenger.queue.admit(vec![job]) {
                     Ok(()) => waiting.push((reply, pick)),
-                    Err(_) => shadow.record(Outcome::Dropped, None),
+                    Err(_) => shadow.record(Outcome::Dropped, None, epoch),
                 }
             }
             for (reply, pick) in waiting {
@@ -234,7 +245,7 @@ impl Shadow {
                     // The queue drops a job only once its deadline has passed (or it closed).
                     Err(_) => Outcome::Dropped,
                 };
-                shadow.record(outcome, pick.text);
+                shadow.record(outcome, pick.text, epoch);
             }
         });
     }
@@ -245,6 +256,7 @@ impl Shadow {
         challenger: &Arc<ServingModel>,
         picks: Vec<Pick>,
         side: TruncationSide,
+        epoch: u64,
     ) -> Option<Vec<(TokenizedText, Pick)>> {
         if picks.iter().all(|p| p.ids.is_some()) {
             return Some(
@@ -269,7 +281,7 @@ impl Shadow {
             Ok((picks, Err(e))) => {
                 tracing::warn!(error = %e, "shadow: the challenger's tokenizer failed");
                 for pick in picks {
-                    self.record(Outcome::Failed, pick.text);
+                    self.record(Outcome::Failed, pick.text, epoch);
                 }
                 None
             }
@@ -277,8 +289,17 @@ impl Shadow {
         }
     }
 
-    fn record(&self, outcome: Outcome, text: Option<String>) {
-        let mut comparison = self.lock();
+    /// Counts one mirrored text in the metrics, and in the summary if it was mirrored to the
+    /// pair now compared (`epoch`).
+    fn record(&self, outcome: Outcome, text: Option<String>, epoch: u64) {
+        let mut guard = self.lock();
+        // Texts mirrored to an earlier pair count in the metrics only.
+        let mut stale = Comparison::new(epoch);
+        let comparison = if guard.epoch == epoch {
+            &mut *guard
+        } else {
+            &mut stale
+        };
         match outcome {
             Outcome::Compared {
                 champion,
@@ -549,6 +570,33 @@ mod tests {
             panic!("compared");
         };
         assert_eq!(d.0, "b");
+    }
+
+    #[test]
+    fn a_text_mirrored_to_an_earlier_pair_counts_in_the_metrics_only() {
+        let metrics = Arc::new(Metrics::new());
+        let shadow = Shadow::new(
+            &ShadowConfig::default(),
+            &BatchingConfig::default(),
+            metrics.clone(),
+        );
+        let compared = || Outcome::Compared {
+            champion: ("a".into(), 0.9),
+            challenger: ("b".into(), 0.8),
+            difference: 0.5,
+        };
+        shadow.record(compared(), None, 0);
+        assert_eq!(shadow.summary().compared(), 1);
+        shadow.reset();
+        // Mirrored before the swap, answered after it.
+        shadow.record(compared(), None, 0);
+        shadow.record(Outcome::Dropped, None, 0);
+        let summary = shadow.summary();
+        assert_eq!((summary.compared(), summary.dropped), (0, 0));
+        shadow.record(compared(), None, 1);
+        assert_eq!(shadow.summary().compared(), 1);
+        let disagreed = metrics.shadow_texts.with_label_values(&["disagree"]).get();
+        assert_eq!(disagreed, 3, "the metrics count every text");
     }
 
     #[test]

@@ -95,6 +95,11 @@ fn main() {
             stream::a_killed_consumer_is_restarted_without_losing_messages,
         ),
         needs_tool(
+            "stream::the_stream_is_mirrored_to_a_shadow_challenger",
+            stream::missing(),
+            stream::the_stream_is_mirrored_to_a_shadow_challenger,
+        ),
+        needs_tool(
             "browser::demo_page_classifies_an_example_and_shows_errors_in_a_real_browser",
             browser::missing(),
             || {

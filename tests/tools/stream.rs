@@ -15,7 +15,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::TopicPartitionList;
 use serde_json::{json, Value};
 
-use crate::support::{repo_path, send_signal, Server};
+use crate::support::{
+    challenger_loaded, repo_path, send_signal, shadow_settled, write_perturbed_model_dir, Server,
+    TempDir,
+};
 
 /// A record read back: key, payload, the `x-error` header if any, and its timestamp (ms).
 type Record = (String, Vec<u8>, Option<String>, i64);
@@ -612,6 +615,41 @@ async fn overloaded() {
     );
     assert_eq!(dead, 0.0);
     assert_eq!(produced(&server).await, 150.0);
+}
+
+pub fn the_stream_is_mirrored_to_a_shadow_challenger() {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(mirrored());
+}
+
+/// Stream mode goes through the same classifier as HTTP, so a challenger (`shadow.uri`) sees
+/// the stream's texts too: every message answered is one text mirrored.
+async fn mirrored() {
+    let broker = Broker::start();
+    let texts = articles();
+    let challenger = TempDir::new("stream-challenger");
+    write_perturbed_model_dir(challenger.path(), 5, 1.0, None);
+    let server = serve_with(
+        &broker,
+        "g-shadow",
+        &[
+            (
+                "NEWSCLS__SHADOW__URI",
+                challenger.path().to_str().expect("utf-8"),
+            ),
+            // The challenger runs at the lowest priority: leave it the idle CPU.
+            ("NEWSCLS__MODEL__INTRA_OP_SPINNING", "false"),
+        ],
+    );
+    challenger_loaded(&server).await;
+    let producer = broker.producer();
+    broker.send_articles(&producer, &texts, 's', 0..60);
+    wait_until("60 answers", || async { produced(&server).await >= 60.0 }).await;
+    let (agree, disagree, dropped, failed) = shadow_settled(&server, Some(60.0)).await;
+    println!("stream with a shadow: 60 messages, {agree} agree, {disagree} disagree");
+    assert_eq!((agree + disagree, dropped, failed), (60.0, 0.0, 0.0));
+    assert_eq!(server.get_json("/shadow").await["compared"], 60);
 }
 
 /// Polls `reached` every 20 ms until it holds; fails the test after a minute.

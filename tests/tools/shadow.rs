@@ -201,13 +201,13 @@ async fn run() {
     let texts = articles();
     let alone = answers(&reference, &texts, 4).await;
     drop(reference);
-    // One request at a time, 50 texts, then until the challenger has caught up: it runs at the
+    // One request at a time, 25 texts, then until the challenger has caught up: it runs at the
     // lowest priority and keeps up only with idle CPU, which a machine running other tests in
     // parallel may not leave it (under saturation it drops texts: see the overload test).
     let mut shadowed = Vec::with_capacity(texts.len());
-    for (done, chunk) in texts.chunks(50).enumerate() {
+    for (done, chunk) in texts.chunks(25).enumerate() {
         shadowed.extend(answers(&server, chunk, 1).await);
-        shadow_settled(&server, Some(((done + 1) * 50).min(TEXTS) as f64)).await;
+        shadow_settled(&server, Some(((done + 1) * 25).min(TEXTS) as f64)).await;
     }
     let differing = shadowed.iter().zip(&alone).position(|(a, b)| a != b);
     assert_eq!(

@@ -21,6 +21,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use crate::api::{self, ApiState};
 use crate::classify::{Classifier, Shadow};
 use crate::config::{Config, ConfigError};
+use crate::device::Device;
 use crate::grpc::{self, GrpcError};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadError, Reloader};
@@ -69,6 +70,16 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         ));
     }
     let classifier = Arc::new(classifier);
+    if challenger_config.is_some()
+        && config.model.intra_op_spinning
+        && classifier.serving().device == Device::Cpu
+    {
+        tracing::warn!(
+            "shadow.uri with model.intra_op_spinning: true on the CPU: the champion's spinning \
+             threads leave the lowest-priority challenger little CPU, and it will drop most \
+             mirrored texts; set model.intra_op_spinning: false"
+        );
+    }
     let reloader = Arc::new(Reloader::new(
         source,
         &config.model,

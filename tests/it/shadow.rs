@@ -202,6 +202,14 @@ async fn the_challenger_answers_when_asked_and_is_absent_without_a_shadow() {
     let server = Server::start(&["--shadow-uri", path(&challenger)], &[]);
     let shadow = challenger_loaded(&server).await;
     assert_eq!(shadow["challenger"]["version"], "7-challenger");
+    // Spinning champion threads on the CPU (the default) would starve the challenger: said.
+    assert!(
+        server
+            .log_shows("set model.intra_op_spinning: false", Duration::from_secs(5))
+            .await,
+        "{}",
+        server.log()
+    );
     assert_eq!(shadow["sample"], 1.0);
     let text = "The striker scored twice as the home side won the cup final.";
     let champion = server.predict(json!({ "inputs": text })).await;

@@ -90,12 +90,15 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     // The challenger loads in the background: the champion does not wait for it.
     let challenger_reloader = match &challenger_config {
         Some(challenger) => {
-            let reloader = Arc::new(Reloader::for_challenger(
-                reload::source(challenger)?,
-                challenger,
-                classifier.clone(),
-                metrics.clone(),
-            ));
+            let reloader = Arc::new(
+                Reloader::new(
+                    reload::source(challenger)?,
+                    challenger,
+                    classifier.clone(),
+                    metrics.clone(),
+                )
+                .for_challenger(),
+            );
             reloader.start_challenger();
             Some(reloader)
         }

@@ -9,8 +9,9 @@
 //! caller over a oneshot channel.
 //! [`model`] reads a model directory and is the one way to load it; [`app`] wires everything
 //! together and owns startup and shutdown; [`config`] is the one typed configuration;
-//! [`api::error`] is the one place where errors become HTTP; [`metrics`] is what operators
-//! scrape; [`telemetry`] sets up logs and OTLP traces; [`probe`] is the container health check.
+//! [`api::error`] is the one place where errors become HTTP; [`classify::Shadow`] runs a
+//! challenger model beside the served one on a sample of the same texts and compares them;
+//! [`metrics`] is what operators scrape; [`telemetry`] sets up logs and OTLP traces; [`probe`] is the container health check.
 //!
 //! Dependencies point one way: `app` → `api` → `classify` → `batching`/`tokenize`/`model` →
 //! `inference`; nothing below `api` knows about HTTP.

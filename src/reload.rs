@@ -168,17 +168,12 @@ impl Reloader {
         }
     }
 
-    /// A reloader for the shadow challenger: `config` is the challenger's (see
-    /// [`crate::config::ShadowConfig::model_config`]); `classifier` must have a shadow slot.
-    pub fn for_challenger(
-        source: Box<dyn ModelSource>,
-        config: &ModelConfig,
-        classifier: Arc<Classifier>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    /// This reloader for the shadow challenger instead: its `config` is the challenger's (see
+    /// [`crate::config::ShadowConfig::model_config`]), and the classifier has a shadow slot.
+    pub fn for_challenger(self) -> Self {
         Self {
             slot: Slot::Challenger,
-            ..Self::new(source, config, classifier, metrics)
+            ..self
         }
     }
 

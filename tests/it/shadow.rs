@@ -217,13 +217,8 @@ async fn the_challenger_answers_when_asked_and_is_absent_without_a_shadow() {
     let champion: Value = champion.json().await.expect("json");
     assert_eq!(champion[0]["label"], "sport");
     let asked = server
-        .client
-        .post(server.url("/predict"))
-        .header("x-model-version", "challenger")
-        .json(&json!({ "inputs": text }))
-        .send()
-        .await
-        .expect("request");
+        .predict_from("challenger", json!({ "inputs": text }))
+        .await;
     assert_eq!(asked.status(), 200);
     assert_eq!(asked.headers()["x-model-version"], "7-challenger");
     assert_ne!(champion_version, "7-challenger");
@@ -232,14 +227,7 @@ async fn the_challenger_answers_when_asked_and_is_absent_without_a_shadow() {
     // Asking the challenger is not mirrored: one text was, the champion's.
     let (agree, disagree, dropped, failed) = settled(&server, Some(1.0)).await;
     assert_eq!((agree, disagree, dropped, failed), (0.0, 1.0, 0.0, 0.0));
-    let bad = server
-        .client
-        .post(server.url("/predict"))
-        .header("x-model-version", "3")
-        .json(&json!({ "inputs": text }))
-        .send()
-        .await
-        .expect("request");
+    let bad = server.predict_from("3", json!({ "inputs": text })).await;
     assert_eq!(bad.status(), 422);
     drop(server);
 
@@ -256,13 +244,8 @@ async fn the_challenger_answers_when_asked_and_is_absent_without_a_shadow() {
         "{body}"
     );
     let asked = plain
-        .client
-        .post(plain.url("/predict"))
-        .header("x-model-version", "challenger")
-        .json(&json!({ "inputs": text }))
-        .send()
-        .await
-        .expect("request");
+        .predict_from("challenger", json!({ "inputs": text }))
+        .await;
     assert_eq!(asked.status(), 404);
     let body: Value = asked.json().await.expect("json");
     assert!(

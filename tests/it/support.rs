@@ -140,6 +140,17 @@ impl Server {
     }
 
     /// GETs a JSON document.
+    /// `POST /predict` asking for a model by the `x-model-version` header (`challenger`).
+    pub async fn predict_from(&self, model: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/predict"))
+            .header("x-model-version", model)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         self.get(path).await.json().await.expect("a JSON body")
     }

@@ -304,13 +304,8 @@ pub async fn demo_page_classifies_an_example_and_shows_errors_in_a_real_browser(
     // The marks say what the two models answer through the API.
     let text = EXAMPLE_SPORT;
     let theirs = server
-        .client
-        .post(server.url("/predict"))
-        .header("x-model-version", "challenger")
-        .json(&json!({ "inputs": text }))
-        .send()
+        .predict_from("challenger", json!({ "inputs": text }))
         .await
-        .expect("challenger answer")
         .json::<Value>()
         .await
         .expect("json");

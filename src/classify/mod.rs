@@ -17,7 +17,7 @@
 //! inference workers. A call takes a reference to the current one at its start and finishes on
 //! it, so every answer comes from one model, and a model can be replaced under running calls.
 //! With a [`Shadow`], a sample of the texts is mirrored to a challenger model after the caller
-//! has the champion's answer (see [`shadow`]); a caller may also ask the challenger directly
+//! has the champion's answer (see the `shadow` module); a caller may also ask the challenger directly
 //! ([`ModelRole::Challenger`]).
 
 mod shadow;

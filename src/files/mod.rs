@@ -1,7 +1,7 @@
 //! `newscls classify` and `newscls eval`: files through the same pipeline as the server, without
 //! HTTP.
 //!
-//! A reader thread reads the input a chunk at a time ([`format`]); each chunk's valid texts go to
+//! A reader thread reads the input a chunk at a time ([`mod@format`]); each chunk's valid texts go to
 //! the [`Classifier`] in requests of `limits.max_client_batch_size`, several chunks at once, so
 //! tokenization runs on every core and the batching queue forms the device's batches as it does
 //! for concurrent HTTP clients; chunks are written back in input order as they complete. Memory

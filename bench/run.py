@@ -112,18 +112,21 @@ def wait_for_challenger(base: str, limit: float = 60) -> None:
     raise SystemExit(f"{base}: the challenger did not load in {limit} s")
 
 
+def shadow_counts(base: str) -> dict[str, int]:
+    """newscls_shadow_texts_total by outcome, now."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.findall(r'^newscls_shadow_texts_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
+    return {outcome: int(float(n)) for outcome, n in found}
+
+
 def shadow_outcomes(base: str) -> dict[str, int]:
     """newscls_shadow_texts_total by outcome over the whole run, once the challenger has
     finished its queue (the counts stop changing; at most a minute)."""
-    def read() -> dict[str, int]:
-        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
-            text = r.read().decode()
-        found = re.findall(r'^newscls_shadow_texts_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
-        return {outcome: int(float(n)) for outcome, n in found}
-    last, started = read(), time.perf_counter()
+    last, started = shadow_counts(base), time.perf_counter()
     while time.perf_counter() - started < 60:
         time.sleep(2)
-        now = read()
+        now = shadow_counts(base)
         if now == last:
             break
         last = now

@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from bench.run import CACHE, ROOT, free_port, run_wrk, wait_for_challenger, wait_ready
+from bench.run import CACHE, ROOT, free_port, run_wrk, shadow_counts, wait_for_challenger, wait_ready
 
 MODEL = ROOT / "models/news-topic-e5-small"
 CONTENDERS = {
@@ -32,13 +29,6 @@ CONTENDERS = {
     "shadow 0.1": ["--shadow-uri", str(MODEL)],
 }
 SAMPLE = {"shadow 1.0": "1.0", "shadow 0.1": "0.1"}
-
-
-def outcomes(base: str) -> dict[str, int]:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    found = re.findall(r'^newscls_shadow_texts_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
-    return {outcome: int(float(n)) for outcome, n in found}
 
 
 def measure(name: str, concurrency: int, seconds: int, threads: int, bodies: Path) -> dict:
@@ -60,7 +50,7 @@ def measure(name: str, concurrency: int, seconds: int, threads: int, bodies: Pat
         result = run_wrk(base, concurrency, seconds, bodies)
         # What the challenger did while the champion was under load (texts still queued at the
         # end are neither).
-        result["shadow"] = outcomes(base) if name in SAMPLE else {}
+        result["shadow"] = shadow_counts(base) if name in SAMPLE else {}
         return result
     finally:
         os.killpg(process.pid, signal.SIGTERM)

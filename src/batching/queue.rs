@@ -301,19 +301,16 @@ impl BatchQueue {
 
     /// Stops admission and drops the background jobs still waiting (their receivers see the
     /// channel close); interactive ones are still handed out. For work nobody waits for, such
-    /// as a retiring challenger's mirrored texts. Returns how many were dropped.
-    pub fn close_dropping_background(&self) -> usize {
+    /// as a retiring challenger's mirrored texts.
+    pub fn close_dropping_background(&self) {
         let mut state = self.lock();
         state.closed = true;
-        let before = state.jobs.len();
         state
             .jobs
             .retain(|job| job.priority == Priority::Interactive);
-        let dropped = before - state.jobs.len();
         self.metrics.queue_depth.set(state.jobs.len() as i64);
         drop(state);
         self.work_available.notify_all();
-        dropped
     }
 
     pub fn len(&self) -> usize {

@@ -40,7 +40,7 @@ use crate::metrics::Metrics;
 use crate::model::{LoadedModel, ModelSpec};
 use crate::postprocess::{ranked, ScoreFunction};
 use crate::tokenize::{TextTokenizer, TokenizeError, TokenizedText, TruncationSide};
-pub use shadow::{Disagreement, LabelAgreement, Shadow, Summary, MIRROR_DEADLINE};
+pub use shadow::{Disagreement, LabelAgreement, Shadow, Summary};
 
 /// What went wrong with a classification, in terms the caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -312,12 +312,13 @@ impl ServingModel {
     }
 }
 
-/// Stops a replaced model on its own thread: its workers finish its queue, then it is freed
-/// when the last call holding it has its answer.
-fn retire(old: Arc<ServingModel>) {
+/// Stops a replaced model on its own thread with `stop` ([`ServingModel::stop`] or
+/// [`ServingModel::stop_dropping_background`]); it is freed when the last call holding it has
+/// its answer.
+fn retire(old: Arc<ServingModel>, stop: fn(&ServingModel)) {
     std::thread::Builder::new()
         .name("model-retire".into())
-        .spawn(move || old.stop())
+        .spawn(move || stop(&old))
         .expect("spawning a thread failed; the OS is out of threads. This is a bug.");
 }
 
@@ -412,7 +413,7 @@ impl Classifier {
         if let Some(shadow) = &self.shadow {
             shadow.reset();
         }
-        retire(old);
+        retire(old, ServingModel::stop);
     }
 
     /// Lets the workers finish every queued text, then stops them. Blocks; call once accepted

@@ -154,10 +154,7 @@ impl Shadow {
         self.reset();
         if let Some(old) = old {
             // Its mirrored texts would only be compared with a pair that no longer serves.
-            std::thread::Builder::new()
-                .name("challenger-retire".into())
-                .spawn(move || old.stop_dropping_background())
-                .expect("spawning a thread failed; the OS is out of threads. This is a bug.");
+            super::retire(old, ServingModel::stop_dropping_background);
         }
     }
 

@@ -625,15 +625,28 @@ pub async fn shadow_settled(server: &Server, expected: Option<f64>) -> (f64, f64
 
 /// Waits until the challenger has loaded; returns `/info`'s shadow section.
 pub async fn challenger_loaded(server: &Server) -> serde_json::Value {
+    wait_for_info(server, "the challenger loaded", |info| {
+        !info["shadow"]["challenger"].is_null()
+    })
+    .await["shadow"]
+        .clone()
+}
+
+/// Polls `/info` until `reached` holds for it (at most a minute); returns that `/info`.
+pub async fn wait_for_info(
+    server: &Server,
+    what: &str,
+    reached: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let shadow = server.get_json("/info").await["shadow"].clone();
-        if !shadow["challenger"].is_null() {
-            return shadow;
+        let info = server.get_json("/info").await;
+        if reached(&info) {
+            return info;
         }
         assert!(
             Instant::now() < deadline,
-            "the challenger never loaded: {shadow}\n{}",
+            "{what}: not within a minute: {info}\n{}",
             server.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -4,14 +4,14 @@
 //! promoting the challenger's version downloads nothing again.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::mlflow::Mlflow;
 use crate::registry::{model_copy, publish_with};
 use crate::support::{
-    repo_path, run_to_exit, shadow_settled, test_split, write_perturbed_model_dir, Server, TempDir,
+    repo_path, run_to_exit, shadow_settled, test_split, wait_for_info, write_perturbed_model_dir,
+    Server, TempDir,
 };
 
 const NAME: &str = "news-topic";
@@ -130,22 +130,11 @@ async fn live_pairs(server: &Server) -> BTreeMap<(String, String), u64> {
 
 /// Waits until `/info` says `path` is `version`.
 async fn wait_for_version(server: &Server, path: &[&str], version: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut value = server.get_json("/info").await;
-        for key in path {
-            value = value[*key].clone();
-        }
-        if value == version {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path:?} never became {version}: {value}\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let what = format!("{path:?} is {version}");
+    wait_for_info(server, &what, |info| {
+        path.iter().fold(info, |value, key| &value[*key]) == version
+    })
+    .await;
 }
 
 async fn run() {

@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench bench-gpu bench-stream bench-protocols bench-pipeline bench-files bench-shadow clean help
+.PHONY: run build setup setup-test test lint docker-check jmeter fmt model eval bench bench-gpu bench-stream bench-protocols bench-pipeline bench-files bench-shadow bench-variants clean help
 
 help:
 	@echo "make run    - build (release) and serve the bundled model on :8080 (GPU if present; DEVICE=cpu|cuda)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-pipeline - CPU ms per article by stage around a zero-cost model (BASELINE=<rev> side by side)"
 	@echo "make bench-files - newscls classify on JSONL, CSV and Parquet vs the in-process ceiling (ROWS=20000)"
 	@echo "make bench-shadow - newscls alone vs with a shadow challenger at sample 1.0 and 0.1, alternating rounds"
+	@echo "make bench-variants - CPU variants (shipped, previous, dynamic int8) in the service's session, alternating"
 	@echo "make docker-check - lint/validate Dockerfile, compose, Prometheus and Kubernetes files"
 	@echo "make jmeter - QA's JMeter plan against a running service (JMETER_ARGS=-Jport=8080)"
 
@@ -89,6 +90,10 @@ bench-files:
 # What a shadow challenger (sample 1.0 and 0.1) costs the champion, in alternating rounds.
 bench-shadow:
 	bench/shadow.sh
+
+# CPU variants of the model in the service's own ONNX Runtime session, in alternating rounds.
+bench-variants:
+	bench/variants.sh
 
 # The model's accuracy, macro-F1 and confusion matrix on its held-out test split, without HTTP
 # (newscls eval; EVAL_ARGS="--compare-uri models:/news-topic@challenger" compares two versions).

@@ -46,6 +46,9 @@ def ort_session(path: Path, threads: int) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # Several sessions live side by side here: a session's threads spinning after its run would
+    # take the cores from the next one's timing.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -85,14 +88,20 @@ def latency_ms(sess, tokenizer, texts, pad_id, batch: int, tokens: int, repeats:
 
 QUANTIZATION = {
     "dynamic_int8": "int8 dynamic (DynamicQuantizeLinear + MatMulInteger), per-channel weights",
-    "nbits8": "8-bit weights in blocks of 32 (MatMulNBits, GatherBlockQuantized), int8 compute with per-row activation scales",
+    "nbits8": "8-bit weights in blocks of 32 (MatMulNBits), int8 compute with per-row activation scales; static int8 embeddings",
     "nbits4": "4-bit weights in blocks of 32 (MatMulNBits, GatherBlockQuantized), int8 compute with per-row activation scales",
-    "static_int8": "static int8 (QDQ): per-channel int8 weights, uint8 activations with fixed ranges (99.999th "
-                   "percentile over 256 training articles); attention's activation products stay float",
+    "static_int8_qdq_all": "static int8 (QDQ) on every MatMul's inputs and output, attention's included (the previous "
+                           "model_quantized.onnx)",
+    "static_int8": "static int8 (QDQ) on the weight MatMuls' inputs only: per-channel int8 weights, uint8 activations "
+                   "with fixed ranges (99.999th percentile over 256 training articles); MatMul outputs and attention's "
+                   "activation products stay float (ONNX Runtime runs each as one MatMulIntegerToFloat)",
 }
 
 # A text's scores must not move more than this with its batch-mates (fp32 rounding is ~1e-6).
 BATCH_INDEPENDENCE_BOUND = 1e-4
+# The target: a shipped variant gives the fp32 export's top label on at least this share of the
+# test split, so a caller gets the same category from a CPU and a GPU deployment of one version.
+AGREEMENT_BOUND = 0.98
 
 
 def cpu_candidates(fp32_path: Path, work: Path, tokenizer, calibration: list[str], pad_id: int) -> dict[str, Path]:
@@ -102,34 +111,59 @@ def cpu_candidates(fp32_path: Path, work: Path, tokenizer, calibration: list[str
                                           quantize_dynamic, quantize_static)
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    class Reader(CalibrationDataReader):
+        def __init__(self, texts: list[str]):
+            self.feeds = iter([batch_inputs(tokenizer, texts[i:i + 8], pad_id) for i in range(0, len(texts), 8)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
     out = {}
     out["dynamic_int8"] = work / "dynamic_int8.onnx"
     quantize_dynamic(str(fp32_path), str(out["dynamic_int8"]), per_channel=True, weight_type=QuantType.QInt8)
     for bits in (8, 4):
         name = f"nbits{bits}"
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32_path)), bits=bits, block_size=32, is_symmetric=True,
-                                         accuracy_level=4, op_types_to_quantize=("MatMul", "Gather"),
-                                         quant_axes=(("MatMul", 0), ("Gather", 1)))
+        # GatherBlockQuantized takes 4-bit tables only: for 8 bits the embeddings are static int8
+        # (QDQ, weights only), else they would stay float (+44 MB).
+        source = onnx.load(str(fp32_path))
+        if bits == 8:
+            embeddings = work / "embeddings_int8.onnx"
+            quantize_static(str(fp32_path), str(embeddings), Reader(calibration[:8]), quant_format=QuantFormat.QDQ,
+                            per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"],
+                            extra_options={"OpTypesToExcludeOutputQuantization": ["Gather"]})
+            source = onnx.load(str(embeddings))
+        op_types = ("MatMul",) if bits == 8 else ("MatMul", "Gather")
+        quantizer = MatMulNBitsQuantizer(source, bits=bits, block_size=32, is_symmetric=True, accuracy_level=4,
+                                         op_types_to_quantize=op_types, quant_axes=(("MatMul", 0), ("Gather", 1)))
         quantizer.process()
         out[name] = work / f"{name}.onnx"
         quantizer.model.save_model_to_file(str(out[name]), use_external_data_format=False)
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.feeds = iter([batch_inputs(tokenizer, calibration[i:i + 8], pad_id)
-                               for i in range(0, len(calibration), 8)])
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    out["static_int8"] = work / "static_int8.onnx"
-    # Measured on this model (test split): MinMax ranges from 64 articles gave macro-F1 0.803, from 256
-    # 0.761 (outliers widen the ranges); the 99.999th percentile over 256 gave 0.814; entropy 0.778;
-    # QOperator instead of QDQ 0.782. Activation x activation MatMuls (attention) stay in float.
-    quantize_static(str(fp32_path), str(out["static_int8"]), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul", "Gather"], calibrate_method=CalibrationMethod.Percentile,
-                    extra_options={"MatMulConstBOnly": True})
+    model = onnx.load(str(fp32_path))
+    weights = {i.name for i in model.graph.initializer}
+    # Attention's products (query x key, scores x value) multiply two activations: quantizing them
+    # gains little speed and costs the most accuracy. quantize_static's MatMulConstBOnly does
+    # not apply to the QDQ format, so they are excluded by name.
+    activation_products = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
+    # Measured on this model (share of test articles with fp32's top label): quantizing every MatMul's
+    # inputs and output (2026.11.25's variant) 0.912; the weight MatMuls' inputs only, outputs and
+    # attention float, 0.977 with a third of the logit error, and faster (one MatMulIntegerToFloat
+    # each, no requantization). Ranges for it, over 256 articles: the 99.999th percentile 0.977
+    # (0.991 on 797 other articles), 99.9999th 0.986 (0.985), 99.99th 0.860, MinMax 0.967, entropy
+    # 0.977. SmoothQuant-style channel scaling, dedicated QDQ pairs and float layers did not help.
+    static = {
+        "static_int8_qdq_all": {"nodes_to_exclude": [], "extra": {}},
+        "static_int8": {"nodes_to_exclude": activation_products,
+                        "extra": {"OpTypesToExcludeOutputQuantization": ["MatMul", "Gather"]}},
+    }
+    ranges = work / "calibration.json"
+    for name, how in static.items():
+        out[name] = work / f"{name}.onnx"
+        quantize_static(str(fp32_path), str(out[name]), Reader(calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul", "Gather"], calibrate_method=CalibrationMethod.Percentile,
+                        nodes_to_exclude=how["nodes_to_exclude"], calibration_cache_path=str(ranges),
+                        extra_options={"MatMulConstBOnly": True, **how["extra"]})
     return out
 
 
@@ -155,30 +189,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def evaluate(name, path, sess, tokenizer, texts, gold, labels, pad_id, max_length) -> dict:
-    r = scores(gold, logits_for(sess, tokenizer, texts, pad_id), len(labels))
+def evaluate(name, path, sess, tokenizer, texts, gold, labels, pad_id, max_length, fp32_labels=None) -> dict:
+    logits = logits_for(sess, tokenizer, texts, pad_id)
+    r = scores(gold, logits, len(labels))
+    # What a caller sees when the same version is served by another variant: the fp32 export's
+    # top label is the reference every variant is measured against (target: AGREEMENT_BOUND).
+    r["fp32_agreement"] = 1.0 if fp32_labels is None else float((logits.argmax(1) == fp32_labels).mean())
     r.update(batch_independence(sess, tokenizer, texts, pad_id))
     r["size_mb"] = round(path.stat().st_size / 1e6, 1)
     r["ms_per_example_64_tokens_batch_1"] = round(latency_ms(sess, tokenizer, texts, pad_id, 1, 64), 2)
     r["ms_per_example_64_tokens_batch_32"] = round(latency_ms(sess, tokenizer, texts, pad_id, 32, 64, 5), 2)
     # The service's default CPU batch: 1024 padded tokens, i.e. 8 texts of 128.
     r[f"ms_per_example_{max_length}_tokens_batch_8"] = round(latency_ms(sess, tokenizer, texts, pad_id, 8, max_length, 10), 2)
-    print(f"  {name}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, {r['size_mb']} MB, "
+    print(f"  {name}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, top label = fp32's on "
+          f"{r['fp32_agreement']:.3f}, {r['size_mb']} MB, "
           f"{r[f'ms_per_example_{max_length}_tokens_batch_8']} ms/example at {max_length} tokens (batch 8), "
           f"max score change with batch-mates {r['max_score_change']:.2e}, {r['top_label_flips']} top-label flips")
     return r
 
 
 def choose_cpu_variant(results: dict, fp32: dict) -> str:
-    """Batch-independent and at most 40 MB; then the best macro-F1, where within half a point the fastest."""
+    """Batch-independent, at most 40 MB and at least as fast as 2026.11.25's variant (measured in this
+    run as static_int8_qdq_all); of those, the one that gives fp32's top label most often, the fastest
+    of equals. Agreement >= AGREEMENT_BOUND is the target; the card says whether it was met."""
     speed = [k for k in fp32 if k.endswith("_tokens_batch_8")][0]
+    # "As fast" within 5 %: these timings come from a shared machine.
+    floor = results["static_int8_qdq_all"][speed] * 1.05
     ok = {n: r for n, r in results.items() if n != "fp32" and r["max_score_change"] <= BATCH_INDEPENDENCE_BOUND
-          and r["size_mb"] <= 40}
+          and r["size_mb"] <= 40 and r[speed] <= floor}
     if not ok:
-        raise SystemExit("no CPU variant is batch-independent and within 40 MB")
-    best_f1 = max(r["macro_f1"] for r in ok.values())
-    close = {n: r for n, r in ok.items() if r["macro_f1"] >= best_f1 - 0.005}
-    return min(close, key=lambda n: close[n][speed])
+        raise SystemExit("no CPU variant is batch-independent, fits in 40 MB and is as fast as the previous one")
+    return min(ok, key=lambda n: (-ok[n]["fp32_agreement"], ok[n][speed]))
 
 
 def gpu_variant(fp32_path, work, fp32, tokenizer, texts, gold, labels, pad_id) -> dict:
@@ -219,6 +260,9 @@ def gpu_variant(fp32_path, work, fp32, tokenizer, texts, gold, labels, pad_id) -
           f"agreement {report['fp16_label_agreement']:.3f}" if report["fp16_on_cpu"] == "ran" else ""))
     if report["fused_fp32_label_agreement"] < 0.99:
         raise SystemExit("transformer fusions changed labels: not shipping the GPU variant")
+    if report.get("fp16_label_agreement", 1.0) < AGREEMENT_BOUND:
+        raise SystemExit(f"fp16 gives fp32's top label on {report['fp16_label_agreement']:.3f} of the test split "
+                         f"(< {AGREEMENT_BOUND}): not shipping the GPU variant")
     report["path"] = path
     return report
 
@@ -275,6 +319,7 @@ def main() -> None:
     if parity > 1e-3:
         raise SystemExit(f"export parity failed: {parity}")
 
+    fp32_labels = logits_for(fp32, tokenizer, texts, pad_id).argmax(1)
     fp32_result = evaluate("fp32", fp32_path, fp32, tokenizer, texts, gold, labels, pad_id, max_length)
     calibration = [x["text"] for x in load_split(args.data / "train.jsonl")][:256]
     candidates = cpu_candidates(fp32_path, work, tokenizer, calibration, pad_id)
@@ -282,7 +327,8 @@ def main() -> None:
     sessions = {}
     for name, path in candidates.items():
         sessions[name] = ort_session(path, args.threads)
-        results[name] = evaluate(name, path, sessions[name], tokenizer, texts, gold, labels, pad_id, max_length)
+        results[name] = evaluate(name, path, sessions[name], tokenizer, texts, gold, labels, pad_id, max_length,
+                                 fp32_labels)
     chosen = choose_cpu_variant(results, fp32_result)
     print(f"  shipping {chosen} as model_quantized.onnx")
     chosen_path, chosen_sess = candidates[chosen], sessions[chosen]
@@ -321,13 +367,16 @@ def main() -> None:
                    "fp32_label": labels[int(np.argmax(f))], "fp32_logits": [float(x) for x in f]}
                   for t, l, f in zip(golden_texts, singles, reference)],
         "padded_batch": {"texts": golden_texts[:16], "logits": [[float(x) for x in row] for row in batch]},
+        # What every shipped variant is held to (tests/it/parity.rs): ids only, no article text.
+        "test_split_fp32_labels": {x["id"]: labels[int(i)] for x, i in zip(test, fp32_labels)},
     }
     args.golden.parent.mkdir(parents=True, exist_ok=True)
     args.golden.write_text(json.dumps(golden, ensure_ascii=False, indent=1) + "\n")
 
     report = {"chosen": chosen, "export_parity_max_abs": parity, "test_size": len(test), "results": results,
               "gpu": {k: v for k, v in gpu.items() if k != "path"}, "training": training,
-              "quantization": QUANTIZATION, "batch_independence_bound": BATCH_INDEPENDENCE_BOUND}
+              "quantization": QUANTIZATION, "batch_independence_bound": BATCH_INDEPENDENCE_BOUND,
+              "agreement_bound": AGREEMENT_BOUND}
     for path in args.reports:
         report[path.stem] = json.loads(path.read_text())
     (args.trained / "report.json").write_text(json.dumps(report, indent=2))

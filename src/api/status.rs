@@ -42,7 +42,7 @@ pub async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError
 pub struct ModelInfo {
     #[schema(example = "news-topic-e5-small")]
     pub name: String,
-    #[schema(example = "2026.11.25")]
+    #[schema(example = "2026.11.30")]
     pub version: String,
     pub labels: Vec<String>,
     /// Tokens per text, special tokens included; longer texts are truncated.

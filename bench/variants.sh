@@ -7,14 +7,15 @@
 #   VARIANTS  name=source pairs, a source being a file or REV:path in git; default: the shipped
 #             CPU variant, the one shipped at $PREVIOUS (default: the commit before the last
 #             change to it), and the dynamic int8 model.onnx shipped before 3de3705.
-#   ROUNDS (default 3), SECONDS_PER_SIZE (default 5), BATCHES (default 1,8), THREADS (default 2).
-# Results go to bench/results/variants-<date>/ (summary.md, one ceiling JSON per run, machine.txt).
+#   ROUNDS (default 5), SECONDS_PER_SIZE (default 5), BATCHES (default 1,8), THREADS (default 2).
+# Rounds alternate the variants (each round starting with the next one); ratios are taken within
+# a round and their median reported. Results go to bench/results/variants-<date>/ (summary.md, one ceiling JSON per run, machine.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=models/news-topic-e5-small
 PREVIOUS=${PREVIOUS:-$(git log -n 1 --format=%H -- "$MODEL/model_quantized.onnx")^}
 VARIANTS=${VARIANTS:-"shipped=$MODEL/model_quantized.onnx previous=$PREVIOUS:$MODEL/model_quantized.onnx dynamic=3de3705^:$MODEL/model.onnx"}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 SECONDS_PER_SIZE=${SECONDS_PER_SIZE:-5}
 BATCHES=${BATCHES:-1,8}
 THREADS=${THREADS:-2}
@@ -53,8 +54,12 @@ echo "==> build the ceiling bench (release)"
 cargo bench --no-run --bench ceiling 2>&1 | tail -1
 CEILING=$(ls -t target/release/deps/ceiling-* | grep -v '\.d$' | head -1)
 
+# Each round starts with the next variant, so a machine's drift within a round does not always
+# favour the same one.
 for round in $(seq 1 "$ROUNDS"); do
-  for name in "${NAMES[@]}"; do
+  n=${#NAMES[@]}
+  for i in $(seq 0 $((n - 1))); do
+    name=${NAMES[$(( (i + round - 1) % n ))]}
     echo "==> round $round: $name"
     MODEL_DIR="$WORK/$name" CEILING_OUT="$OUT/$name-$round.json" \
       "$CEILING" "$WORK/texts.jsonl" "$SECONDS_PER_SIZE" "$THREADS" cpu "$BATCHES" | grep -E '^\|'

@@ -5,15 +5,17 @@
 # under the name the service loads on a CPU (model_quantized.onnx), so `model::load` builds the
 # session exactly as the service does.
 #   VARIANTS  name=source pairs, a source being a file or REV:path in git; default: the shipped
-#             CPU variant, the one shipped at $PREVIOUS (default: the commit before the last
-#             change to it), and the dynamic int8 model.onnx shipped before 3de3705.
+#             CPU variant, the one shipped at $PREVIOUS (default: the previous model version, i.e.
+#             the commit before the last change of config.json's model_version), and the
+#             dynamic int8 model.onnx shipped before 3de3705.
 #   ROUNDS (default 5), SECONDS_PER_SIZE (default 5), BATCHES (default 1,8), THREADS (default 2).
 # Rounds alternate the variants (each round starting with the next one); ratios are taken within
-# a round and their median reported. Results go to bench/results/variants-<date>/ (summary.md, one ceiling JSON per run, machine.txt).
+# a round and their median reported. Results go to bench/results/variants-<date>/ (summary.md,
+# one ceiling JSON per run, machine.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=models/news-topic-e5-small
-PREVIOUS=${PREVIOUS:-$(git log -n 1 --format=%H -- "$MODEL/model_quantized.onnx")^}
+PREVIOUS=${PREVIOUS:-$(git log -n 1 --format=%H -G'"model_version"' -- "$MODEL/config.json")^}
 VARIANTS=${VARIANTS:-"shipped=$MODEL/model_quantized.onnx previous=$PREVIOUS:$MODEL/model_quantized.onnx dynamic=3de3705^:$MODEL/model.onnx"}
 ROUNDS=${ROUNDS:-5}
 SECONDS_PER_SIZE=${SECONDS_PER_SIZE:-5}

@@ -27,7 +27,9 @@ class Model:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        # The file newscls runs on a CPU (its first choice there; model.onnx in older directories).
+        onnx_file = next(model_dir / f for f in ("model_quantized.onnx", "model.onnx") if (model_dir / f).exists())
+        self.session = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
 
     def predict(self, texts: list[str]) -> list[list[dict]]:

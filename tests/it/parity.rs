@@ -97,19 +97,25 @@ fn load_variant(file: &str) -> model::LoadedModel {
     loaded
 }
 
+/// The texts as one padded batch through the service's own tokenizer and inference.
+fn infer(loaded: &mut model::LoadedModel, texts: &[String]) -> Logits {
+    let tokenized = loaded.tokenizer.encode(texts, true).expect("tokenize");
+    loaded.backends[0]
+        .infer(&PaddedBatch::new(
+            tokenized.iter(),
+            loaded.tokenizer.pad_id(),
+        ))
+        .expect("infer")
+}
+
 /// The top label of each text, in batches of 8 (the variants are batch-independent, which
 /// the determinism tests check).
 fn top_labels(loaded: &mut model::LoadedModel, texts: &[String]) -> Vec<String> {
     let labels = loaded.spec.labels.clone();
-    let pad_id = loaded.tokenizer.pad_id();
     texts
         .chunks(8)
         .flat_map(|chunk| {
-            let tokenized = loaded.tokenizer.encode(chunk, true).expect("tokenize");
-            let logits = loaded.backends[0]
-                .infer(&PaddedBatch::new(tokenized.iter(), pad_id))
-                .expect("infer");
-            logits
+            infer(loaded, chunk)
                 .rows()
                 .map(|row| labels[argmax(row)].clone())
                 .collect::<Vec<_>>()
@@ -145,15 +151,15 @@ fn every_shipped_variant_gives_the_fp32_exports_label_on_the_test_split() {
         ids.len(),
         fp32.len()
     );
-    let reference: Vec<&String> = ids.iter().map(|id| &fp32[id]).collect();
-    let agreement = |a: &[String], b: &[&String]| {
-        a.iter().zip(b).filter(|(x, y)| x == *y).count() as f64 / a.len() as f64
+    let reference: Vec<String> = ids.iter().map(|id| fp32[id].clone()).collect();
+    let agreement = |a: &[String], b: &[String]| {
+        a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
     };
     let cpu = top_labels(&mut load_variant("model_quantized.onnx"), &texts);
     let gpu = top_labels(&mut load_variant("model_fp16.onnx"), &texts);
     let cpu_fp32 = agreement(&cpu, &reference);
     let gpu_fp32 = agreement(&gpu, &reference);
-    let cpu_gpu = agreement(&cpu, &gpu.iter().collect::<Vec<_>>());
+    let cpu_gpu = agreement(&cpu, &gpu);
     eprintln!(
         "top-label agreement on {} articles: CPU variant vs fp32 {cpu_fp32:.3}, GPU variant vs fp32 \
          {gpu_fp32:.3}, CPU vs GPU {cpu_gpu:.3}",
@@ -179,15 +185,8 @@ fn every_shipped_variant_gives_the_fp32_exports_label_on_the_test_split() {
 fn the_gpu_variant_agrees_with_the_golden_file() {
     let golden = golden();
     let mut loaded = load_variant("model_fp16.onnx");
-    let tokenizer = &loaded.tokenizer;
-    let backend = &mut loaded.backends[0];
     for (i, case) in golden.cases.iter().enumerate() {
-        let tokenized = tokenizer
-            .encode(std::slice::from_ref(&case.text), true)
-            .expect("tokenize");
-        let logits = backend
-            .infer(&PaddedBatch::new(tokenized.iter(), tokenizer.pad_id()))
-            .expect("infer");
+        let logits = infer(&mut loaded, std::slice::from_ref(&case.text));
         let row = logits.rows().next().expect("one row");
         assert_eq!(golden.labels[argmax(row)], case.fp32_label, "case {i}");
         assert_within(row, &case.fp32_logits, 0.05, &format!("fp16 case {i}"));
@@ -210,15 +209,6 @@ fn service_pipeline_matches_the_training_pipeline_golden_file() {
     .expect("the bundled model loads");
     let spec = loaded.spec.clone();
     assert_eq!(spec.labels, golden.labels);
-    let tokenizer = &loaded.tokenizer;
-    let backend = &mut loaded.backends[0];
-
-    let mut run = |texts: &[String]| -> Logits {
-        let tokenized = tokenizer.encode(texts, true).expect("tokenize");
-        backend
-            .infer(&PaddedBatch::new(tokenized.iter(), tokenizer.pad_id()))
-            .expect("infer")
-    };
     let korean = golden
         .cases
         .iter()
@@ -229,7 +219,7 @@ fn service_pipeline_matches_the_training_pipeline_golden_file() {
         "the golden file covers Korean ({korean} cases)"
     );
     for (i, case) in golden.cases.iter().enumerate() {
-        let logits = run(std::slice::from_ref(&case.text));
+        let logits = infer(&mut loaded, std::slice::from_ref(&case.text));
         let row = logits.rows().next().expect("one row");
         assert_eq!(
             spec.labels[argmax(row)],
@@ -239,7 +229,7 @@ fn service_pipeline_matches_the_training_pipeline_golden_file() {
         );
         assert_close(row, &case.logits, &format!("case {i}"));
     }
-    let logits = run(&golden.padded_batch.texts);
+    let logits = infer(&mut loaded, &golden.padded_batch.texts);
     for (i, (row, want)) in logits.rows().zip(&golden.padded_batch.logits).enumerate() {
         assert_close(row, want, &format!("padded batch row {i}"));
     }

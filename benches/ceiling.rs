@@ -6,6 +6,8 @@
 //! once (not timed), then for each batch size runs back-to-back batches of real texts, each
 //! padded as the service pads it, for a fixed time, and prints texts/s. Writes
 //! `bench/results/ceiling.json` (or `$CEILING_OUT`). This is what the service is measured against.
+//! `CUDA_GRAPHS=on|off` sets `model.cuda_graphs` (on a GPU: each batch shape's first batch,
+//! the untimed warm-up one, captures its graph).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -50,6 +52,11 @@ fn main() {
         device,
         // One session: the ceiling is one device's pace.
         inference_workers: Some(1),
+        cuda_graphs: std::env::var("CUDA_GRAPHS").ok().map(|v| match v.as_str() {
+            "on" => true,
+            "off" => false,
+            other => panic!("CUDA_GRAPHS must be on or off, not {other}"),
+        }),
         intra_op_threads: threads,
         ..ModelConfig::default()
     })
@@ -59,8 +66,9 @@ fn main() {
     let tokenized = tokenizer.encode(&texts, true).expect("tokenize");
     let mean_tokens =
         tokenized.iter().map(|t| t.len()).sum::<usize>() as f64 / tokenized.len() as f64;
+    let graphs = if loaded.graphs.is_some() { "on" } else { "off" };
     println!(
-        "ceiling: {} on {}, {} texts (mean {mean_tokens:.0} tokens), intra-op threads {}, {seconds} s per batch size",
+        "ceiling: {} on {}, CUDA graphs {graphs}, {} texts (mean {mean_tokens:.0} tokens), intra-op threads {}, {seconds} s per batch size",
         loaded.file.display(),
         loaded.device.name(),
         texts.len(),
@@ -108,11 +116,21 @@ fn main() {
         .map(|r| r["texts_per_second"].as_f64().unwrap_or(0.0))
         .fold(0.0, f64::max);
     println!("best: {best:.1} texts/s");
+    // Whether graphs were actually used: ONNX Runtime may refuse them for a model, and a worker
+    // whose capture fails its check gives them up (both logged).
+    let graph_counts = loaded.graphs.as_ref().map(|stats| stats.counts());
+    if let Some(counts) = graph_counts {
+        println!(
+            "CUDA graphs: {} captured, {} replays, {} workers gave up",
+            counts.captured, counts.replays, counts.workers_given_up
+        );
+    }
     let out = std::env::var("CEILING_OUT").unwrap_or_else(|_| "bench/results/ceiling.json".into());
     if let Some(dir) = std::path::Path::new(&out).parent() {
         std::fs::create_dir_all(dir).expect("results dir");
     }
-    let report = serde_json::json!({"file": loaded.file, "provider": loaded.device.name(), "texts": texts.len(),
+    let report = serde_json::json!({"file": loaded.file, "provider": loaded.device.name(),
+        "cuda_graphs": graphs, "graph_counts": graph_counts, "texts": texts.len(),
         "mean_tokens": mean_tokens, "intra_op_threads": threads,
         "seconds_per_size": seconds, "rows": rows, "best_texts_per_second": best});
     std::fs::write(&out, serde_json::to_string_pretty(&report).expect("json")).expect("write");

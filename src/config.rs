@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use crate::device::{BatchLimits, Device};
+use crate::device::{BatchLimits, Device, GraphLimits};
 use crate::secret::{self, Secret};
 
 /// Prefix of environment overrides: `NEWSCLS__SERVER__PORT=9000`.
@@ -227,6 +227,10 @@ pub struct ModelConfig {
     /// Inference threads, each with its own ONNX Runtime session pulling from the shared queue;
     /// null: by device (CPU 1, CUDA 2; see [`Device::inference_workers`]).
     pub inference_workers: Option<usize>,
+    /// On a GPU, replay a captured CUDA graph for each batch shape seen before instead of
+    /// launching its kernels one by one (small batches only, see [`Device::graph_limits`]);
+    /// null: by device (see [`Device::graphs_by_default`]). Ignored on a CPU.
+    pub cuda_graphs: Option<bool>,
     /// ONNX Runtime intra-op threads per inference worker; 0 lets ONNX Runtime decide.
     pub intra_op_threads: usize,
     /// Let ONNX Runtime's threads spin while waiting for work: lower latency on dedicated cores,
@@ -324,6 +328,7 @@ impl Default for ModelConfig {
             max_length: None,
             device: DeviceChoice::Auto,
             inference_workers: None,
+            cuda_graphs: None,
             intra_op_threads: 0,
             intra_op_spinning: true,
             onnxruntime_library: None,
@@ -388,6 +393,14 @@ impl ModelConfig {
     pub fn inference_workers(&self, device: Device) -> usize {
         self.inference_workers
             .unwrap_or_else(|| device.inference_workers())
+    }
+
+    /// The graph limits in force on `device`, or None when graphs are off (always on a CPU).
+    pub fn cuda_graphs(&self, device: Device) -> Option<GraphLimits> {
+        let limits = device.graph_limits()?;
+        self.cuda_graphs
+            .unwrap_or_else(|| device.graphs_by_default())
+            .then_some(limits)
     }
 }
 
@@ -968,6 +981,34 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn cuda_graphs_apply_on_a_gpu_only_and_are_off_unless_asked_for() {
+        let unset = ModelConfig::default();
+        assert_eq!(unset.cuda_graphs(Device::Cuda), None, "off by default");
+        assert_eq!(unset.cuda_graphs(Device::Cpu), None);
+        let on = ModelConfig {
+            cuda_graphs: Some(true),
+            ..ModelConfig::default()
+        };
+        assert_eq!(on.cuda_graphs(Device::Cuda), Device::Cuda.graph_limits());
+        assert!(on.cuda_graphs(Device::Cuda).is_some());
+        assert_eq!(
+            on.cuda_graphs(Device::Cpu),
+            None,
+            "nothing to capture on a CPU"
+        );
+        let env = config::Map::from([(
+            "NEWSCLS__MODEL__CUDA_GRAPHS".to_string(),
+            "true".to_string(),
+        )]);
+        let config = Config::load_with_env(&Cli::default(), Some(env)).expect("valid");
+        assert_eq!(
+            config.model.cuda_graphs,
+            Some(true),
+            "settable from the environment"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Everything that differs between a CPU and a GPU is a method of [`Device`]: the ONNX Runtime
 //! execution provider, which exported file to prefer, how batch shapes are rounded, whether the
 //! next batch is assembled while one runs, the batch limits, how many texts are worth waiting
-//! for, how many inference workers share the device. Adding an accelerator (TensorRT, ROCm) is a
+//! for, how many inference workers share the device, which batches replay captured CUDA graphs.
+//! Adding an accelerator (TensorRT, ROCm) is a
 //! variant here plus its session builder in `inference::onnx`; every `match` the compiler then
 //! flags is a decision to make for it, and there is no other place to look.
 //!
@@ -46,6 +47,19 @@ pub struct ShapeBuckets {
 
 impl ShapeBuckets {
     pub const EXACT: Self = Self { rows: 1, width: 1 };
+}
+
+/// Which batches an inference worker may replay as captured CUDA graphs (one graph per batch
+/// shape, captured the first time that shape runs; see `inference::graphs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphLimits {
+    /// Batches of at most this many rows get a graph. Small batches are launch-bound (on an
+    /// H200 a batch of 1 and a batch of 8 both take 1.0 ms, a batch of 64 about 2 ms): that is
+    /// the time a graph, launched as one unit, saves. Larger batches run as usual.
+    pub max_rows: usize,
+    /// Most graphs one inference worker keeps; shapes after that run as usual. With rows in
+    /// multiples of 8 up to 64 and widths in multiples of 32 up to 128 tokens there are 32.
+    pub max_graphs: usize,
 }
 
 /// What a batch may hold on one device.
@@ -120,6 +134,26 @@ impl Device {
         match self {
             Device::Cpu => 1,
             Device::Cuda => 8,
+        }
+    }
+
+    /// Captured graphs on this device: none on a CPU (nothing to launch).
+    pub fn graph_limits(self) -> Option<GraphLimits> {
+        match self {
+            Device::Cpu => None,
+            Device::Cuda => Some(GraphLimits {
+                max_rows: 64,
+                max_graphs: 64,
+            }),
+        }
+    }
+
+    /// Whether graphs are captured when `model.cuda_graphs` is not set. Off until a GPU run of
+    /// `make bench-gpu`, which measures the service with and without them side by side, shows
+    /// what they are worth.
+    pub fn graphs_by_default(self) -> bool {
+        match self {
+            Device::Cpu | Device::Cuda => false,
         }
     }
 

@@ -17,12 +17,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::config::{DeviceChoice, ModelConfig};
 use crate::device::{Device, Precision};
 use crate::inference::graph::GraphOps;
+use crate::inference::graph_capture::GraphStats;
 use crate::inference::onnx::{
     default_library_path, init_runtime, runtime_version, OnnxBackend, OnnxOptions,
 };
@@ -190,6 +192,8 @@ pub struct LoadedModel {
     pub runtime_version: String,
     /// Where this version came from, for `/info`: a directory or a registry URI.
     pub source: String,
+    /// Its workers' CUDA graphs, for `/info`; None when graphs are off.
+    pub graphs: Option<Arc<GraphStats>>,
 }
 
 /// Which file to run on which device, in the order to try.
@@ -304,10 +308,13 @@ pub fn load_version(config: &ModelConfig, fetched: &Fetched) -> Result<LoadedMod
     let mut last_error = None;
     for (index, attempt) in attempts.iter().enumerate() {
         let path = spec.dir.join(&attempt.file);
+        let graph_stats = Arc::new(GraphStats::default());
         let options = OnnxOptions {
             device: attempt.device,
             intra_op_threads: config.intra_op_threads,
             intra_op_spinning: config.intra_op_spinning,
+            cuda_graphs: config.cuda_graphs(attempt.device),
+            graph_stats: graph_stats.clone(),
         };
         let backends = (0..config.inference_workers(attempt.device))
             .map(|_| -> Result<Box<dyn Backend>, LoadError> {
@@ -336,6 +343,7 @@ pub fn load_version(config: &ModelConfig, fetched: &Fetched) -> Result<LoadedMod
                     backends,
                     batch_independent,
                     runtime_version: runtime_version(),
+                    graphs: options.cuda_graphs.map(|_| graph_stats),
                 });
             }
             Err(e) if index + 1 < attempts.len() => {
@@ -360,7 +368,7 @@ fn warm_up(backend: &mut OnnxBackend, tokenizer: &TextTokenizer) -> Result<(), L
         .map_err(|e| LoadError::Warmup(e.to_string()))?;
     let batch = PaddedBatch::new(tokenized.iter(), tokenizer.pad_id());
     let logits = backend
-        .infer(&batch)
+        .infer_uncaptured(&batch)
         .map_err(|e| LoadError::Warmup(e.to_string()))?;
     // The highest id the tokenizer can produce must exist in the model's embedding table;
     // otherwise some texts would fail at request time instead of now.
@@ -368,7 +376,7 @@ fn warm_up(backend: &mut OnnxBackend, tokenizer: &TextTokenizer) -> Result<(), L
         input_ids: vec![tokenizer.vocab_size() as i64 - 1],
     };
     backend
-        .infer(&PaddedBatch::new([&highest], tokenizer.pad_id()))
+        .infer_uncaptured(&PaddedBatch::new([&highest], tokenizer.pad_id()))
         .map_err(|e| {
             LoadError::Warmup(format!(
                 "the model rejects the tokenizer's highest id {}: {e}",

@@ -26,6 +26,8 @@ def main() -> None:
     # 32 in test-split order is how export.py scored the card. The int8 model's activation scales
     # are computed per batch, so other batchings can move a near-tie or two (see MODEL_CARD.md).
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--golden", type=Path, default=None,
+                    help="tests/golden/<model>.json: also count answers equal to the fp32 export's top label")
     args = ap.parse_args()
 
     items = [json.loads(line) for line in args.test.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -52,6 +54,10 @@ def main() -> None:
         fn = sum(confusion[k]) - tp
         f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     print(f"accuracy {accuracy:.3f}  macro-F1 {sum(f1s) / len(f1s):.3f}")
+    if args.golden:
+        fp32 = json.loads(args.golden.read_text(encoding="utf-8"))["test_split_fp32_labels"]
+        same = sum(fp32[x["id"]] == p for x, p in zip(items, predicted))
+        print(f"top label = fp32's: {same}/{len(items)} ({same / len(items):.3f})")
     width = max(len(l) for l in labels) + 2
     print("gold \\ predicted".ljust(width + 4) + "".join(l[:10].rjust(12) for l in labels))
     for label, row in zip(labels, confusion):

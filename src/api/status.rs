@@ -8,6 +8,7 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::batching::BatchRule;
 use crate::config::{BatchingConfig, LimitsConfig};
+use crate::inference::graph_capture::GraphCounts;
 use crate::reload::{Busy, Outcome};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,11 +62,23 @@ pub struct ModelInfo {
     pub shape_buckets: ShapeBucketsInfo,
     /// Whether the next batch is assembled while one runs (on a GPU).
     pub pipelined: bool,
+    /// Captured CUDA graphs (`model.cuda_graphs`); null when off, and always on a CPU.
+    pub cuda_graphs: Option<CudaGraphsInfo>,
     /// Where the serving version came from: a directory, or a registry URI and its version.
     #[schema(example = "models:/news-topic@champion (version 3)")]
     pub source: String,
     /// When the serving version was loaded, in Unix seconds.
     pub loaded_at_unix: f64,
+}
+
+/// CUDA graphs: one per batch shape, for batches of up to `max_rows` rows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CudaGraphsInfo {
+    pub max_rows: usize,
+    /// Most graphs per inference worker.
+    pub max_graphs: usize,
+    #[serde(flatten)]
+    pub counts: GraphCounts,
 }
 
 /// Multiples a batch's rows and width are rounded up to.
@@ -153,6 +166,14 @@ pub async fn info(state: web::Data<ApiState>) -> HttpResponse {
                 width: model.device.shape_buckets().width,
             },
             pipelined: model.device.pipelined(),
+            cuda_graphs: model.graphs.as_ref().and_then(|stats| {
+                let limits = model.device.graph_limits()?;
+                Some(CudaGraphsInfo {
+                    max_rows: limits.max_rows,
+                    max_graphs: limits.max_graphs,
+                    counts: stats.counts(),
+                })
+            }),
             source: model.source.clone(),
             loaded_at_unix: model
                 .loaded_at

@@ -36,6 +36,7 @@ pub use crate::batching::Priority;
 use crate::batching::{AdmitError, BatchQueue, BatchRule, Job, JobError, JobOutput};
 use crate::config::{BatchingConfig, LimitsConfig};
 use crate::device::Device;
+use crate::inference::graph_capture::GraphStats;
 use crate::metrics::Metrics;
 use crate::model::{LoadedModel, ModelSpec};
 use crate::postprocess::{ranked, ScoreFunction};
@@ -243,6 +244,8 @@ pub struct ServingModel {
     /// Where this version came from: a directory or a registry URI.
     pub source: String,
     pub inference_workers: usize,
+    /// Its workers' CUDA graphs; None when graphs are off.
+    pub graphs: Option<Arc<GraphStats>>,
     /// The batching rule in force for this model's device.
     pub batch_rule: BatchRule,
     pub loaded_at: SystemTime,
@@ -284,6 +287,7 @@ impl ServingModel {
             runtime_version: model.runtime_version,
             source: model.source,
             inference_workers,
+            graphs: model.graphs,
             batch_rule,
             loaded_at: SystemTime::now(),
             queue,

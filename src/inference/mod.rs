@@ -5,6 +5,7 @@
 //! stay inside `onnx.rs`; everything else sees only [`PaddedBatch`] and [`Logits`].
 
 pub mod graph;
+pub mod graph_capture;
 pub mod onnx;
 
 use std::path::PathBuf;

@@ -1,20 +1,24 @@
-//! The ONNX Runtime backend: the only module that touches `ort`.
+//! The ONNX Runtime backend: the only module (with its child `cuda_graphs`) that touches `ort`.
 //!
 //! ONNX Runtime is loaded at run time from a shared library (the `load-dynamic` feature), so the
 //! binary builds without it and the library's path is a setting. Startup checks the graph
 //! against what the service will feed it: int64 `input_ids` (required), `attention_mask` and
 //! `token_type_ids` (optional), and a float `logits` output with one column per label.
 
+#[cfg(feature = "cuda")]
+mod cuda_graphs;
+
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{Session, SessionInputValue};
+use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
+use super::graph_capture::GraphStats;
 use super::{Backend, BackendError, Logits, PaddedBatch, SetupError};
-use crate::device::Device;
+use crate::device::{Device, GraphLimits};
 
 /// The ONNX Runtime release `make setup` fetches; pinned together with ort's `api-31` feature.
 const PINNED_VERSION: &str = "1.31.1";
@@ -114,14 +118,33 @@ pub struct OnnxOptions {
     pub device: Device,
     pub intra_op_threads: usize,
     pub intra_op_spinning: bool,
+    /// Capture CUDA graphs within these limits (CUDA only); None: never.
+    pub cuda_graphs: Option<GraphLimits>,
+    /// Shared by the model's workers, for `/info`.
+    pub graph_stats: Arc<GraphStats>,
 }
 
 pub struct OnnxBackend {
-    session: Session,
+    runner: Runner,
     device: Device,
+    /// The worker's captured graphs; None when graphs are off or the session refused them.
+    #[cfg(feature = "cuda")]
+    graphs: Option<cuda_graphs::CudaGraphs>,
+}
+
+/// A session and what it takes: runs a padded batch the usual way (inputs copied in, kernels
+/// launched one by one).
+struct Runner {
+    session: Session,
+    /// A CUDA session's runs must not overlap another worker's graph capture.
+    #[cfg(feature = "cuda")]
+    on_gpu: bool,
     num_labels: usize,
     wants_attention_mask: bool,
     wants_token_type_ids: bool,
+    /// On a session that captures graphs, a plain run must say so (graph id -1); otherwise
+    /// ONNX Runtime would capture one under its default id.
+    plain_options: Option<RunOptions>,
 }
 
 impl OnnxBackend {
@@ -131,7 +154,7 @@ impl OnnxBackend {
         options: &OnnxOptions,
         num_labels: usize,
     ) -> Result<Self, SetupError> {
-        let session = build_session(env, model_path, options)?;
+        let (session, graphs_on) = build_session(env, model_path, options)?;
         let mismatch = |reason: String| SetupError::Mismatch {
             dir: model_path
                 .parent()
@@ -190,23 +213,64 @@ impl OnnxBackend {
                 )))
             }
         }
+        let plain_options = if graphs_on {
+            let mut no_graph = RunOptions::new().map_err(|e| SetupError::ModelFile {
+                path: model_path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            no_graph
+                .set(GPU_GRAPH_ID, "-1")
+                .map_err(|e| SetupError::ModelFile {
+                    path: model_path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+            Some(no_graph)
+        } else {
+            None
+        };
         Ok(Self {
-            session,
+            runner: Runner {
+                session,
+                #[cfg(feature = "cuda")]
+                on_gpu: options.device == Device::Cuda,
+                num_labels,
+                wants_attention_mask,
+                wants_token_type_ids,
+                plain_options,
+            },
             device: options.device,
-            num_labels,
-            wants_attention_mask,
-            wants_token_type_ids,
+            #[cfg(feature = "cuda")]
+            graphs: match (graphs_on, options.cuda_graphs) {
+                (true, Some(limits)) => Some(cuda_graphs::CudaGraphs::new(
+                    limits,
+                    options.graph_stats.clone(),
+                )),
+                _ => None,
+            },
         })
+    }
+
+    /// Runs a batch without capturing or replaying a graph. ONNX Runtime keeps captured graphs
+    /// per thread, so a batch run on another thread than the worker's (the warm-up, on the
+    /// loading thread) goes this way.
+    pub fn infer_uncaptured(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {
+        self.runner.run(batch)
     }
 }
 
+/// ONNX Runtime's run option naming the CUDA graph a run captures or replays.
+const GPU_GRAPH_ID: &str = "gpu_graph_id";
+
+/// The session, and whether it captures CUDA graphs.
 fn build_session(
     env: &Environment,
     path: &Path,
     options: &OnnxOptions,
-) -> Result<Session, SetupError> {
+) -> Result<(Session, bool), SetupError> {
     let session = match options.device {
-        Device::Cpu => cpu_builder(env, options).and_then(|mut b| b.commit_from_file(path)),
+        Device::Cpu => cpu_builder(env, options)
+            .and_then(|mut b| b.commit_from_file(path))
+            .map(|session| (session, false)),
         Device::Cuda => cuda_session(env, path, options),
     };
     session.map_err(|e| SetupError::ModelFile {
@@ -243,12 +307,15 @@ fn view(shape: [usize; 2], data: &[i64]) -> Result<TensorRef<'_, i64>, ort::Erro
     TensorRef::from_array_view((shape, data))
 }
 
+/// A CUDA session, capturing graphs when asked and the graph allows it: ONNX Runtime refuses
+/// graph capture for a model whose nodes are not all on the GPU (bar shape arithmetic), and
+/// then the session is built again without it.
 #[cfg(feature = "cuda")]
 fn cuda_session(
     env: &Environment,
     path: &Path,
     options: &OnnxOptions,
-) -> Result<Session, ort::Error> {
+) -> Result<(Session, bool), ort::Error> {
     // ONNX Runtime's CPU threads only run what the CUDA provider leaves on the host (shape
     // arithmetic): one thread that does not spin leaves the cores to tokenization. An explicit
     // model.intra_op_threads still wins.
@@ -260,10 +327,24 @@ fn cuda_session(
         intra_op_spinning: false,
         ..options.clone()
     };
-    cpu_builder(env, &options)?
-        .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-        .map_err(ort::Error::<()>::from)?
-        .commit_from_file(path)
+    let build = |graphs: bool| -> Result<Session, ort::Error> {
+        let provider = ort::ep::CUDA::default().with_cuda_graph(graphs);
+        cpu_builder(env, &options)?
+            .with_execution_providers([provider.build().error_on_failure()])
+            .map_err(ort::Error::<()>::from)?
+            .commit_from_file(path)
+    };
+    if options.cuda_graphs.is_some() {
+        match build(true) {
+            Ok(session) => return Ok((session, true)),
+            Err(e) => tracing::warn!(
+                error = %e,
+                file = %path.display(),
+                "ONNX Runtime refused CUDA graphs for this model; running without them"
+            ),
+        }
+    }
+    Ok((build(false)?, false))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -271,7 +352,7 @@ fn cuda_session(
     _env: &Environment,
     _path: &Path,
     _options: &OnnxOptions,
-) -> Result<Session, ort::Error> {
+) -> Result<(Session, bool), ort::Error> {
     Err(ort::Error::new(
         "this binary was built without the `cuda` feature",
     ))
@@ -283,6 +364,16 @@ impl Backend for OnnxBackend {
     }
 
     fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {
+        #[cfg(feature = "cuda")]
+        if let Some(graphs) = self.graphs.as_mut() {
+            return graphs.infer(&mut self.runner, batch);
+        }
+        self.runner.run(batch)
+    }
+}
+
+impl Runner {
+    fn run(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {
         let run_err = |e: ort::Error| BackendError::Run(e.to_string());
         let shape = [batch.rows, batch.width];
         let mut inputs: Vec<(&str, SessionInputValue<'_>)> = vec![(
@@ -301,22 +392,33 @@ impl Backend for OnnxBackend {
                 view(shape, &batch.type_ids).map_err(run_err)?.into(),
             ));
         }
-        let outputs = self.session.run(inputs).map_err(run_err)?;
+        #[cfg(feature = "cuda")]
+        let _gpu = self.on_gpu.then(cuda_graphs::running_on_gpu);
+        let outputs = match &self.plain_options {
+            Some(no_graph) => self.session.run_with_options(inputs, no_graph),
+            None => self.session.run(inputs),
+        }
+        .map_err(run_err)?;
         let (_, values) = outputs[LOGITS]
             .try_extract_tensor::<f32>()
             .map_err(run_err)?;
-        if values.len() != batch.rows * self.num_labels {
-            return Err(BackendError::OutputShape {
-                got: values.len(),
-                rows: batch.rows,
-                num_labels: self.num_labels,
-            });
-        }
-        Ok(Logits {
-            num_labels: self.num_labels,
-            values: values.to_vec(),
-        })
+        checked_logits(self.num_labels, batch.rows, values)
     }
+}
+
+/// The scores of a batch of `rows`, checked for their count.
+fn checked_logits(num_labels: usize, rows: usize, values: &[f32]) -> Result<Logits, BackendError> {
+    if values.len() != rows * num_labels {
+        return Err(BackendError::OutputShape {
+            got: values.len(),
+            rows,
+            num_labels,
+        });
+    }
+    Ok(Logits {
+        num_labels,
+        values: values.to_vec(),
+    })
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ async fn operational_endpoints_answer() {
         json!({"rows": 1, "width": 1})
     );
     assert_eq!(info["model"]["pipelined"], false);
+    assert!(info["model"]["cuda_graphs"].is_null(), "no graphs on a CPU");
     assert_eq!(info["batching"]["preferred_batch_size"], 1);
     assert_eq!(info["onnxruntime_version"], "1.31.1");
 

@@ -5,7 +5,6 @@
 //! against what the service will feed it: int64 `input_ids` (required), `attention_mask` and
 //! `token_type_ids` (optional), and a float `logits` output with one column per label.
 
-#[cfg(feature = "cuda")]
 mod cuda_graphs;
 
 use std::path::{Path, PathBuf};
@@ -128,7 +127,6 @@ pub struct OnnxBackend {
     runner: Runner,
     device: Device,
     /// The worker's captured graphs; None when graphs are off or the session refused them.
-    #[cfg(feature = "cuda")]
     graphs: Option<cuda_graphs::CudaGraphs>,
 }
 
@@ -136,9 +134,9 @@ pub struct OnnxBackend {
 /// launched one by one).
 struct Runner {
     session: Session,
-    /// A CUDA session's runs must not overlap another worker's graph capture.
-    #[cfg(feature = "cuda")]
-    on_gpu: bool,
+    /// Where its tensors live; a CUDA session's runs must not overlap another worker's graph
+    /// capture.
+    device: Device,
     num_labels: usize,
     wants_attention_mask: bool,
     wants_token_type_ids: bool,
@@ -231,15 +229,13 @@ impl OnnxBackend {
         Ok(Self {
             runner: Runner {
                 session,
-                #[cfg(feature = "cuda")]
-                on_gpu: options.device == Device::Cuda,
+                device: options.device,
                 num_labels,
                 wants_attention_mask,
                 wants_token_type_ids,
                 plain_options,
             },
             device: options.device,
-            #[cfg(feature = "cuda")]
             graphs: match (graphs_on, options.cuda_graphs) {
                 (true, Some(limits)) => Some(cuda_graphs::CudaGraphs::new(
                     limits,
@@ -268,9 +264,12 @@ fn build_session(
     options: &OnnxOptions,
 ) -> Result<(Session, bool), SetupError> {
     let session = match options.device {
+        // A CPU provider captures nothing: "graphs" there are runs through the same bound
+        // buffers and checks, which is how that path is tested without a GPU. `model::load`
+        // never asks for them on a CPU.
         Device::Cpu => cpu_builder(env, options)
             .and_then(|mut b| b.commit_from_file(path))
-            .map(|session| (session, false)),
+            .map(|session| (session, options.cuda_graphs.is_some())),
         Device::Cuda => cuda_session(env, path, options),
     };
     session.map_err(|e| SetupError::ModelFile {
@@ -364,7 +363,6 @@ impl Backend for OnnxBackend {
     }
 
     fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {
-        #[cfg(feature = "cuda")]
         if let Some(graphs) = self.graphs.as_mut() {
             return graphs.infer(&mut self.runner, batch);
         }
@@ -392,8 +390,7 @@ impl Runner {
                 view(shape, &batch.type_ids).map_err(run_err)?.into(),
             ));
         }
-        #[cfg(feature = "cuda")]
-        let _gpu = self.on_gpu.then(cuda_graphs::running_on_gpu);
+        let _gpu = (self.device == Device::Cuda).then(cuda_graphs::running_on_gpu);
         let outputs = match &self.plain_options {
             Some(no_graph) => self.session.run_with_options(inputs, no_graph),
             None => self.session.run(inputs),

@@ -9,6 +9,7 @@ mod determinism;
 mod errors;
 mod files;
 mod fuzz;
+mod graph_capture;
 mod hostile_registry;
 mod layering;
 mod operations;

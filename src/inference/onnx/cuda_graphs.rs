@@ -1,4 +1,4 @@
-//! Capturing and replaying CUDA graphs through ONNX Runtime (the `cuda` build only).
+//! Capturing and replaying CUDA graphs through ONNX Runtime.
 //!
 //! ONNX Runtime captures a run as a graph when the session's CUDA provider has
 //! `enable_cuda_graph` and the run names a `gpu_graph_id`; later runs with that id replay it.
@@ -6,6 +6,10 @@
 //! was captured with. So each batch shape gets its own [`ShapeBuffers`]: device tensors bound
 //! to the session once (I/O binding), which every batch of that shape is copied into and out
 //! of through pinned host tensors (page-locked memory, which the GPU reads directly).
+//!
+//! On a CPU session the same code runs with CPU memory throughout and nothing is captured
+//! (ONNX Runtime's CPU provider ignores the graph id): the tests drive the binding, copying and
+//! checking that way, since capture itself needs a GPU.
 //!
 //! Which shapes get a graph, the check that a capture is kept only when a replay answers like
 //! a plain run, and the fallbacks are `inference::graph_capture`'s; this module only binds,
@@ -20,11 +24,43 @@ use ort::value::Tensor;
 use super::{
     checked_logits, Runner, ATTENTION_MASK, GPU_GRAPH_ID, INPUT_IDS, LOGITS, TOKEN_TYPE_IDS,
 };
+use crate::device::Device;
 use crate::inference::graph_capture::{GraphCapture, GraphId, GraphSession};
 use crate::inference::{BackendError, Logits, PaddedBatch};
 
 /// The CUDA device the provider runs on (its default; the service does not choose another).
 const DEVICE_ID: i32 = 0;
+
+/// Where a graph's buffers and the host tensors staging them live, by the session's device.
+fn memory(device: Device) -> Result<(MemoryInfo<'static>, MemoryInfo<'static>), ort::Error> {
+    Ok(match device {
+        Device::Cuda => (
+            MemoryInfo::new(
+                AllocationDevice::CUDA,
+                DEVICE_ID,
+                AllocatorType::Device,
+                MemoryType::Default,
+            )?,
+            MemoryInfo::new(
+                AllocationDevice::CUDA_PINNED,
+                DEVICE_ID,
+                AllocatorType::Device,
+                MemoryType::CPUInput,
+            )?,
+        ),
+        Device::Cpu => {
+            let cpu = || {
+                MemoryInfo::new(
+                    AllocationDevice::CPU,
+                    0,
+                    AllocatorType::Device,
+                    MemoryType::Default,
+                )
+            };
+            (cpu()?, cpu()?)
+        }
+    })
+}
 
 /// ONNX Runtime captures in CUDA's global capture mode: while one thread captures, another
 /// thread's device allocation or synchronous copy fails (its batch with it) and can spoil the
@@ -83,28 +119,9 @@ impl ShapeBuffers {
         let text = |e: ort::Error| e.to_string();
         let _gpu = running_on_gpu();
         let session = &runner.session;
-        let on_device = Allocator::new(
-            session,
-            MemoryInfo::new(
-                AllocationDevice::CUDA,
-                DEVICE_ID,
-                AllocatorType::Device,
-                MemoryType::Default,
-            )
-            .map_err(text)?,
-        )
-        .map_err(text)?;
-        let pinned = Allocator::new(
-            session,
-            MemoryInfo::new(
-                AllocationDevice::CUDA_PINNED,
-                DEVICE_ID,
-                AllocatorType::Device,
-                MemoryType::CPUInput,
-            )
-            .map_err(text)?,
-        )
-        .map_err(text)?;
+        let (device_memory, host_memory) = memory(runner.device).map_err(text)?;
+        let on_device = Allocator::new(session, device_memory).map_err(text)?;
+        let pinned = Allocator::new(session, host_memory).map_err(text)?;
         let shape = [rows, width];
         let mut binding = session.create_binding().map_err(text)?;
         let input_ids = Tensor::<i64>::new(&on_device, shape).map_err(text)?;

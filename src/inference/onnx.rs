@@ -125,7 +125,6 @@ pub struct OnnxOptions {
 
 pub struct OnnxBackend {
     runner: Runner,
-    device: Device,
     /// The worker's captured graphs; None when graphs are off or the session refused them.
     graphs: Option<cuda_graphs::CudaGraphs>,
 }
@@ -212,17 +211,14 @@ impl OnnxBackend {
             }
         }
         let plain_options = if graphs_on {
-            let mut no_graph = RunOptions::new().map_err(|e| SetupError::ModelFile {
+            let no_graph = RunOptions::new().and_then(|mut options| {
+                options.set(GPU_GRAPH_ID, "-1")?;
+                Ok(options)
+            });
+            Some(no_graph.map_err(|e| SetupError::ModelFile {
                 path: model_path.to_path_buf(),
                 reason: e.to_string(),
-            })?;
-            no_graph
-                .set(GPU_GRAPH_ID, "-1")
-                .map_err(|e| SetupError::ModelFile {
-                    path: model_path.to_path_buf(),
-                    reason: e.to_string(),
-                })?;
-            Some(no_graph)
+            })?)
         } else {
             None
         };
@@ -235,7 +231,6 @@ impl OnnxBackend {
                 wants_token_type_ids,
                 plain_options,
             },
-            device: options.device,
             graphs: match (graphs_on, options.cuda_graphs) {
                 (true, Some(limits)) => Some(cuda_graphs::CudaGraphs::new(
                     limits,
@@ -359,7 +354,7 @@ fn cuda_session(
 
 impl Backend for OnnxBackend {
     fn device(&self) -> Device {
-        self.device
+        self.runner.device
     }
 
     fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {

@@ -519,6 +519,13 @@ mod tests {
         }
     }
 
+    /// One worker's graphs over a fake session, and the counts they keep.
+    fn worker(mode: Mode) -> (GraphCapture<FakeBuffers>, FakeSession, Arc<GraphStats>) {
+        let stats = Arc::new(GraphStats::default());
+        let graphs = GraphCapture::new(LIMITS, stats.clone());
+        (graphs, FakeSession::new(mode), stats)
+    }
+
     fn articles(first: i64) -> PaddedBatch {
         batch(
             &[&[0, first, first + 1, first + 2, 2], &[0, first + 7, 2]],
@@ -528,9 +535,7 @@ mod tests {
 
     #[test]
     fn a_faithful_graph_is_kept_and_later_batches_replay_it() {
-        let stats = Arc::new(GraphStats::default());
-        let mut graphs = GraphCapture::new(LIMITS, stats.clone());
-        let mut session = FakeSession::new(Mode::Faithful);
+        let (mut graphs, mut session, stats) = worker(Mode::Faithful);
         let (first, second) = (articles(10), articles(20));
         assert_eq!(
             graphs.infer(&mut session, &first).ok(),
@@ -553,9 +558,7 @@ mod tests {
 
     #[test]
     fn a_graph_that_ignores_new_inputs_is_refused_and_every_answer_stays_right() {
-        let stats = Arc::new(GraphStats::default());
-        let mut graphs = GraphCapture::new(LIMITS, stats.clone());
-        let mut session = FakeSession::new(Mode::Stale);
+        let (mut graphs, mut session, stats) = worker(Mode::Stale);
         let (first, second) = (articles(10), articles(20));
         assert_eq!(
             graphs.infer(&mut session, &first).ok(),
@@ -576,9 +579,7 @@ mod tests {
     #[test]
     fn a_failed_capture_or_replay_answers_the_batch_the_usual_way() {
         for mode in [Mode::BindFails, Mode::ReplayFails] {
-            let stats = Arc::new(GraphStats::default());
-            let mut graphs = GraphCapture::new(LIMITS, stats.clone());
-            let mut session = FakeSession::new(mode);
+            let (mut graphs, mut session, stats) = worker(mode);
             for start in [10, 20, 30] {
                 let batch = articles(start);
                 assert_eq!(
@@ -593,9 +594,7 @@ mod tests {
 
     #[test]
     fn a_batch_without_a_canary_runs_plain_and_the_shape_is_captured_later() {
-        let stats = Arc::new(GraphStats::default());
-        let mut graphs = GraphCapture::new(LIMITS, stats.clone());
-        let mut session = FakeSession::new(Mode::Faithful);
+        let (mut graphs, mut session, stats) = worker(Mode::Faithful);
         let twins = batch(&[&[0, 5, 2], &[0, 5, 2]], ShapeBuckets::EXACT);
         assert_eq!(
             graphs.infer(&mut session, &twins).ok(),

@@ -4,9 +4,9 @@
 //! execution provider, which exported file to prefer, how batch shapes are rounded, whether the
 //! next batch is assembled while one runs, the batch limits, how many texts are worth waiting
 //! for, how many inference workers share the device, which batches replay captured CUDA graphs.
-//! Adding an accelerator (TensorRT, ROCm) is a
-//! variant here plus its session builder in `inference::onnx`; every `match` the compiler then
-//! flags is a decision to make for it, and there is no other place to look.
+//! Adding an accelerator (TensorRT, ROCm) is a variant here plus its session builder in
+//! `inference::onnx`; every `match` the compiler then flags is a decision to make for it, and
+//! there is no other place to look.
 //!
 //! The operator asks for a device with `model.device` (`auto`, `cpu`, `cuda`: a choice, see
 //! `config::DeviceChoice`); `model::load` turns the choice into the [`Device`] a model actually
@@ -50,7 +50,7 @@ impl ShapeBuckets {
 }
 
 /// Which batches an inference worker may replay as captured CUDA graphs (one graph per batch
-/// shape, captured the first time that shape runs; see `inference::graphs`).
+/// shape, captured the first time that shape runs; see `inference::graph_capture`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GraphLimits {
     /// Batches of at most this many rows get a graph. Small batches are launch-bound (on an

@@ -260,7 +260,8 @@ pub struct GraphCounts {
     pub captured: usize,
     /// Batches answered by replaying one.
     pub replays: u64,
-    /// Workers that stopped using graphs after a capture or replay failed (see the log).
+    /// Workers without graphs although they were asked for: ONNX Runtime refused them for
+    /// the model, or a capture or replay failed (the log says which).
     pub workers_given_up: usize,
 }
 

@@ -210,6 +210,10 @@ impl OnnxBackend {
                 )))
             }
         }
+        if options.cuda_graphs.is_some() && !graphs_on {
+            // Refused by ONNX Runtime (logged in `cuda_session`): /info counts it.
+            options.graph_stats.record_give_up(0);
+        }
         let plain_options = if graphs_on {
             let no_graph = RunOptions::new().and_then(|mut options| {
                 options.set(GPU_GRAPH_ID, "-1")?;

@@ -32,9 +32,11 @@ pub type GraphId = i32;
 /// The first id handed out.
 const FIRST_ID: GraphId = 1;
 
-/// How far a replayed score may be from the plain run's. The kernels are the same, so the
-/// scores should be identical; a stale input moves them by whole units.
-const REPLAY_TOLERANCE: f32 = 1e-3;
+/// How far a replayed score (a logit) may be from the plain run's. The kernels are the same,
+/// so the scores should be identical, but a library may pick another algorithm for a captured
+/// stream: this leaves room for fp16 rounding (a few thousandths at these magnitudes) and none
+/// for a stale input, which puts a filler row's scores where a text's belong (units apart).
+const REPLAY_TOLERANCE: f32 = 0.05;
 
 /// What to do with one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -54,7 +54,7 @@ def main() -> None:
              "nbits8": "8-bit weights in blocks (MatMulNBits, int8 compute per row), int8 embeddings",
              "nbits4": "4-bit weights in blocks (MatMulNBits, int8 compute per row), 4-bit embeddings",
              "static_int8_qdq_all": "int8 static, every MatMul's inputs and output (2026.11.25's model_quantized.onnx)",
-             "static_int8": "int8 static, weight MatMuls' inputs only"}
+             "static_int8": "int8 static, weight MatMuls' inputs only, float residual stream"}
 
     def row(name: str) -> str:
         x = results[name]

@@ -95,7 +95,7 @@ QUANTIZATION = {
     "static_int8": "static int8 on the weight MatMuls' inputs only: per-channel int8 weights, uint8 activations "
                    "with fixed ranges (99.999th percentile over 256 training articles), each MatMul with its bias one "
                    "MatMulIntegerToFloat; MatMul outputs, attention's activation products and the residual stream "
-                   "stay float; embedding rows gathered as int8, then dequantized",
+                   "stay float; embedding rows gathered as 8-bit integers, then dequantized",
 }
 
 # A text's scores must not move more than this with its batch-mates (fp32 rounding is ~1e-6).
@@ -227,11 +227,11 @@ def read_float_activations(path: Path) -> tuple[int, int]:
        MatMuls: the residual Adds and shape arithmetic. Each DequantizeLinear pass re-creates a float
        tensor that exists already, rounded; those readers now take the float tensor itself (less
        error: mean |logit - fp32's| 0.076 -> 0.072 on the test split, no top label changed).
-    2. An int8 embedding table was dequantized whole on every run (38,518 x 384 values) before its
-       Gather picked a few rows. With one scale per table, gathering the int8 rows and dequantizing
+    2. An 8-bit embedding table was dequantized whole on every run (38,518 x 384 values) before its
+       Gather picked a few rows. With one scale per table, gathering the 8-bit rows and dequantizing
        those gives identical values.
-    Together 1.06x (1 text) and 1.14x (8 texts) the previous file's speed in the service's session,
-    measured with `make bench-variants`."""
+    Together 1.04x (1 text) and 1.15x (8 texts) the previous file's speed in the service's session
+    (`make bench-variants`, bench/results/variants-2026-11-30-1)."""
     import onnx
     from onnx import helper
 

@@ -171,6 +171,16 @@ def cpu_candidates(fp32_path: Path, work: Path, tokenizer, calibration: list[str
     return out
 
 
+def producers_and_readers(graph) -> tuple[dict, dict[str, list]]:
+    """For a graph's rewrites: the node producing each tensor, and the nodes reading it."""
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    return producer, readers
+
+
 def fuse_integer_matmuls(path: Path) -> int:
     """Rewrites each DequantizeLinear(activation) x DequantizeLinear(int8 weight) -> MatMul -> Add(bias)
     of a static QDQ graph as one com.microsoft MatMulIntegerToFloat with the bias, in place.
@@ -185,11 +195,7 @@ def fuse_integer_matmuls(path: Path) -> int:
     model = onnx.load(str(path))
     graph = model.graph
     weights = {i.name for i in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    producer, readers = producers_and_readers(graph)
     replaced, dropped = {}, set()
     for n in graph.node:
         if n.op_type != "MatMul":
@@ -238,14 +244,10 @@ def read_float_activations(path: Path) -> tuple[int, int]:
     model = onnx.load(str(path))
     graph = model.graph
     weights = {i.name: i for i in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
+    producer, readers = producers_and_readers(graph)
     float_of = {n.output[0]: producer[n.input[0]].input[0] for n in graph.node
                 if n.op_type == "DequantizeLinear" and n.input[0] in producer
                 and producer[n.input[0]].op_type == "QuantizeLinear"}
-    readers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
     table_of = {}  # id(Gather) -> the DequantizeLinear of its whole table
     for n in graph.node:
         users = readers.get(n.output[0], [])

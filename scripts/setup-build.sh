@@ -3,6 +3,12 @@
 # the Kafka client (rdkafka, stream mode) builds from source. Debian packages, installed once
 # when missing (as root). Idempotent.
 set -euo pipefail
+# A clean build for `make test` writes about 4 GB (target/ and .cache/): say so up front when the
+# disk is short, instead of leaving only a "No space left on device" halfway through a compile.
+free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [ "${free_kb:-0}" -lt $((4 * 1024 * 1024)) ]; then
+  echo "setup-build: warning: $((free_kb / 1024)) MB free on this disk; a clean make test needs about 4 GB" >&2
+fi
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)

@@ -307,11 +307,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the results go")
     args = ap.parse_args()
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     seed_body = CACHE / "seed_body.json"
     seed_body.write_text(args.bodies.read_text().splitlines()[0])
-    ceiling_path = RESULTS / "ceiling.json"
+    # bench/run.sh measures the ceiling into the same folder, just before.
+    ceiling_path = args.out / "ceiling.json"
     ceiling = json.loads(ceiling_path.read_text()) if ceiling_path.exists() else None
     machine = f"{os.cpu_count()} cores, {subprocess.run(['uname', '-m'], capture_output=True, text=True).stdout.strip()}"
     print(f"bench: {machine}; ONNX Runtime threads {args.threads}; {args.seconds} s per step; "

@@ -40,8 +40,16 @@ PY
 echo "==> build (release)"
 cargo build --release --locked --quiet
 
+# The ceiling goes with the other results: to bench/results/, or to the folder `--out DIR` names.
+OUT=bench/results
+args=("$@")
+for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+  [ "${args[$i]}" = --out ] && OUT=${args[$((i + 1))]}
+done
+mkdir -p "$OUT"
+
 echo "==> ceiling: ONNX Runtime in-process, pre-tokenized, $THREADS threads"
-cargo bench --quiet --bench ceiling -- bench/.cache/texts.jsonl 5 "$THREADS"
+CEILING_OUT="$OUT/ceiling.json" cargo bench --quiet --bench ceiling -- bench/.cache/texts.jsonl 5 "$THREADS"
 
 echo "==> HTTP services"
 bench/.cache/venv/bin/python bench/run.py --threads "$THREADS" "$@"

@@ -100,7 +100,7 @@ def main() -> None:
 
     # The articles no rule labels (sources without sections, catch-all sections) were never trained
     # on: the export measures on them how often each variant gives the fp32 model's top label, a
-    # sample ten times the test split's. Titles already labelled are left out; a body of 200
+    # sample eleven times the test split's. Titles already labelled are left out; a body of 200
     # characters or less is a headline, not an article.
     unlabelled = []
     for row in rows:

@@ -43,8 +43,11 @@ cargo build --release --locked --quiet
 # The ceiling goes with the other results: to bench/results/, or to the folder `--out DIR` names.
 OUT=bench/results
 args=("$@")
-for ((i = 0; i + 1 < ${#args[@]}; i++)); do
-  [ "${args[$i]}" = --out ] && OUT=${args[$((i + 1))]}
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case ${args[$i]} in
+    --out) [ $((i + 1)) -lt ${#args[@]} ] && OUT=${args[$((i + 1))]} ;;
+    --out=*) OUT=${args[$i]#--out=} ;;
+  esac
 done
 mkdir -p "$OUT"
 

@@ -303,9 +303,9 @@ def batch_independence(sess, tokenizer, texts: list[str], pad_id: int) -> dict:
     return {"max_score_change": worst, "top_label_flips": flips}
 
 
-def agreement(sess, tokenizer, pad_id, texts: list[str], fp32_labels: np.ndarray) -> float:
-    """The share of `texts` on which `sess` gives the fp32 export's top label."""
-    return float((logits_for(sess, tokenizer, texts, pad_id).argmax(1) == fp32_labels).mean())
+def agreement(logits: np.ndarray, fp32_labels: np.ndarray) -> float:
+    """The share of rows whose top label is the fp32 export's."""
+    return float((logits.argmax(1) == fp32_labels).mean())
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -321,10 +321,15 @@ def evaluate(name, path, sess, tokenizer, texts, gold, labels, pad_id, max_lengt
     r = scores(gold, logits, len(labels))
     # What a caller sees when the same version is served by another variant: the fp32 export's
     # top label is the reference every variant is measured against (target: AGREEMENT_BOUND).
-    r["fp32_agreement"] = 1.0 if fp32_labels is None else float((logits.argmax(1) == fp32_labels).mean())
+    r["fp32_agreement"] = 1.0 if fp32_labels is None else agreement(logits, fp32_labels)
     # The same on eleven times as many articles: the test split's 215 cannot tell variants apart that
     # differ by a point.
-    r["unlabelled_fp32_agreement"] = 1.0 if unlabelled is None else agreement(sess, tokenizer, pad_id, *unlabelled)
+    if unlabelled is None:
+        r["unlabelled_fp32_agreement"] = 1.0
+    else:
+        unlabelled_texts, unlabelled_fp32_labels = unlabelled
+        r["unlabelled_fp32_agreement"] = agreement(logits_for(sess, tokenizer, unlabelled_texts, pad_id),
+                                                   unlabelled_fp32_labels)
     r.update(batch_independence(sess, tokenizer, texts, pad_id))
     r["size_mb"] = round(path.stat().st_size / 1e6, 1)
     r["ms_per_example_64_tokens_batch_1"] = round(latency_ms(sess, tokenizer, texts, pad_id, 1, 64), 2)
@@ -383,8 +388,9 @@ def gpu_variant(fp32_path, work, ref, tokenizer, texts, gold, labels, pad_id, un
         fp16 = ort_session(path, 2)
         half = logits_for(fp16, tokenizer, texts, pad_id)
         report.update({"fp16_on_cpu": "ran", "fp16_max_logit_diff": float(np.abs(ref - half).max()),
-                       "fp16_label_agreement": float((ref.argmax(1) == half.argmax(1)).mean()),
-                       "fp16_unlabelled_agreement": agreement(fp16, tokenizer, pad_id, *unlabelled),
+                       "fp16_label_agreement": agreement(half, ref.argmax(1)),
+                       "fp16_unlabelled_agreement": agreement(logits_for(fp16, tokenizer, unlabelled[0], pad_id),
+                                                              unlabelled[1]),
                        **{f"fp16_{k}": v for k, v in scores(gold, half, len(labels)).items() if k != "confusion"}})
     except Exception as e:  # noqa: BLE001 - any failure to run is reported, not fatal
         report["fp16_on_cpu"] = f"not runnable on the CPU: {str(e).splitlines()[0][:200]}"

@@ -67,11 +67,12 @@ def main() -> None:
     with args.csv.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     seen_titles: set[str] = set()
-    items, per_source = [], collections.Counter()
+    items, unlabelled_rows, per_source = [], [], collections.Counter()
     duplicates = 0
     for row in rows:
         label = label_of(row["article_source_link"], rules)
         if label is None:
+            unlabelled_rows.append(row)
             continue
         title_key = row["title"].strip().lower()
         if title_key in seen_titles:
@@ -103,10 +104,10 @@ def main() -> None:
     # sample eleven times the test split's. Titles already labelled are left out; a body of 200
     # characters or less is a headline, not an article.
     unlabelled = []
-    for row in rows:
+    for row in unlabelled_rows:
         title_key = row["title"].strip().lower()
         text = article_text(row)
-        if label_of(row["article_source_link"], rules) is None and title_key not in seen_titles and len(text) > 200:
+        if title_key not in seen_titles and len(text) > 200:
             seen_titles.add(title_key)
             unlabelled.append({"id": row["article_id"], "text": text})
     with (args.out / "unlabelled.jsonl").open("w", encoding="utf-8") as fh:

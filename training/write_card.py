@@ -103,8 +103,8 @@ there with the same variants is served as it is.
 "top label = fp32's": the share of test articles whose top label is the fp32 export's, i.e. what a
 caller gets from a deployment of this version on other hardware (the GPU variant is held to the
 same). The next column counts the same on the source's {r['unlabelled_size']:,} articles that no labelling rule covers,
-never trained or calibrated on: eleven times the test split, so it tells apart variants a point or
-two from each other (on 215 articles one article is 0.5 points). Batch-mates: each of 64 test articles alone, then inside batches of 2, 8 and 32 mixed with other
+never trained or calibrated on: {r['unlabelled_size'] / r['test_size']:.0f} times the test split, so it tells apart variants a point or
+two from each other (on {r['test_size']} articles one article is {100 / r['test_size']:.1f} points). Batch-mates: each of 64 test articles alone, then inside batches of 2, 8 and 32 mixed with other
 articles of other lengths; the largest change of any label's probability, and how many top labels
 changed. Dynamic int8 quantization computes one activation scale per batch tensor, so a text's
 scores move with its batch-mates: it is not shipped. A variant must stay within

@@ -30,6 +30,7 @@ setup-test: setup
 	@scripts/setup-browser.sh
 	@scripts/setup-jmeter.sh >/dev/null
 	@scripts/setup-pyclients.sh >/dev/null
+	@scripts/setup-kernel-paths.sh >/dev/null
 	@scripts/setup-schemathesis.sh >/dev/null
 	@scripts/setup-mlflow.sh >/dev/null
 	@scripts/setup-tansu.sh

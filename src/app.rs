@@ -21,7 +21,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use crate::api::{self, ApiState};
 use crate::classify::{Classifier, Shadow};
 use crate::config::{Config, ConfigError};
-use crate::device::Device;
+use crate::device::{Device, FloatKernels, IntegerKernels};
 use crate::grpc::{self, GrpcError};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadError, Reloader};
@@ -175,6 +175,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         model = %serving.spec.name,
         version = %serving.spec.version,
         provider = serving.device.name(),
+        cpu_integer_kernels = IntegerKernels::detect().name(),
+        cpu_float_kernels = FloatKernels::detect().name(),
+        cpu_features = IntegerKernels::cpu_features().join(" "),
         http_workers = workers,
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"

@@ -167,3 +167,184 @@ impl Device {
         }
     }
 }
+
+/// Which of ONNX Runtime's integer matrix kernels this host's CPU gets. ONNX Runtime (MLAS)
+/// picks them by instruction set at load, and they do not all compute the same sums: with AVX2,
+/// and with AVX-512 without VNNI, each pair of neighbouring uint8 × int8 products is added into
+/// a saturating 16-bit integer first (`vpmaddubsw`), while VNNI (`vpdpbusd`) and SSE4.1
+/// sum exactly. A quantized model whose weights can saturate a pair therefore answers
+/// differently on different x86 CPUs; the bundled CPU variant is exported with weights that
+/// cannot (`training/export.py`, `integer_kernels_exact`), so this is reported, not acted on:
+/// an operator comparing two deployments, or `newscls eval` figures, can see which path ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegerKernels {
+    /// AVX-512 VNNI (also on CPUs with AMX): exact sums.
+    Avx512Vnni,
+    /// AVX-VNNI (the VEX form, e.g. on CPUs without AVX-512): exact sums.
+    AvxVnni,
+    /// AVX-512 without VNNI: pairs of products saturate at 16 bits.
+    Avx512,
+    /// AVX2: pairs of products saturate at 16 bits.
+    Avx2,
+    /// SSE4.1 and older: exact sums.
+    Sse,
+    /// Not an x86 CPU (e.g. ARM: its own kernels, not covered by this distinction).
+    Other,
+}
+
+impl IntegerKernels {
+    /// The kernels ONNX Runtime 1.31 chooses on the CPU this process runs on (the order of
+    /// MLAS's own checks in `platform.cpp`).
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return IntegerKernels::Avx512Vnni;
+            }
+            if std::arch::is_x86_feature_detected!("avxvnni")
+                && std::arch::is_x86_feature_detected!("avx2")
+            {
+                return IntegerKernels::AvxVnni;
+            }
+            if std::arch::is_x86_feature_detected!("avx512bw") {
+                return IntegerKernels::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return IntegerKernels::Avx2;
+            }
+            IntegerKernels::Sse
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        IntegerKernels::Other
+    }
+
+    /// The name `/info`, the startup log and `newscls eval` report.
+    pub fn name(self) -> &'static str {
+        match self {
+            IntegerKernels::Avx512Vnni => "avx512_vnni",
+            IntegerKernels::AvxVnni => "avx_vnni",
+            IntegerKernels::Avx512 => "avx512",
+            IntegerKernels::Avx2 => "avx2",
+            IntegerKernels::Sse => "sse",
+            IntegerKernels::Other => "other",
+        }
+    }
+
+    /// The instruction sets seen on this CPU that decide ONNX Runtime's CPU kernels (float and
+    /// integer), as `/info` and the startup log list them.
+    pub fn cpu_features() -> Vec<&'static str> {
+        #[allow(unused_mut)]
+        let mut seen = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            macro_rules! check {
+                ($($feature:tt),*) => {
+                    $(if std::arch::is_x86_feature_detected!($feature) {
+                        seen.push($feature);
+                    })*
+                };
+            }
+            check!(
+                "sse4.1",
+                "avx",
+                "fma",
+                "f16c",
+                "avx2",
+                "avx512f",
+                "avx512bw",
+                "avx512vnni",
+                "avxvnni"
+            );
+        }
+        seen
+    }
+
+    /// Whether uint8 × int8 products are summed in pairs that saturate at 16 bits here.
+    pub fn saturating_pairs(self) -> bool {
+        matches!(self, IntegerKernels::Avx512 | IntegerKernels::Avx2)
+    }
+}
+
+/// Which family of ONNX Runtime's float kernels this host's CPU gets. MLAS switches several of
+/// them on AVX-512F (matrix multiply, exp and softmax sums, GELU's erf, quantize-linear), and
+/// their last bits differ from the FMA3 ones. A float model's logits move by rounding only
+/// (~1e-6), but a statically quantized one re-rounds activations to integers between its layers,
+/// which can turn a last-bit difference into a step of one quantum: measured on the bundled
+/// CPU variant, the SSE and FMA3 families gave logits up to 0.07 apart with exact integer sums on
+/// both. Logits are bit-identical only within one family (`tests/it/parity.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FloatKernels {
+    /// AVX-512F kernels.
+    Avx512f,
+    /// AVX2 with FMA3 kernels.
+    Fma3,
+    /// AVX without FMA, or SSE only.
+    Sse,
+    /// Not an x86 CPU.
+    Other,
+}
+
+impl FloatKernels {
+    /// The family ONNX Runtime 1.31 chooses on the CPU this process runs on.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return FloatKernels::Avx512f;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return FloatKernels::Fma3;
+            }
+            FloatKernels::Sse
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        FloatKernels::Other
+    }
+
+    /// The name `/info`, the golden file and `newscls eval` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatKernels::Avx512f => "avx512f",
+            FloatKernels::Fma3 => "fma3",
+            FloatKernels::Sse => "sse",
+            FloatKernels::Other => "other",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FloatKernels, IntegerKernels};
+
+    #[test]
+    fn float_kernels_are_named_as_reported() {
+        let kernels = FloatKernels::detect();
+        assert_eq!(
+            serde_json::to_value(kernels).expect("json"),
+            serde_json::json!(kernels.name())
+        );
+    }
+
+    #[test]
+    fn integer_kernels_are_detected_and_named_as_reported() {
+        let kernels = IntegerKernels::detect();
+        assert_eq!(
+            serde_json::to_value(kernels).expect("json"),
+            serde_json::json!(kernels.name())
+        );
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            kernels.saturating_pairs(),
+            std::arch::is_x86_feature_detected!("avx2")
+                && !std::arch::is_x86_feature_detected!("avx512vnni")
+                && !std::arch::is_x86_feature_detected!("avxvnni"),
+            "{kernels:?}"
+        );
+    }
+}

@@ -54,19 +54,23 @@ def main() -> None:
              "nbits8": "8-bit weights in blocks (MatMulNBits, int8 compute per row), int8 embeddings",
              "nbits4": "4-bit weights in blocks (MatMulNBits, int8 compute per row), 4-bit embeddings",
              "static_int8_qdq_all": "int8 static, every MatMul's inputs and output (2026.11.25's model_quantized.onnx)",
-             "static_int8": "int8 static, weight MatMuls' inputs only, float residual stream"}
+             "static_int8": "int8 static, weight MatMuls' inputs only, float residual stream (2026.11.30.1's model_quantized.onnx)",
+             "static_int7": "as above with 7-bit weights (`reduce_range`), 8-bit embeddings",
+             "static_u8u8": "as above with uint8 weights (u8 × u8 products)"}
 
     def row(name: str) -> str:
         x = results[name]
         shipped = " — **shipped as model_quantized.onnx**" if name == r["chosen"] else ""
         return (f"| {names.get(name, name)}{shipped} | {x['accuracy']:.3f} | {x['macro_f1']:.3f} | "
-                f"{x.get('fp32_agreement', 1.0):.3f} | {x.get('unlabelled_fp32_agreement', 1.0):.3f} | {x['size_mb']} MB | "
+                f"{x.get('fp32_agreement', 1.0):.3f} | {x.get('unlabelled_fp32_agreement', 1.0):.3f} | "
+                f"{'yes' if x.get('exact_on_every_x86', True) else 'no'} | {x['size_mb']} MB | "
                 f"{x[lat_key]} | {x['ms_per_example_64_tokens_batch_1']} | {x['max_score_change']:.1e} | {x['top_label_flips']} |")
     variant_rows = "\n".join(row(n) for n in results)
     speed_ratio = reference[lat_key] / chosen[lat_key]
-    previous = results.get("static_int8_qdq_all")
-    previous_speed = (f"; ≥ 2026.11.25's model_quantized.onnx's — **{verdict(previous[lat_key] >= chosen[lat_key])}** "
-                      f"({previous[lat_key] / chosen[lat_key]:.2f}×)" if previous and r["chosen"] != "static_int8_qdq_all" else "")
+    # The variant shipped before this one (full-range int8 weights: not exact on AVX2).
+    previous = results.get("static_int8")
+    previous_speed = (f"; ≥ 2026.11.30.1's model_quantized.onnx's — **{verdict(previous[lat_key] >= chosen[lat_key])}** "
+                      f"({previous[lat_key] / chosen[lat_key]:.2f}×)" if previous and r["chosen"] != "static_int8" else "")
     fp16_line = (f"fp16 run on the CPU (where ONNX Runtime has the kernels) vs fp32: top label agreement "
                  f"{gpu['fp16_label_agreement']:.3f} ({gpu['fp16_unlabelled_agreement']:.3f} on the unlabelled articles), max |Δlogit| {gpu['fp16_max_logit_diff']:.1e}, test accuracy "
                  f"{gpu['fp16_accuracy']:.3f}, macro-F1 {gpu['fp16_macro_f1']:.3f}."
@@ -96,8 +100,8 @@ there with the same variants is served as it is.
 
 ## Test results ({r['test_size']} held-out articles), every CPU candidate measured
 
-| variant | accuracy | macro-F1 | top label = fp32's | same, {r['unlabelled_size']:,} unlabelled articles | size | ms/example, batch 8 × {t['max_length']} tokens | 64 tokens, batch 1 | max score change with batch-mates | top-label flips |
-|---|---|---|---|---|---|---|---|---|---|
+| variant | accuracy | macro-F1 | top label = fp32's | same, {r['unlabelled_size']:,} unlabelled articles | same logits on every x86 CPU | size | ms/example, batch 8 × {t['max_length']} tokens | 64 tokens, batch 1 | max score change with batch-mates | top-label flips |
+|---|---|---|---|---|---|---|---|---|---|---|
 {variant_rows}
 
 "top label = fp32's": the share of test articles whose top label is the fp32 export's, i.e. what a
@@ -107,10 +111,18 @@ never trained or calibrated on: {r['unlabelled_size'] / r['test_size']:.0f} time
 two from each other (on {r['test_size']} articles one article is {100 / r['test_size']:.1f} points). Batch-mates: each of 64 test articles alone, then inside batches of 2, 8 and 32 mixed with other
 articles of other lengths; the largest change of any label's probability, and how many top labels
 changed. Dynamic int8 quantization computes one activation scale per batch tensor, so a text's
-scores move with its batch-mates: it is not shipped. A variant must stay within
+scores move with its batch-mates: it is not shipped. "Same logits on every x86 CPU": ONNX Runtime's
+integer kernels add pairs of uint8 × int8 products into saturating 16-bit sums on AVX2 and on AVX-512
+without VNNI, and sum exactly with AVX-512 VNNI, so full-range int8 weights give different logits on
+different server generations (2026.11.30.1's variant: up to 0.098 apart, and other top labels); a variant
+is exact only if no two neighbouring weights of a column add up past {r.get('exact_pair_bound', 128)} in magnitude
+(255 × {r.get('exact_pair_bound', 128)} fits in 16 bits), or its weights are unsigned (`integer_kernels_exact` in
+`training/export.py`; `tests/tools/kernel_paths.rs` checks the shipped file on the AVX2 and SSE4.1 kernels
+under qemu and on the host's own). A variant must be exact, stay within
 {r.get('batch_independence_bound', 1e-4):.0e}, fit in 40 MB and take at most 1.25× the fastest such candidate's
 time (one timing each on a shared machine: it only screens out the clearly slower); among those, the one that gives fp32's top label most often on the unlabelled articles (the fastest of equals) is
-shipped. Latency: onnxruntime 1.31.1 in Python, 2 intra-op threads, on
+shipped. Measured with ONNX Runtime's {r.get('integer_kernels', 'unrecorded')} integer kernels: the figures of
+a variant marked "no" differ on CPUs with the other kind. Latency: onnxruntime 1.31.1 in Python, 2 intra-op threads, on
 the 2-core build machine (shared; compare rows, not absolute figures; `make bench-variants`
 compares the variants in the service's own session).
 
@@ -119,7 +131,7 @@ Against the targets for the CPU variant: fp32's top label on ≥ {r.get('agreeme
 ({chosen['accuracy']:.3f}); macro-F1 ≥ 0.811 — **{verdict(chosen['macro_f1'] >= 0.811)}** ({chosen['macro_f1']:.3f});
 speed ≥ the dynamic int8 model's — **{verdict(speed_ratio >= 1.0)}** ({speed_ratio:.2f}×){previous_speed}; file ≤ 40 MB —
 **{verdict(chosen['size_mb'] <= 40)}** ({chosen['size_mb']} MB); scores independent of batch-mates — **met**
-({chosen['max_score_change']:.1e}). The original targets for this model (accuracy ≥ 0.85, macro-F1 ≥ 0.80,
+({chosen['max_score_change']:.1e}); the same logits on every x86 CPU — **{verdict(chosen.get('exact_on_every_x86', False))}**. The original targets for this model (accuracy ≥ 0.85, macro-F1 ≥ 0.80,
 ≤ 10 ms per example at 64 tokens): accuracy **{verdict(chosen['accuracy'] >= 0.85)}**; macro-F1
 **{verdict(chosen['macro_f1'] >= 0.80)}**; latency **{verdict(chosen['ms_per_example_64_tokens_batch_32'] <= 10)}**
 ({chosen['ms_per_example_64_tokens_batch_32']} ms in batches of 32 at 64 tokens). With six labels from URL sections the

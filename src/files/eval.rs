@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::format::{Chunk, ChunkWriter, Fields, FileError, RowResult};
 use super::{open_reader, resolve_format, FilesError, Outcome, Pipeline};
 use crate::config::{Config, EvalArgs};
+use crate::device::{FloatKernels, IntegerKernels};
 
 /// Characters of a differing text shown in the comparison.
 const EXCERPT_CHARS: usize = 100;
@@ -72,6 +73,13 @@ fn excerpt(text: &str) -> String {
 pub struct Report {
     pub model: String,
     pub version: String,
+    /// The ONNX file and device: `model_quantized.onnx on cpu`.
+    pub served_by: String,
+    /// ONNX Runtime's integer kernels on this CPU: an int8 model's figures can depend on them
+    /// (`device::IntegerKernels`).
+    pub integer_kernels: IntegerKernels,
+    /// ONNX Runtime's float kernel family on this CPU (`device::FloatKernels`).
+    pub float_kernels: FloatKernels,
     pub rows: usize,
     /// Rows without a usable text or label; they count as wrong.
     pub errors: usize,
@@ -142,6 +150,9 @@ pub fn score(model_labels: &[String], gold: &[String], predicted: &[Option<Strin
     Report {
         model: String::new(),
         version: String::new(),
+        served_by: String::new(),
+        integer_kernels: IntegerKernels::detect(),
+        float_kernels: FloatKernels::detect(),
         rows: gold.len(),
         errors: predicted.iter().filter(|p| p.is_none()).count(),
         accuracy: if gold.is_empty() {
@@ -195,6 +206,7 @@ fn evaluate(
     let mut report = score(&pipeline.labels, &tally.gold, &tally.predicted);
     report.model = pipeline.name.clone();
     report.version = pipeline.version.clone();
+    report.served_by = pipeline.served_by.clone();
     Ok((report, tally))
 }
 
@@ -276,11 +288,32 @@ pub fn eval(config: &Config, args: &EvalArgs) -> Result<Vec<Report>, FilesError>
     Ok(vec![first, second])
 }
 
+/// Which file, device and integer kernels produced a report's figures.
+fn served_by(report: &Report) -> String {
+    let pairs = if report.integer_kernels.saturating_pairs() {
+        "pairs of products saturate at 16 bits"
+    } else {
+        "exact sums"
+    };
+    format!(
+        "served by {}; CPU integer kernels {} ({pairs}), float kernels {}",
+        report.served_by,
+        report.integer_kernels.name(),
+        report.float_kernels.name()
+    )
+}
+
 /// One model's report as Markdown tables.
 pub fn render(report: &Report) -> String {
     let mut out = format!(
-        "model {} {}: {} rows, {} errors\naccuracy {:.3}  macro-F1 {:.3}\n\n",
-        report.model, report.version, report.rows, report.errors, report.accuracy, report.macro_f1
+        "model {} {}: {} rows, {} errors\n{}\naccuracy {:.3}  macro-F1 {:.3}\n\n",
+        report.model,
+        report.version,
+        report.rows,
+        report.errors,
+        served_by(report),
+        report.accuracy,
+        report.macro_f1
     );
     out += "| label | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|\n";
     for label in &report.labels {
@@ -304,8 +337,14 @@ pub fn render(report: &Report) -> String {
 /// Two reports on the same rows, side by side: A (the configured model) and B (--compare-uri).
 pub fn render_side_by_side(first: &Report, second: &Report) -> String {
     let mut out = format!(
-        "A: {} {}\nB: {} {}\n{} rows\n\n| | A | B |\n|---|---:|---:|\n",
-        first.model, first.version, second.model, second.version, first.rows,
+        "A: {} {} ({})\nB: {} {} ({})\n{} rows\n\n| | A | B |\n|---|---:|---:|\n",
+        first.model,
+        first.version,
+        served_by(first),
+        second.model,
+        second.version,
+        served_by(second),
+        first.rows,
     );
     out += &format!(
         "| accuracy | {:.3} | {:.3} |\n",

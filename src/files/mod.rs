@@ -62,6 +62,8 @@ pub struct Pipeline {
     pub labels: Vec<String>,
     pub name: String,
     pub version: String,
+    /// The ONNX file and the device it runs on, for reports: `model_quantized.onnx on cpu`.
+    pub served_by: String,
 }
 
 impl Pipeline {
@@ -74,6 +76,7 @@ impl Pipeline {
             loaded.spec.name.clone(),
             loaded.spec.version.clone(),
         );
+        let served_by = format!("{} on {}", loaded.file.display(), loaded.device.name());
         let classifier = Classifier::start(
             loaded,
             &config.batching,
@@ -87,6 +90,7 @@ impl Pipeline {
             labels,
             name,
             version,
+            served_by,
         })
     }
 

@@ -1,14 +1,27 @@
 //! The service's own tokenizer and inference reproduce the training pipeline's outputs.
 //!
 //! `tests/golden/<model>.json` is written by `training/export.py` from onnxruntime in Python:
-//! English test articles and Korean sentences, one at a time and as one padded batch. The
-//! labels must match exactly and the logits within 1e-4. It also holds the fp32 export's top
-//! label for every article of the test split, which every shipped variant is held to.
+//! English test articles and Korean sentences, one at a time and as one padded batch, and the
+//! family of float kernels ONNX Runtime used there (`device::FloatKernels`).
+//!
+//! What is guaranteed, and checked: the CPU variant's integer products are exact on every x86
+//! kernel path (`training/export.py`, `integer_kernels_exact`; `tests/tools/kernel_paths.rs`
+//! probes them), so on a host of the golden file's float family its logits are bit-identical
+//! (within [`SAME_FAMILY_TOLERANCE`]) and its labels the same. ONNX Runtime's float kernels differ
+//! in their last bits between families (AVX-512F vs FMA3), and a statically quantized graph
+//! re-rounds activations between layers, which can turn such a bit into a step of one quantum:
+//! across families the logits are held to [`OTHER_FAMILY_TOLERANCE`], and the labels to the
+//! golden file's wherever its two best labels are further apart than that could move. (The
+//! variant before this one, with int8 weights whose 16-bit pair sums saturate on AVX2, came out
+//! 0.098 from its golden file on an AVX2 host and changed labels: its integer sums were wrong,
+//! which the kernel-path probe catches on any host.) The golden file also holds the fp32
+//! export's top label for every article of the test split, which every shipped variant is held to.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use newscls::config::{DeviceChoice, ModelConfig};
+use newscls::device::FloatKernels;
 use newscls::inference::onnx::default_library_path;
 use newscls::inference::{Logits, PaddedBatch};
 use newscls::model;
@@ -19,6 +32,8 @@ use crate::support::{repo_path, test_split, MODEL_DIR};
 #[derive(Deserialize)]
 struct Golden {
     labels: Vec<String>,
+    /// The float kernel family of the machine that wrote the file (`device::FloatKernels`).
+    float_kernels: Option<String>,
     cases: Vec<Case>,
     padded_batch: Batch,
     /// The fp32 export's top label for each test-split article, by the article's id.
@@ -41,10 +56,34 @@ struct Batch {
     logits: Vec<Vec<f32>>,
 }
 
-const TOLERANCE: f32 = 1e-4;
+/// The CPU variant's logits against the golden file's on a host of its float family: exact
+/// integer sums and the same float kernels leave nothing but the order of a few float sums.
+const SAME_FAMILY_TOLERANCE: f32 = 1e-5;
+/// The same on a host of another float family: last-bit differences re-rounded between layers.
+/// Measured on the bundled CPU variant under qemu (SSE4.1 floats vs this machine's FMA3, both
+/// with exact integer sums): up to 0.072 on golden texts.
+const OTHER_FAMILY_TOLERANCE: f32 = 0.15;
 
-fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_within(got, want, TOLERANCE, what);
+/// The tolerance for the CPU variant on this host, and whether it is the golden file's family.
+fn cpu_tolerance(golden: &Golden) -> (f32, bool) {
+    let here = FloatKernels::detect().name();
+    let same = golden.float_kernels.as_deref() == Some(here);
+    eprintln!(
+        "float kernels: {here} here, {:?} in the golden file",
+        golden.float_kernels
+    );
+    if same {
+        (SAME_FAMILY_TOLERANCE, true)
+    } else {
+        (OTHER_FAMILY_TOLERANCE, false)
+    }
+}
+
+/// The gap between a row's two largest values.
+fn margin(row: &[f32]) -> f32 {
+    let mut sorted = row.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    sorted[0] - sorted.get(1).copied().unwrap_or(f32::NEG_INFINITY)
 }
 
 fn assert_within(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
@@ -218,19 +257,31 @@ fn service_pipeline_matches_the_training_pipeline_golden_file() {
         korean >= 5,
         "the golden file covers Korean ({korean} cases)"
     );
+    let (tolerance, same_family) = cpu_tolerance(&golden);
+    let mut worst = 0.0f32;
     for (i, case) in golden.cases.iter().enumerate() {
         let logits = infer(&mut loaded, std::slice::from_ref(&case.text));
         let row = logits.rows().next().expect("one row");
-        assert_eq!(
-            spec.labels[argmax(row)],
-            case.label,
-            "case {i}: {:.60}",
-            case.text
-        );
-        assert_close(row, &case.logits, &format!("case {i}"));
+        // Two labels closer than twice the tolerance may trade places on another family.
+        if same_family || margin(&case.logits) > 2.0 * tolerance {
+            assert_eq!(
+                spec.labels[argmax(row)],
+                case.label,
+                "case {i}: {:.60}",
+                case.text
+            );
+        }
+        assert_within(row, &case.logits, tolerance, &format!("case {i}"));
+        worst = row
+            .iter()
+            .zip(&case.logits)
+            .fold(worst, |w, (a, b)| w.max((a - b).abs()));
     }
     let logits = infer(&mut loaded, &golden.padded_batch.texts);
     for (i, (row, want)) in logits.rows().zip(&golden.padded_batch.logits).enumerate() {
-        assert_close(row, want, &format!("padded batch row {i}"));
+        assert_within(row, want, tolerance, &format!("padded batch row {i}"));
     }
+    eprintln!(
+        "CPU variant vs the golden file: max |logit diff| {worst:e} (tolerance {tolerance:e})"
+    );
 }

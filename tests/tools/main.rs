@@ -1,5 +1,5 @@
 //! Tests that need a tool outside Rust: Java for QA's JMeter plan, Chromium for the demo page,
-//! schemathesis for the OpenAPI contract,
+//! schemathesis for the OpenAPI contract, qemu-user for ONNX Runtime's kernels on other x86 CPUs,
 //! the Python clients of other inference servers (huggingface_hub, tritonclient), an MLflow
 //! server (traces, model registry, both also behind TLS with a private CA, made by openssl) and a
 //! Kafka-protocol broker (Tansu, stream mode).
@@ -13,6 +13,7 @@ mod browser;
 mod clients;
 mod contract;
 mod jmeter;
+mod kernel_paths;
 mod mlflow;
 mod registry;
 mod shadow;
@@ -43,6 +44,16 @@ fn main() {
             "clients::triton_grpc_client_works_with_its_defaults",
             clients::missing(),
             clients::triton_grpc_client_works_with_its_defaults,
+        ),
+        needs_tool(
+            "kernel_paths::the_cpu_variants_integer_products_are_exact_on_every_kernel_path",
+            kernel_paths::missing(),
+            kernel_paths::the_cpu_variants_integer_products_are_exact_on_every_kernel_path,
+        ),
+        needs_tool(
+            "kernel_paths::the_service_scores_alike_natively_and_as_an_avx2_cpu",
+            kernel_paths::missing(),
+            kernel_paths::the_service_scores_alike_natively_and_as_an_avx2_cpu,
         ),
         needs_tool(
             "contract::every_operation_keeps_the_openapi_contract",

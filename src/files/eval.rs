@@ -404,8 +404,23 @@ mod tests {
         let mut second = score(&labels, &gold, &[Some("a".into()), Some("a".into())]);
         (first.model, first.version) = ("m".into(), "1".into());
         (second.model, second.version) = ("m".into(), "2".into());
+        first.served_by = "model_quantized.onnx on cpu".into();
+        second.served_by = "model.onnx on cpu".into();
         let table = render_side_by_side(&first, &second);
-        assert!(table.starts_with("A: m 1\nB: m 2\n2 rows"), "{table}");
+        // Which file, device and kernels produced each column's figures.
+        let kernels = format!("CPU integer kernels {}", IntegerKernels::detect().name());
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("A: m 1 (served by model_quantized.onnx on cpu; ")
+                && lines[0].contains(&kernels),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("B: m 2 (served by model.onnx on cpu; ")
+                && lines[1].contains(&kernels),
+            "{table}"
+        );
+        assert_eq!(lines[2], "2 rows", "{table}");
         assert!(table.contains("| accuracy | 1.000 | 0.500 |"), "{table}");
         assert!(table.contains("| F1 b | 1.000 | 0.000 |"), "{table}");
         assert_eq!(excerpt("two\nlines  and\tspaces"), "two lines and spaces");

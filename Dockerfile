@@ -27,9 +27,13 @@ ARG FEATURES=""
 WORKDIR /src
 COPY scripts/setup-build.sh scripts/
 RUN scripts/setup-build.sh && rm -rf /var/lib/apt/lists/*
-COPY Cargo.toml Cargo.lock ./
+# Everything Cargo.toml names: the build script and its protocol file (gRPC), the sources, and
+# the test and bench targets, which the manifest declares and cargo checks for on every build.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto proto
 COPY src src
 COPY tests tests
+COPY benches benches
 RUN cargo build --release --locked --features "${FEATURES}" \
  && cp target/release/newscls /newscls
 

@@ -61,6 +61,33 @@ assert int(meta["lagThreshold"]) > 0 and 1 <= scaled["spec"]["minReplicaCount"] 
 print("scaledobject.yaml: scales newscls-stream on the lag of group", meta["consumerGroup"], "on topic", meta["topic"])
 PY
 
+step "selectors: the API Service, HPA and PDB reach the API pods only"
+"$TOOLS/venv/bin/python" - <<'PY'
+import glob
+import yaml
+docs = [d for f in sorted(glob.glob("deploy/kubernetes/**/*.yaml", recursive=True)) if "kustomization" not in f
+        for d in yaml.safe_load_all(open(f)) if d]
+pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] == "Deployment"}
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+for d in docs:
+    kind, name = d["kind"], d["metadata"]["name"]
+    if kind == "Deployment":
+        selector = d["spec"]["selector"]["matchLabels"]
+        assert selects(selector, pods[name]), f"{name}: its selector does not match its own pods"
+        spec = d["spec"]["template"]["spec"]
+        assert spec.get("automountServiceAccountToken") is False, f"{name}: automountServiceAccountToken"
+        assert spec["securityContext"].get("seccompProfile") == {"type": "RuntimeDefault"}, f"{name}: seccomp"
+    elif kind in ("Service", "PodDisruptionBudget"):
+        selector = d["spec"]["selector"] if kind == "Service" else d["spec"]["selector"]["matchLabels"]
+        reached = sorted(n for n, labels in pods.items() if selects(selector, labels))
+        assert len(reached) == 1, f"{kind} {name} selects the pods of {reached}"
+        print(f"{kind} {name}: the pods of {reached[0]} only")
+    elif kind == "HorizontalPodAutoscaler":
+        assert d["spec"]["scaleTargetRef"]["name"] in pods, f"{name}: scales no Deployment here"
+print(f"{len(pods)} Deployments: each with a component of its own, no service account token, seccomp RuntimeDefault")
+PY
+
 step "Grafana dashboard and provisioning parse"
 python3 - <<'PY'
 import json

@@ -12,6 +12,7 @@
 //! batch is one `inference_batch` span, a child of its first request's span and linked to every
 //! request it served, with batch size, padded tokens and provider as attributes.
 
+use std::io::IsTerminal;
 use std::sync::LazyLock;
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -35,6 +36,13 @@ pub static SPANS_DROPPED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     )
     .expect("a valid counter. This is a bug.")
 });
+
+/// Colour codes only for a person at a terminal: a container engine, a log collector or a file
+/// would keep them as raw escape sequences. `NO_COLOR` (any non-empty value, no-color.org)
+/// turns them off there too.
+fn colour_logs(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
 
 /// Keeps the trace pipeline alive; flushes it when dropped.
 pub struct Telemetry {
@@ -70,6 +78,10 @@ pub fn init(logging: &LoggingConfig) -> Result<Telemetry, String> {
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(colour_logs(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            ))
             .with_writer(std::io::stderr)
             .boxed(),
     };
@@ -175,5 +187,18 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.0.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_logs;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some("".into())));
+        assert!(!colour_logs(false, None));
+        assert!(!colour_logs(true, Some("1".into())));
     }
 }

@@ -393,6 +393,11 @@ async fn secrets_reach_no_log_line_error_or_printed_config() {
     );
     let log = server.log();
     drop(server);
+    // A pipe is what a container engine or a log collector reads: no colour escape codes there.
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a log written to a pipe: {log}"
+    );
 
     // A registry URI with credentials in it, unreachable: the error names the server, not them.
     let error = startup_error(

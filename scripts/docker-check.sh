@@ -28,6 +28,19 @@ step "hadolint Dockerfile"
 "$TOOLS/venv/bin/hadolint" --config .hadolint.yaml Dockerfile
 echo "no findings"
 
+step "the Dockerfile copies every file Cargo.toml names (cargo refuses a manifest whose targets are missing)"
+python3 - <<'PY'
+import re
+manifest = open("Cargo.toml").read()
+copied = [p for line in open("Dockerfile") if line.startswith("COPY ") and "--from" not in line
+          for p in line.split()[1:-1]]
+needed = ["build.rs"] + re.findall(r'^path = "([^"]+)"', manifest, re.M) + ["benches/" + name + ".rs"
+          for name in re.findall(r'^\[\[bench\]\]\nname = "([^"]+)"', manifest, re.M)]
+missing = [p for p in needed if not any(p == c or p.startswith(c.rstrip("/") + "/") for c in copied)]
+assert not missing, f"the Dockerfile does not copy {missing}: the image would not build"
+print(f"{len(needed)} files: {', '.join(needed)}")
+PY
+
 step "docker-compose config (CPU, and with the GPU override)"
 docker-compose -f docker-compose.yml config -q
 echo "docker-compose.yml: valid"

@@ -31,6 +31,7 @@ setup-test: setup
 	@scripts/setup-jmeter.sh >/dev/null
 	@scripts/setup-pyclients.sh >/dev/null
 	@scripts/setup-kernel-paths.sh >/dev/null
+	@scripts/engine.sh install
 	@scripts/setup-schemathesis.sh >/dev/null
 	@scripts/setup-mlflow.sh >/dev/null
 	@scripts/setup-tansu.sh
@@ -50,8 +51,11 @@ lint:
 	# The CUDA build's own code (graph capture); it compiles without CUDA installed.
 	$(CARGO) clippy --locked --features cuda --lib -- -D warnings
 
+# The container tests (images, compose, Kubernetes manifests) run on their own afterwards: an
+# image build takes both cores for minutes, which would push the other tests' tight deadlines.
 test: setup-test lint docker-check
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --all-targets -- --skip containers::
+	$(CARGO) test --locked --test tools -- containers:: --test-threads=1
 
 docker-check:
 	scripts/docker-check.sh

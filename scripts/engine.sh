@@ -8,8 +8,8 @@
 #   scripts/engine.sh env     prints DOCKER_HOST=unix://... (whether or not it runs)
 #   scripts/engine.sh install installs what is missing, and nothing else (`make setup-test`)
 # `install` and `start` install what the container tests use when missing (as root, Debian packages): docker.io
-# (dockerd 20.10), docker-compose (1.29), podman and runc (Kubernetes manifests: `podman kube
-# play`), and mmdebstrap (base images, scripts/base-images.sh).
+# (dockerd 20.10), docker-compose (1.29), podman, runc and catatonit (Kubernetes manifests:
+# `podman kube play`), and mmdebstrap (base images, scripts/base-images.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=$(pwd)/.cache/engine
@@ -23,6 +23,8 @@ install_missing() {
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   command -v podman >/dev/null 2>&1 || missing+=(podman)
   command -v runc >/dev/null 2>&1 || missing+=(runc)
+  # podman builds a pod's pause image around catatonit.
+  command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || missing+=(catatonit)
   command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

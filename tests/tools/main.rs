@@ -1,5 +1,6 @@
 //! Tests that need a tool outside Rust: Java for QA's JMeter plan, Chromium for the demo page,
 //! schemathesis for the OpenAPI contract, qemu-user for ONNX Runtime's kernels on other x86 CPUs,
+//! a container engine (Docker Engine, docker-compose, podman) for the images and deployment files,
 //! the Python clients of other inference servers (huggingface_hub, tritonclient), an MLflow
 //! server (traces, model registry, both also behind TLS with a private CA, made by openssl) and a
 //! Kafka-protocol broker (Tansu, stream mode).
@@ -11,6 +12,7 @@
 
 mod browser;
 mod clients;
+mod containers;
 mod contract;
 mod jmeter;
 mod kernel_paths;
@@ -44,6 +46,21 @@ fn main() {
             "clients::triton_grpc_client_works_with_its_defaults",
             clients::missing(),
             clients::triton_grpc_client_works_with_its_defaults,
+        ),
+        needs_tool(
+            "containers::the_cpu_image_builds_and_runs_hardened_and_drains",
+            containers::missing(),
+            containers::the_cpu_image_builds_and_runs_hardened_and_drains,
+        ),
+        needs_tool(
+            "containers::compose_scales_out_behind_nginx_with_public_routes_only",
+            containers::missing(),
+            containers::compose_scales_out_behind_nginx_with_public_routes_only,
+        ),
+        needs_tool(
+            "containers::registry_mode_writes_only_to_the_cache_volume",
+            containers::missing_with_registry(),
+            containers::registry_mode_writes_only_to_the_cache_volume,
         ),
         needs_tool(
             "kernel_paths::the_cpu_variants_integer_products_are_exact_on_every_kernel_path",

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::mlflow::{bin, Mlflow};
 use crate::support::{repo_path, startup_error, Server, TempDir, MODEL_DIR};
 
-const NAME: &str = "news-topic";
+pub const NAME: &str = "news-topic";
 
 pub fn versions_are_served_swapped_and_refused() {
     tokio::runtime::Runtime::new()

@@ -39,10 +39,17 @@ pub fn missing() -> Option<String> {
 struct Broker {
     process: Child,
     address: String,
+    /// Partitions of the input topic, `news`.
+    partitions: i32,
 }
 
 impl Broker {
     fn start() -> Broker {
+        Broker::with_partitions(3)
+    }
+
+    /// A broker whose input topic has `partitions` partitions.
+    fn with_partitions(partitions: i32) -> Broker {
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("port")
             .local_addr()
@@ -67,8 +74,9 @@ impl Broker {
             assert!(Instant::now() < deadline, "tansu did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
+        let input = partitions.to_string();
         for (topic, partitions) in [
-            ("news", "3"),
+            ("news", input.as_str()),
             ("news-classified", "1"),
             ("news-dead-letter", "1"),
         ] {
@@ -90,6 +98,7 @@ impl Broker {
         Broker {
             process,
             address: format!("127.0.0.1:{port}"),
+            partitions,
         }
     }
 
@@ -179,7 +188,7 @@ impl Broker {
             .create()
             .expect("consumer");
         let mut partitions = TopicPartitionList::new();
-        for partition in 0..3 {
+        for partition in 0..self.partitions {
             partitions.add_partition("news", partition);
         }
         let committed = consumer

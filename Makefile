@@ -51,10 +51,12 @@ lint:
 	# The CUDA build's own code (graph capture); it compiles without CUDA installed.
 	$(CARGO) clippy --locked --features cuda --lib -- -D warnings
 
-# The container tests (images, compose, Kubernetes manifests) run on their own afterwards: an
-# image build takes both cores for minutes, which would push the other tests' tight deadlines.
+# The tests that take both cores for minutes run on their own afterwards, so they cannot push the
+# other tests' tight deadlines: the kernel-path test (emulated CPUs under qemu) and the container
+# tests (an image build, three replicas).
 test: setup-test lint docker-check
-	$(CARGO) test --locked --all-targets -- --skip containers::
+	$(CARGO) test --locked --all-targets -- --skip containers:: --skip kernel_paths::
+	$(CARGO) test --locked --test tools -- kernel_paths:: --test-threads=1
 	$(CARGO) test --locked --test tools -- containers:: --test-threads=1
 
 docker-check:

@@ -21,7 +21,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use crate::api::{self, ApiState};
 use crate::classify::{Classifier, Shadow};
 use crate::config::{Config, ConfigError};
-use crate::device::{Device, FloatKernels, IntegerKernels};
+use crate::device::{CpuKernels, Device};
 use crate::grpc::{self, GrpcError};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadError, Reloader};
@@ -170,14 +170,15 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
 
     classifier.mark_ready();
     let serving = classifier.serving();
+    let cpu = CpuKernels::detect();
     tracing::info!(
         address = %bound,
         model = %serving.spec.name,
         version = %serving.spec.version,
         provider = serving.device.name(),
-        cpu_integer_kernels = IntegerKernels::detect().name(),
-        cpu_float_kernels = FloatKernels::detect().name(),
-        cpu_features = IntegerKernels::cpu_features().join(" "),
+        cpu_integer_kernels = cpu.integer_kernels.name(),
+        cpu_float_kernels = cpu.float_kernels.name(),
+        cpu_features = cpu.features.join(" "),
         http_workers = workers,
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"

@@ -233,35 +233,6 @@ impl IntegerKernels {
         }
     }
 
-    /// The instruction sets seen on this CPU that decide ONNX Runtime's CPU kernels (float and
-    /// integer), as `/info` and the startup log list them.
-    pub fn cpu_features() -> Vec<&'static str> {
-        #[allow(unused_mut)]
-        let mut seen = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            macro_rules! check {
-                ($($feature:tt),*) => {
-                    $(if std::arch::is_x86_feature_detected!($feature) {
-                        seen.push($feature);
-                    })*
-                };
-            }
-            check!(
-                "sse4.1",
-                "avx",
-                "fma",
-                "f16c",
-                "avx2",
-                "avx512f",
-                "avx512bw",
-                "avx512vnni",
-                "avxvnni"
-            );
-        }
-        seen
-    }
-
     /// Whether uint8 × int8 products are summed in pairs that saturate at 16 bits here.
     pub fn saturating_pairs(self) -> bool {
         matches!(self, IntegerKernels::Avx512 | IntegerKernels::Avx2)
@@ -316,6 +287,59 @@ impl FloatKernels {
             FloatKernels::Other => "other",
         }
     }
+}
+
+/// The host CPU as ONNX Runtime's kernels see it: what `/info` and the startup log report, so
+/// that two deployments' figures can be told apart by the kernels that produced them.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CpuKernels {
+    /// Which integer matrix kernels ONNX Runtime uses here (`avx2` and `avx512` add pairs of
+    /// products in saturating 16-bit sums; the others sum exactly).
+    pub integer_kernels: IntegerKernels,
+    /// Which family of float kernels ONNX Runtime uses here: a quantized model's logits are
+    /// bit-identical only between hosts of one family.
+    pub float_kernels: FloatKernels,
+    /// Instruction sets seen at startup that decide the kernels.
+    #[schema(example = json!(["sse4.1", "avx", "fma", "f16c", "avx2"]))]
+    pub features: Vec<&'static str>,
+}
+
+impl CpuKernels {
+    pub fn detect() -> Self {
+        Self {
+            integer_kernels: IntegerKernels::detect(),
+            float_kernels: FloatKernels::detect(),
+            features: cpu_features(),
+        }
+    }
+}
+
+/// The instruction sets seen on this CPU that decide ONNX Runtime's CPU kernels.
+fn cpu_features() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut seen = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! check {
+            ($($feature:tt),*) => {
+                $(if std::arch::is_x86_feature_detected!($feature) {
+                    seen.push($feature);
+                })*
+            };
+        }
+        check!(
+            "sse4.1",
+            "avx",
+            "fma",
+            "f16c",
+            "avx2",
+            "avx512f",
+            "avx512bw",
+            "avx512vnni",
+            "avxvnni"
+        );
+    }
+    seen
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::batching::BatchRule;
 use crate::config::{BatchingConfig, LimitsConfig};
-use crate::device::{FloatKernels, IntegerKernels};
+use crate::device::CpuKernels;
 use crate::inference::graph_capture::GraphCounts;
 use crate::reload::{Busy, Outcome};
 
@@ -146,21 +146,7 @@ pub struct Info {
     pub onnxruntime_version: String,
     /// The shadow challenger (`shadow.uri`); null when off.
     pub shadow: Option<super::shadow::ShadowInfo>,
-    pub cpu: CpuInfo,
-}
-
-/// The host CPU as ONNX Runtime's kernels see it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CpuInfo {
-    /// Which integer matrix kernels ONNX Runtime uses here (`avx2` and `avx512` add pairs of
-    /// products in saturating 16-bit sums; the others sum exactly).
-    pub integer_kernels: IntegerKernels,
-    /// Which family of float kernels ONNX Runtime uses here: a quantized model's logits are
-    /// bit-identical only between hosts of one family.
-    pub float_kernels: FloatKernels,
-    /// Instruction sets seen at startup that decide the kernels.
-    #[schema(example = json!(["sse4.1", "avx", "fma", "f16c", "avx2"]))]
-    pub features: Vec<&'static str>,
+    pub cpu: CpuKernels,
 }
 
 /// Which model is served, how, and with which limits.
@@ -202,11 +188,7 @@ pub async fn info(state: web::Data<ApiState>) -> HttpResponse {
         version: env!("CARGO_PKG_VERSION"),
         onnxruntime_version: model.runtime_version.clone(),
         shadow: state.classifier.shadow().map(|s| super::shadow::info(s)),
-        cpu: CpuInfo {
-            integer_kernels: IntegerKernels::detect(),
-            float_kernels: FloatKernels::detect(),
-            features: IntegerKernels::cpu_features(),
-        },
+        cpu: CpuKernels::detect(),
     })
 }
 

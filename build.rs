@@ -6,7 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // prost-build runs the protoc named by PROTOC: the vendored one, not whatever is on PATH.
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
-        .build_client(false)
+        // The client (for the tests) without `connect`, which needs tonic's channel feature
+        // that only the tests enable.
+        .build_client(true)
+        .build_transport(false)
         .build_server(true)
         .compile_protos(&["proto/grpc_service.proto"], &["proto"])?;
     Ok(())

@@ -191,6 +191,46 @@ pub struct ServerConfig {
     /// Serve the KServe v2 gRPC protocol (`inference.GRPCInferenceService`) on this port (same
     /// host); null leaves it off.
     pub grpc_port: Option<u16>,
+    /// HTTP/2 limits of the gRPC listener.
+    pub grpc: GrpcLimits,
+}
+
+/// What one gRPC client may hold of the server. tonic leaves HTTP/2's stream limits off unless
+/// they are set, so without these one connection could open any number of streams.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcLimits {
+    /// Streams (calls) one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Calls one connection may have running at once; more wait for a slot.
+    pub concurrency_per_connection: usize,
+    /// Streams a client may reset before the server has accepted them, per connection (the
+    /// HTTP/2 "rapid reset" flood guard).
+    pub max_pending_reset_streams: usize,
+    /// Streams the server may reset for a client's protocol errors before it closes the
+    /// connection.
+    pub max_local_error_reset_streams: usize,
+    /// Seconds between HTTP/2 pings on an idle connection; a peer that does not answer within
+    /// `keepalive_timeout` is disconnected.
+    pub keepalive_interval: f64,
+    pub keepalive_timeout: f64,
+    /// Seconds after which a connection is closed gracefully, so clients reconnect and spread
+    /// over new replicas; 0 keeps connections open.
+    pub max_connection_age: f64,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 64,
+            concurrency_per_connection: 64,
+            max_pending_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            keepalive_interval: 30.0,
+            keepalive_timeout: 10.0,
+            max_connection_age: 1800.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -307,6 +347,7 @@ impl Default for ServerConfig {
             admin_token: None,
             admin_port: None,
             grpc_port: None,
+            grpc: GrpcLimits::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::classify::{Classification, ClassifyError, ClassifyRequest, Deadline};
 use crate::config::Config;
+use crate::excerpt::excerpt;
 use crate::metrics::Metrics;
 use crate::telemetry;
 use crate::tensor::{check_text_input, decode_strings, encode_f32, encode_strings, shape_holds};
@@ -76,13 +77,16 @@ impl InferenceService {
         let model = self.classifier.serving();
         if name != model.spec.name {
             return Err(Status::not_found(format!(
-                "model {name:?}; this server serves {:?}",
+                "model {}; this server serves {:?}",
+                excerpt(name),
                 model.spec.name
             )));
         }
         if !version.is_empty() && version != model.spec.version {
             return Err(Status::not_found(format!(
-                "version {version:?} of {name:?}; the served version is {:?}",
+                "version {} of {:?}; the served version is {:?}",
+                excerpt(version),
+                model.spec.name,
                 model.spec.version
             )));
         }
@@ -224,17 +228,28 @@ fn requested_outputs(request: &ModelInferRequest) -> Result<Vec<&'static str>, S
     if request.outputs.is_empty() {
         return Ok(vec![LABEL, PROBABILITIES]);
     }
-    request
-        .outputs
-        .iter()
-        .map(|output| match output.name.as_str() {
-            LABEL => Ok(LABEL),
-            PROBABILITIES => Ok(PROBABILITIES),
-            other => Err(Status::invalid_argument(format!(
-                "unknown output {other:?}; the model's outputs are {LABEL:?} and {PROBABILITIES:?}"
-            ))),
-        })
-        .collect()
+    let mut wanted = Vec::with_capacity(2);
+    for output in &request.outputs {
+        let name = match output.name.as_str() {
+            LABEL => LABEL,
+            PROBABILITIES => PROBABILITIES,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown output {}; the model's outputs are {LABEL:?} and {PROBABILITIES:?}",
+                    excerpt(other)
+                )))
+            }
+        };
+        // Each copy would be built and sent again: a small request could ask for an
+        // unbounded response.
+        if wanted.contains(&name) {
+            return Err(Status::invalid_argument(format!(
+                "output {name:?} is requested more than once"
+            )));
+        }
+        wanted.push(name);
+    }
+    Ok(wanted)
 }
 
 fn answer(
@@ -428,13 +443,19 @@ pub fn start(
         .set_nonblocking(true)
         .map_err(|e| error(e.to_string()))?;
     let bound = listener.local_addr().map_err(|e| error(e.to_string()))?;
+    let request_timeout = Duration::from_secs_f64(config.server.timeout);
+    let max_answer = max_answer_bytes(
+        config.limits.max_client_batch_size,
+        &classifier.serving().spec.labels,
+    );
     let service = InferenceService {
         classifier,
         metrics,
-        timeout: Duration::from_secs_f64(config.server.timeout),
+        timeout: request_timeout,
         max_texts: config.limits.max_client_batch_size,
     };
     let max_body = config.limits.max_body_bytes;
+    let limits = config.server.grpc.clone();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("grpc")
@@ -452,9 +473,26 @@ pub fn start(
                         return;
                     }
                 };
-                let service =
-                    GrpcInferenceServiceServer::new(service).max_decoding_message_size(max_body);
-                let served = tonic::transport::Server::builder()
+                let service = GrpcInferenceServiceServer::new(service)
+                    .max_decoding_message_size(max_body)
+                    .max_encoding_message_size(max_answer);
+                let seconds = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
+                let mut builder = tonic::transport::Server::builder()
+                    .max_concurrent_streams(limits.max_concurrent_streams)
+                    .concurrency_limit_per_connection(limits.concurrency_per_connection)
+                    .http2_max_pending_accept_reset_streams(Some(limits.max_pending_reset_streams))
+                    .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
+                    .http2_keepalive_interval(seconds(limits.keepalive_interval))
+                    .http2_keepalive_timeout(seconds(limits.keepalive_timeout))
+                    // A call past the request deadline (plus a grace for the answer to be
+                    // written) is cancelled by the transport too.
+                    .timeout(request_timeout + Duration::from_secs(5));
+                if let Some(age) = seconds(limits.max_connection_age) {
+                    builder = builder
+                        .max_connection_age(age)
+                        .max_connection_age_grace(request_timeout + Duration::from_secs(5));
+                }
+                let served = builder
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
@@ -471,6 +509,15 @@ pub fn start(
         thread,
         addr: bound,
     })
+}
+
+/// The largest answer a request within the limits can be given: every text's label and
+/// probabilities, both as raw bytes and as typed contents, with room for framing. A label
+/// change on a model swap may add labels: four times the serving model's count is allowed for.
+fn max_answer_bytes(max_texts: usize, labels: &[String]) -> usize {
+    let longest = labels.iter().map(String::len).max().unwrap_or(0);
+    let per_text = 2 * (4 * labels.len() * 4) + 2 * (longest + 8);
+    64 * 1024 + max_texts * per_text * 4
 }
 
 #[cfg(test)]

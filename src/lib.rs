@@ -28,6 +28,7 @@ pub mod batching;
 pub mod classify;
 pub mod config;
 pub mod device;
+pub mod excerpt;
 pub mod files;
 pub mod grpc;
 pub mod inference;

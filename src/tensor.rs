@@ -9,12 +9,14 @@
 //! before it is used, so a hostile frame is an error, never a panic or an allocation the body
 //! does not pay for.
 
+use crate::excerpt::excerpt;
+
 /// Why a binary request could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FramingError {
     #[error("Inference-Header-Content-Length is {declared}, but the body has {body} bytes")]
     HeaderPastBody { declared: usize, body: usize },
-    #[error("Inference-Header-Content-Length {0:?} is not a byte count")]
+    #[error("Inference-Header-Content-Length {} is not a byte count", excerpt(.0))]
     BadHeaderLength(String),
     #[error("input {input:?} declares binary_data_size {declared}, but only {left} bytes follow")]
     SizeOverrun {
@@ -149,11 +151,15 @@ pub fn shape_holds(shape: &[i64], count: usize) -> bool {
 pub fn check_text_input(name: &str, datatype: &str) -> Result<(), String> {
     if name != "text" {
         return Err(format!(
-            "unknown input {name:?}; the model's input is \"text\""
+            "unknown input {}; the model's input is \"text\"",
+            excerpt(name)
         ));
     }
     if datatype != "BYTES" {
-        return Err(format!("input \"text\" must be BYTES, not {datatype}"));
+        return Err(format!(
+            "input \"text\" must be BYTES, not {}",
+            excerpt(datatype)
+        ));
     }
     Ok(())
 }

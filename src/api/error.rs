@@ -15,6 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::classify::ClassifyError;
+use crate::excerpt::bounded_message;
 
 /// What went wrong with a request, in terms the caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -277,8 +278,11 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiE
         E::ContentType => ApiError::UnsupportedMediaType,
         // serde_json reports type errors (data) apart from syntax/EOF errors: the first is a
         // contract problem (422), the others mean the body is not JSON (400).
-        E::Deserialize(e) if e.is_data() => ApiError::Validation(format!("invalid request: {e}")),
-        E::Deserialize(e) => ApiError::MalformedJson(e.to_string()),
+        E::Deserialize(e) if e.is_data() => ApiError::Validation(format!(
+            "invalid request: {}",
+            bounded_message(&e.to_string())
+        )),
+        E::Deserialize(e) => ApiError::MalformedJson(bounded_message(&e.to_string())),
         other => ApiError::MalformedJson(other.to_string()),
     }
 }

@@ -17,6 +17,7 @@ use super::json::Object;
 use super::predict::request_deadline;
 use super::ApiState;
 use crate::classify::ClassifyRequest;
+use crate::excerpt::{bounded_message, excerpt};
 use crate::tensor::{
     check_text_input, decode_strings, encode_f32, encode_strings, shape_holds, split_body, Tail,
 };
@@ -298,8 +299,12 @@ pub async fn infer(
         .get(BINARY_HEADER)
         .map(|v| v.to_str().unwrap_or("not text"));
     let (json, tail) = split_body(&body, header_length).map_err(|e| bad(e.to_string()))?;
-    let Object(request): Object<InferRequest> = serde_json::from_slice(json)
-        .map_err(|e| bad(format!("not a valid inference request: {e}")))?;
+    let Object(request): Object<InferRequest> = serde_json::from_slice(json).map_err(|e| {
+        bad(format!(
+            "not a valid inference request: {}",
+            bounded_message(&e.to_string())
+        ))
+    })?;
     let texts = input_texts(
         &request,
         Tail::new(tail),
@@ -374,14 +379,15 @@ pub struct ModelPath {
 fn check_model(name: &str, version: &str, path: &ModelPath) -> Result<(), V2Error> {
     if path.name != name {
         return Err(ApiError::NotFound(format!(
-            "model {:?}; this server serves {name:?}",
-            path.name
+            "model {}; this server serves {name:?}",
+            excerpt(&path.name)
         ))
         .into());
     }
     match &path.version {
         Some(v) if v != version => Err(ApiError::NotFound(format!(
-            "version {v:?} of {name:?}; the served version is {version:?}"
+            "version {} of {name:?}; the served version is {version:?}",
+            excerpt(v)
         ))
         .into()),
         _ => Ok(()),
@@ -465,7 +471,8 @@ fn flatten_strings(data: &Value, out: &mut Vec<String>) -> Result<(), V2Error> {
         }
         other => {
             return Err(bad(format!(
-                "input {INPUT:?} must hold strings, found {other}"
+                "input {INPUT:?} must hold strings, found {}",
+                excerpt(&other.to_string())
             )))
         }
     }
@@ -479,18 +486,25 @@ fn requested_outputs(request: &InferRequest) -> Result<Vec<(&'static str, bool)>
     if request.outputs.is_empty() {
         return Ok(vec![(LABEL, all_binary), (PROBABILITIES, all_binary)]);
     }
-    request
-        .outputs
-        .iter()
-        .map(|output| {
-            let binary = wants_binary(&output.parameters, "binary_data").unwrap_or(all_binary);
-            match output.name.as_str() {
-                LABEL => Ok((LABEL, binary)),
-                PROBABILITIES => Ok((PROBABILITIES, binary)),
-                other => Err(bad(format!(
-                    "unknown output {other:?}; the model's outputs are {LABEL:?} and {PROBABILITIES:?}"
-                ))),
+    let mut wanted: Vec<(&'static str, bool)> = Vec::with_capacity(2);
+    for output in &request.outputs {
+        let name = match output.name.as_str() {
+            LABEL => LABEL,
+            PROBABILITIES => PROBABILITIES,
+            other => {
+                return Err(bad(format!(
+                    "unknown output {}; the model's outputs are {LABEL:?} and {PROBABILITIES:?}",
+                    excerpt(other)
+                )))
             }
-        })
-        .collect()
+        };
+        // Each copy would be built and sent again: a small request could ask for an
+        // unbounded response.
+        if wanted.iter().any(|(seen, _)| *seen == name) {
+            return Err(bad(format!("output {name:?} is requested more than once")));
+        }
+        let binary = wants_binary(&output.parameters, "binary_data").unwrap_or(all_binary);
+        wanted.push((name, binary));
+    }
+    Ok(wanted)
 }

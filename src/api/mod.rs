@@ -28,6 +28,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::classify::Classifier;
 use crate::config::{Config, LimitsConfig};
+use crate::excerpt::excerpt;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::stream::StreamStatus;
@@ -299,7 +300,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bo
 fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
         Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed {
-            request: format!("{} {}", req.method(), req.path()),
+            request: format!("{} {}", req.method(), excerpt(req.path())),
             allow,
         })
     }))
@@ -310,7 +311,7 @@ pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiE
     Err(ApiError::NotFound(format!(
         "{} {}",
         req.method(),
-        req.path()
+        excerpt(req.path())
     )))
 }
 

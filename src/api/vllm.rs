@@ -17,6 +17,7 @@ use super::predict::{request_deadline, MODEL_NAME_HEADER, MODEL_VERSION_HEADER};
 use super::ApiState;
 use crate::classify::ClassifyRequest;
 use crate::config::LimitsConfig;
+use crate::excerpt::excerpt;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -121,7 +122,8 @@ pub async fn classify(
     let served = state.classifier.serving().spec.name.clone();
     if let Some(model) = body.model.as_deref().filter(|m| *m != served) {
         return Err(ApiError::NotFound(format!(
-            "model `{model}`; this server serves `{served}`"
+            "model {}; this server serves {served:?}",
+            excerpt(model)
         )));
     }
     let texts = match body.input {

@@ -14,7 +14,8 @@ use arrow_schema::{DataType, Field, Schema};
 use serde_json::{json, Value};
 
 use crate::support::{
-    command, repo_path, send_signal, test_split, write_fast_model_dir, Server, TempDir, MODEL_DIR,
+    command, peak_rss_kb, repo_path, send_signal, test_split, write_fast_model_dir, Server,
+    TempDir, MODEL_DIR,
 };
 
 /// `newscls classify ARGS` to completion.
@@ -422,15 +423,6 @@ fn a_run_killed_mid_file_is_resumed_with_every_id_exactly_once() {
 #[test]
 fn a_terminated_run_leaves_whole_rows_and_resumes() {
     resume_after("TERM");
-}
-
-/// Peak resident memory of a running process, from /proc (kB).
-fn peak_rss_kb(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Peak RSS (MB) of `newscls classify` over `rows` rows of `chars` characters, fast model.

@@ -10,6 +10,7 @@ mod errors;
 mod files;
 mod fuzz;
 mod graph_capture;
+mod hostile_clients;
 mod hostile_registry;
 mod layering;
 mod operations;

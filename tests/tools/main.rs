@@ -108,6 +108,11 @@ fn main() {
             stream::stream_mode_end_to_end,
         ),
         needs_tool(
+            "stream::two_consumers_in_a_group_split_the_partitions",
+            stream::missing(),
+            stream::two_consumers_in_a_group_split_the_partitions,
+        ),
+        needs_tool(
             "stream::a_dead_letter_topic_that_refuses_stops_the_consumer_visibly",
             stream::missing(),
             stream::a_dead_letter_topic_that_refuses_stops_the_consumer_visibly,

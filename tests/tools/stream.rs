@@ -138,16 +138,18 @@ impl Broker {
         }
     }
 
-    /// Records of a topic from offset 0 until `at_least` have arrived or `limit` passes.
-    fn read_all(&self, topic: &str, at_least: usize, limit: Duration) -> Vec<Record> {
-        self.read_until(topic, limit, |records| records.len() >= at_least)
+    /// Records of a topic from offset 0 until `at_least` have arrived or none for `quiet`.
+    fn read_all(&self, topic: &str, at_least: usize, quiet: Duration) -> Vec<Record> {
+        self.read_until(topic, quiet, |records| records.len() >= at_least)
     }
 
-    /// Records of a topic from offset 0 until `done` says so or `limit` passes.
+    /// Records of a topic from offset 0 until `done` says so, or until none has arrived for
+    /// `quiet`: a slow machine only makes the wait longer, a stalled stream ends it. Ten minutes
+    /// at most, so a stream that keeps repeating itself cannot hold the test forever.
     fn read_until(
         &self,
         topic: &str,
-        limit: Duration,
+        quiet: Duration,
         done: impl Fn(&[Record]) -> bool,
     ) -> Vec<Record> {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -162,9 +164,11 @@ impl Broker {
             .expect("partition");
         consumer.assign(&partitions).expect("assign");
         let mut records = Vec::new();
-        let deadline = Instant::now() + limit;
-        while !done(&records) && Instant::now() < deadline {
+        let cap = Instant::now() + Duration::from_secs(600);
+        let mut last_record = Instant::now();
+        while !done(&records) && last_record.elapsed() < quiet && Instant::now() < cap {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                last_record = Instant::now();
                 let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
                 let error = m.headers().and_then(|h| {
                     h.iter()
@@ -349,7 +353,7 @@ async fn run() {
         consumed(&server).await - produced(&server).await,
         asked.elapsed().as_millis()
     );
-    let results = broker.read_all("news-classified", 2000, Duration::from_secs(240));
+    let results = broker.read_all("news-classified", 2000, Duration::from_secs(90));
     let elapsed = started.elapsed();
     assert_eq!(results.len(), 2000, "one result per article");
     let mut seen = BTreeMap::new();
@@ -442,41 +446,59 @@ async fn run() {
             "partition {partition}: committed offset vs the partition's end"
         );
     }
+}
 
-    // A second consumer joins group g2 mid-stream: the rebalance takes partitions from the
-    // first while it has messages in flight. Every message is answered by the group (the
-    // articles a second time, after g1's answers), and both consumers classify.
+pub fn two_consumers_in_a_group_split_the_partitions() {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(rebalance());
+}
+
+/// A second consumer joins the group mid-stream: the rebalance takes partitions from the first
+/// while it has messages in flight. Every message is answered by the group, and both consumers
+/// classify. Then the broker goes away and `/readyz` says so.
+async fn rebalance() {
+    let broker = Broker::start();
+    let texts = articles();
+    let producer = broker.producer();
     broker.send_articles(&producer, &texts, 'g', 0..300);
     let first = serve(&broker, "g2");
     let started = &first;
     wait_until("the first consumer starting", move || async move {
-        consumed(started).await >= 300.0
+        consumed(started).await >= 150.0
     })
     .await;
+    // The second joins while the first has a backlog, and the stream goes on until the second
+    // has classified too: how many that takes depends on the machine, not on the test.
     let second = serve(&broker, "g2");
-    let wanted = |key: &str| if key.starts_with('a') { 2 } else { 1 };
-    let answered_by_group = |records: &[Record]| {
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for (key, _, _, _) in records {
-            *counts.entry(key.as_str()).or_default() += 1;
-        }
-        counts
+    let mut sent = 300;
+    while consumed(&second).await < 50.0 {
+        assert!(sent < 5000, "the second consumer took no partition");
+        broker.send_articles(&producer, &texts, 'g', sent..sent + 50);
+        sent += 50;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answered = |records: &[Record]| {
+        records
             .iter()
-            .filter(|(k, n)| (k.starts_with('a') || k.starts_with('g')) && **n >= wanted(k))
-            .count()
+            .map(|(k, _, _, _)| k.as_str())
+            .filter(|k| k.starts_with('g'))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
     };
-    let all = broker.read_until("news-classified", Duration::from_secs(240), |records| {
-        answered_by_group(records) >= 2300
+    let all = broker.read_until("news-classified", Duration::from_secs(90), |records| {
+        answered(records) >= sent
     });
     assert_eq!(
-        answered_by_group(&all),
-        2300,
-        "each of the 2,300 messages answered by group g2 across the rebalance"
+        answered(&all),
+        sent,
+        "each of the {sent} messages answered by the group across the rebalance"
     );
     let by_second = consumed(&second).await;
-    assert!(by_second > 0.0, "the second consumer took partitions");
     eprintln!(
-        "stream: group of two across a rebalance: first consumed {}, second {by_second}",
+        "stream: group of two across a rebalance: {sent} messages, {} results; first consumed \
+         {}, second {by_second}",
+        all.iter().filter(|(k, _, _, _)| k.starts_with('g')).count(),
         consumed(&first).await
     );
 
@@ -731,7 +753,7 @@ async fn killed() {
             .collect::<std::collections::BTreeSet<_>>()
             .len()
     };
-    let all = broker.read_until("news-classified", Duration::from_secs(240), |records| {
+    let all = broker.read_until("news-classified", Duration::from_secs(90), |records| {
         answered(records) >= 600
     });
     let mut after_kill: BTreeMap<&str, usize> = BTreeMap::new();

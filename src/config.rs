@@ -318,6 +318,21 @@ pub struct LimitsConfig {
     pub max_client_batch_size: usize,
     /// Most characters in one text, checked before tokenization.
     pub max_input_chars: usize,
+    /// Most bytes of one row of a file (`newscls classify`/`eval`: a JSONL line); a longer row
+    /// gets a row error without being held in memory. Null: 12 bytes per allowed character
+    /// (the longest JSON escape of one) plus 64 KiB for the other fields.
+    pub max_row_bytes: Option<usize>,
+}
+
+impl LimitsConfig {
+    /// [`LimitsConfig::max_row_bytes`], or what it defaults to.
+    pub fn row_bytes(&self) -> usize {
+        self.max_row_bytes.unwrap_or(
+            self.max_input_chars
+                .saturating_mul(12)
+                .saturating_add(64 * 1024),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -395,6 +410,7 @@ impl Default for LimitsConfig {
             max_body_bytes: 2 * 1024 * 1024,
             max_client_batch_size: 32,
             max_input_chars: 100_000,
+            max_row_bytes: None,
         }
     }
 }

@@ -736,6 +736,7 @@ mod tests {
             max_body_bytes: 1000,
             max_client_batch_size: 2,
             max_input_chars: 5,
+            max_row_bytes: None,
         }
     }
 

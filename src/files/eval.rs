@@ -6,6 +6,7 @@
 //! predicted has precision 0), so they reproduce the model card's.
 
 use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -179,7 +180,7 @@ fn evaluate(
         id: "id".into(),
         extra: Some(args.label_field.clone()),
     };
-    let reader = open_reader(Some(&args.file), format, fields)?;
+    let reader = open_reader(Some(&args.file), format, fields, &config.limits)?;
     let pipeline = Arc::new(Pipeline::load(config)?);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let outcome = super::run(
@@ -225,7 +226,15 @@ fn compare_config(config: &Config, uri: &str) -> Config {
 /// `newscls eval`: prints the report (or two, side by side) and returns it.
 pub fn eval(config: &Config, args: &EvalArgs) -> Result<Vec<Report>, FilesError> {
     let compare = args.compare_uri.as_deref();
+    if compare.is_some() && args.file == Path::new("-") {
+        return Err(FilesError::Usage(
+            "--compare-uri reads the file once per model, and standard input can be read only \
+             once: pass a file"
+                .into(),
+        ));
+    }
     let (first, first_tally) = evaluate(config, args, compare.is_some())?;
+
     let Some(uri) = compare else {
         if args.json {
             println!(
@@ -238,6 +247,16 @@ pub fn eval(config: &Config, args: &EvalArgs) -> Result<Vec<Report>, FilesError>
         return Ok(vec![first]);
     };
     let (second, second_tally) = evaluate(&compare_config(config, uri), args, false)?;
+    // The file is read once per model: one that changed in between is not compared row by row.
+    if second_tally.predicted.len() != first_tally.predicted.len() {
+        return Err(FilesError::Usage(format!(
+            "{} had {} rows for the first model and {} for the second: it changed while it was \
+             read",
+            args.file.display(),
+            first_tally.predicted.len(),
+            second_tally.predicted.len()
+        )));
+    }
     let differing: Vec<usize> = (0..first_tally.predicted.len())
         .filter(|&i| first_tally.predicted[i] != second_tally.predicted.get(i).cloned().flatten())
         .collect();

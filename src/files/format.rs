@@ -170,6 +170,7 @@ pub struct JsonlReader<R> {
     position: u64,
     total: Option<u64>,
     line: Vec<u8>,
+    max_line_bytes: usize,
 }
 
 impl<R: BufRead + Send> JsonlReader<R> {
@@ -181,6 +182,51 @@ impl<R: BufRead + Send> JsonlReader<R> {
             position: 0,
             total,
             line: Vec::new(),
+            max_line_bytes: usize::MAX,
+        }
+    }
+
+    /// Lines longer than `bytes` become row errors, read past without being held.
+    pub fn with_max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = bytes;
+        self
+    }
+}
+
+/// Reads one line (through `\n`) into `line`, keeping at most `cap` bytes of it; the rest of a
+/// longer line is consumed without being stored. Returns the bytes consumed and whether the line
+/// was longer than `cap`.
+fn read_line_capped(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<(usize, bool)> {
+    let (mut consumed, mut too_long) = (0, false);
+    loop {
+        let buffer = match input.fill_buf() {
+            Ok(buffer) => buffer,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buffer.is_empty() {
+            return Ok((consumed, too_long));
+        }
+        let (taken, ended) = match buffer.iter().position(|b| *b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (buffer.len(), false),
+        };
+        if !too_long {
+            if line.len() + taken > cap {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(&buffer[..taken]);
+            }
+        }
+        input.consume(taken);
+        consumed += taken;
+        if ended {
+            return Ok((consumed, too_long));
         }
     }
 }
@@ -191,25 +237,31 @@ impl<R: BufRead + Send> ChunkReader for JsonlReader<R> {
         let mut data = Vec::new();
         while rows.len() < CHUNK_ROWS {
             self.line.clear();
-            let read = self
-                .input
-                .read_until(b'\n', &mut self.line)
-                .map_err(|e| FileError::io("input", e))?;
+            let (read, too_long) =
+                read_line_capped(&mut self.input, &mut self.line, self.max_line_bytes)
+                    .map_err(|e| FileError::io("input", e))?;
             if read == 0 {
                 break;
             }
             self.position += read as u64;
-            if self.line.iter().all(u8::is_ascii_whitespace) {
+            if !too_long && self.line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             let number = self.row;
             self.row += 1;
-            let parsed = std::str::from_utf8(&self.line)
-                .map_err(|_| "the line is not valid UTF-8".to_string())
-                .and_then(|line| {
-                    serde_json::from_str::<OrderedObject>(line)
-                        .map_err(|e| format!("the line is not a JSON object: {e}"))
-                });
+            let parsed = if too_long {
+                Err(format!(
+                    "the line is {read} bytes, more than limits.max_row_bytes ({})",
+                    self.max_line_bytes
+                ))
+            } else {
+                std::str::from_utf8(&self.line)
+                    .map_err(|_| "the line is not valid UTF-8".to_string())
+                    .and_then(|line| {
+                        serde_json::from_str::<OrderedObject>(line)
+                            .map_err(|e| format!("the line is not a JSON object: {e}"))
+                    })
+            };
             let (row, fields) = match parsed {
                 Ok(OrderedObject(fields)) => {
                     let find = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);

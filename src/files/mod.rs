@@ -215,7 +215,9 @@ pub fn open_reader(
     input: Option<&Path>,
     format: FileFormat,
     fields: Fields,
+    limits: &LimitsConfig,
 ) -> Result<Box<dyn ChunkReader>, FilesError> {
+    let max_row_bytes = limits.row_bytes();
     let file = input
         .filter(|p| *p != Path::new("-"))
         .map(Path::to_path_buf);
@@ -233,19 +235,35 @@ pub fn open_reader(
                 "Parquet is read from a file (its index is at the end), not standard input".into(),
             ))
         }
-        (FileFormat::Jsonl, Some(path)) => Box::new(JsonlReader::new(
-            BufReader::with_capacity(1 << 20, open(path)?),
-            fields,
-            size,
-        )),
-        (FileFormat::Jsonl, None) => Box::new(JsonlReader::new(
-            BufReader::new(std::io::stdin()),
-            fields,
-            None,
-        )),
+        (FileFormat::Jsonl, Some(path)) => Box::new(
+            JsonlReader::new(BufReader::with_capacity(1 << 20, open(path)?), fields, size)
+                .with_max_line_bytes(max_row_bytes),
+        ),
+        (FileFormat::Jsonl, None) => Box::new(
+            JsonlReader::new(BufReader::new(std::io::stdin()), fields, None)
+                .with_max_line_bytes(max_row_bytes),
+        ),
         (FileFormat::Csv, Some(path)) => Box::new(CsvReader::new(open(path)?, fields, size)?),
         (FileFormat::Csv, None) => Box::new(CsvReader::new(std::io::stdin(), fields, None)?),
     })
+}
+
+/// Refuses an output that is the input (the same file through another path, a symlink or a hard
+/// link included): opening it for writing would empty the input before a row is read.
+fn refuse_same_file(input: &Path, output: &Path) -> Result<(), FilesError> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(read), Ok(written)) = (std::fs::metadata(input), std::fs::metadata(output)) else {
+        // An output that does not exist yet cannot be the input.
+        return Ok(());
+    };
+    if (read.dev(), read.ino()) == (written.dev(), written.ino()) {
+        return Err(FilesError::Usage(format!(
+            "{} is the input file ({}): writing it would destroy the input; choose another output",
+            output.display(),
+            input.display()
+        )));
+    }
+    Ok(())
 }
 
 /// `newscls classify`: see [`crate::config::Command::Classify`].
@@ -262,6 +280,9 @@ pub fn classify(config: &Config, args: &ClassifyArgs) -> Result<Outcome, FilesEr
             )));
         }
     }
+    if let (Some(input), Some(output)) = (input.filter(|p| *p != Path::new("-")), output) {
+        refuse_same_file(input, output)?;
+    }
     if args.resume && output.is_none() {
         return Err(FilesError::Usage(
             "--resume needs --output FILE to continue".into(),
@@ -272,7 +293,7 @@ pub fn classify(config: &Config, args: &ClassifyArgs) -> Result<Outcome, FilesEr
         id: args.id_field.clone(),
         extra: None,
     };
-    let reader = open_reader(input, format, fields)?;
+    let reader = open_reader(input, format, fields, &config.limits)?;
     let resumed = match output {
         Some(path) if args.resume && path.exists() => {
             format::completed_ids(path, format, &args.id_field)?
@@ -322,14 +343,26 @@ pub fn run(
     let total = reader.total();
     let (chunks, mut received) = tokio::sync::mpsc::channel::<Result<Chunk, FileError>>(2);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Set only when the reader saw the end of the input: a channel that closes without it means
+    // the reader stopped early, which is a failure, never the end of the file.
+    let reached_end = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reading = {
-        let stop = stop.clone();
+        let (stop, reached_end) = (stop.clone(), reached_end.clone());
         std::thread::Builder::new()
             .name("files-reader".into())
             .spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let next = reader.next_chunk().transpose();
-                    let Some(next) = next else { return };
+                    // A decoder that panics on a malformed file (a third-party Parquet or CSV
+                    // reader) is an error for this file, not the end of it.
+                    let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        reader.next_chunk()
+                    }))
+                    .unwrap_or_else(|panic| Err(FileError::Invalid(reader_panic(&panic))))
+                    .transpose();
+                    let Some(next) = next else {
+                        reached_end.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    };
                     let failed = next.is_err();
                     if chunks.blocking_send(next).is_err() || failed {
                         return;
@@ -366,7 +399,12 @@ pub fn run(
                         }));
                     }
                     Some(Err(e)) => return Err(e),
-                    None => input_done = true,
+                    None if reached_end.load(std::sync::atomic::Ordering::SeqCst) => input_done = true,
+                    None => {
+                        return Err(FileError::Invalid(
+                            "the input's reader stopped before the end of the file".into(),
+                        ))
+                    }
                 },
                 done = async { in_flight.front_mut().expect("guarded by the condition").await }, if !in_flight.is_empty() => {
                     in_flight.pop_front();
@@ -406,6 +444,19 @@ pub fn run(
         Outcome::Done { .. } => "",
     });
     Ok(outcome)
+}
+
+/// What a reader's panic said, as an error message.
+fn reader_panic(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let said = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!(
+        "reading the input failed ({}); the output holds the rows before it",
+        crate::excerpt::bounded_message(&said)
+    )
 }
 
 impl Chunk {

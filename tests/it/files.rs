@@ -622,3 +622,188 @@ fn progress_is_a_bar_on_a_terminal_and_log_lines_otherwise() {
         "redrawn in place: {screen:?}"
     );
 }
+
+#[test]
+fn an_output_that_is_the_input_is_refused_and_the_input_kept() {
+    let dir = TempDir::new("files-same");
+    let input = path(&dir, "in.jsonl");
+    numbered_articles(&input, 20, 200);
+    let before = std::fs::read(&input).expect("input");
+    let link = path(&dir, "link.jsonl");
+    std::os::unix::fs::symlink(&input, &link).expect("symlink");
+    let hard = path(&dir, "hard.jsonl");
+    std::fs::hard_link(&input, &hard).expect("hard link");
+    let dotted = format!("{}/./in.jsonl", dir.path().display());
+    for output in [text(&input), text(&link), text(&hard), dotted.as_str()] {
+        let result = classify(&[text(&input), "-o", output], &[]);
+        assert!(!result.status.success(), "-o {output} exited 0");
+        assert!(
+            stderr(&result).contains("is the input file"),
+            "-o {output}: {}",
+            stderr(&result)
+        );
+        assert_eq!(
+            std::fs::read(&input).expect("input"),
+            before,
+            "-o {output} changed the input"
+        );
+    }
+}
+
+#[test]
+fn a_parquet_file_that_breaks_mid_way_fails_the_run_and_keeps_whole_rows() {
+    let dir = TempDir::new("files-broken-parquet");
+    let model = path(&dir, "model");
+    write_fast_model_dir(&model);
+    // Four row groups of 512 rows; the last one's data pages overwritten with garbage.
+    let rows: Vec<Value> = (0..2048)
+        .map(|i| {
+            json!({"id": i.to_string(), "source": "wire",
+                   "text": format!("Article {i}: shares rose as the market opened higher.")})
+        })
+        .collect();
+    let input = path(&dir, "in.parquet");
+    write_parquet_in_groups(&input, &rows, 512);
+    let mut bytes = std::fs::read(&input).expect("input");
+    let file = parquet::file::reader::SerializedFileReader::new(
+        std::fs::File::open(&input).expect("open"),
+    )
+    .expect("parquet");
+    use parquet::file::reader::FileReader;
+    let last = file.metadata().row_group(3);
+    let (start, length) = last.column(2).byte_range();
+    for byte in &mut bytes[start as usize + 8..(start + length) as usize - 8] {
+        *byte = 0x5a;
+    }
+    std::fs::write(&input, &bytes).expect("corrupt");
+    let output = path(&dir, "out.parquet");
+    let result = classify(
+        &[
+            "--model-dir",
+            text(&model),
+            text(&input),
+            "-o",
+            text(&output),
+        ],
+        &[],
+    );
+    assert!(
+        !result.status.success(),
+        "a broken file exited 0: {}",
+        stderr(&result)
+    );
+    assert!(
+        stderr(&result).contains("input"),
+        "the error says what failed: {}",
+        stderr(&result)
+    );
+    eprintln!("a Parquet file broken mid-way: {}", stderr(&result).trim());
+    // What was written before the failure is a valid file of whole rows.
+    let (_, written) = read_parquet(&output);
+    assert!(written.len() < 2048, "{} rows written", written.len());
+    assert_eq!(written.len() % 256, 0, "whole chunks: {}", written.len());
+}
+
+fn write_parquet_in_groups(path: &Path, rows: &[Value], group: usize) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+    ]));
+    let file = std::fs::File::create(path).expect("create");
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+        .build();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(properties))
+        .expect("writer");
+    for chunk in rows.chunks(group) {
+        let ids: Vec<i64> = chunk
+            .iter()
+            .map(|r| r["id"].as_str().expect("id").parse().expect("numeric id"))
+            .collect();
+        let column = |key: &str| -> StringArray {
+            chunk
+                .iter()
+                .map(|r| Some(r[key].as_str().expect("string").to_string()))
+                .collect()
+        };
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(column("source")),
+                Arc::new(column("text")),
+            ],
+        )
+        .expect("batch");
+        writer.write(&batch).expect("write");
+        writer.flush().expect("row group");
+    }
+    writer.close().expect("close");
+}
+
+#[test]
+fn a_200_mib_line_gets_a_row_error_without_being_held() {
+    let dir = TempDir::new("files-long-line");
+    let model = path(&dir, "model");
+    write_fast_model_dir(&model);
+    let input = path(&dir, "in.jsonl");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
+        writeln!(out, "{}", json!({"id": "before", "text": "Shares rose."})).expect("write");
+        write!(out, "{{\"id\": \"huge\", \"text\": \"").expect("write");
+        let block = "a".repeat(1 << 20);
+        for _ in 0..200 {
+            out.write_all(block.as_bytes()).expect("write");
+        }
+        writeln!(out, "\"}}").expect("write");
+        writeln!(out, "{}", json!({"id": "after", "text": "Rates fell."})).expect("write");
+        out.flush().expect("flush");
+    }
+    let output = path(&dir, "out.jsonl");
+    let mut child = spawn_classify(&[
+        "--model-dir",
+        text(&model),
+        text(&input),
+        "-o",
+        text(&output),
+    ]);
+    let mut peak_kb = 0;
+    while child.try_wait().expect("wait").is_none() {
+        peak_kb = peak_kb.max(peak_rss_kb(child.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let result = child.wait_with_output().expect("output");
+    let rows = read_jsonl(&output);
+    let ids: Vec<Value> = rows.iter().map(|r| r["id"].clone()).collect();
+    eprintln!(
+        "a 200 MiB line: peak RSS {} MB, exit {:?}",
+        peak_kb / 1024,
+        result.status.code()
+    );
+    // The oversized row keeps its place, under its row number (its id was not read).
+    assert_eq!(ids, [json!("before"), json!(1), json!("after")], "{rows:?}");
+    assert!(
+        rows[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_row_bytes")),
+        "{}",
+        rows[1]
+    );
+    assert!(rows[0]["label"].is_string() && rows[2]["label"].is_string());
+    assert!(peak_kb / 1024 < 300, "peak RSS {} MB", peak_kb / 1024);
+}
+
+#[test]
+fn eval_of_standard_input_against_another_model_is_refused() {
+    let result = run(
+        &["eval", "-", "--compare-uri", text(&repo_path(MODEL_DIR))],
+        &[],
+    );
+    assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("standard input can be read only once"),
+        "{}",
+        stderr(&result)
+    );
+}

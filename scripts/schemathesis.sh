@@ -12,7 +12,7 @@ SCHEMATHESIS=$(scripts/setup-schemathesis.sh)
 scripts/setup-onnxruntime.sh
 cargo build --release --locked --quiet
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export NEWSCLS_ADMIN_TOKEN="contract-$RANDOM$RANDOM" NEWSCLS_MODEL_NAME=news-topic-e5-small
+export NEWSCLS_ADMIN_TOKEN="contract-token-$RANDOM$RANDOM$RANDOM" NEWSCLS_MODEL_NAME=news-topic-e5-small
 NEWSCLS__SERVER__ADMIN_TOKEN=$NEWSCLS_ADMIN_TOKEN \
   ./target/release/newscls --host 127.0.0.1 --port "$PORT" --log-level warn >/dev/null &
 PID=$!

@@ -119,6 +119,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         stream: stream.as_ref().map(|s| s.status.clone()),
         metrics,
         config: config.clone(),
+        admin_attempts: Default::default(),
     });
 
     let addr = format!("{}:{}", config.server.host, config.server.port);
@@ -155,7 +156,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     .run();
 
     let admin = match config.server.admin_port {
-        Some(port) => Some(serve_admin(&config.server.host, port, state.clone())?),
+        Some(port) => {
+            let host = config.server.admin_host.as_deref().unwrap_or("127.0.0.1");
+            Some(serve_admin(host, port, state.clone())?)
+        }
         None => None,
     };
     let grpc = match config.server.grpc_port {
@@ -250,7 +254,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// The admin listener (`server.admin_port`): `/admin/reload` alone, one worker.
+/// The admin listener (`server.admin_port`): `/admin/reload` and `/shadow`, one worker.
 fn serve_admin(
     host: &str,
     port: u16,

@@ -185,9 +185,12 @@ pub struct ServerConfig {
     pub demo_page: bool,
     /// Bearer token for `POST /admin/reload`; null leaves the endpoint off (404).
     pub admin_token: Option<Secret>,
-    /// Serve `/admin/reload` on this port (same host) instead of the main one, so an ingress
-    /// can expose the API without it; null keeps it on the main port.
+    /// Serve `/admin/reload` and `/shadow` on this port instead of the main one, so an ingress
+    /// can expose the API without them; null keeps them on the main port.
     pub admin_port: Option<u16>,
+    /// The address the admin listener binds to; null: 127.0.0.1 (reach it with `kubectl
+    /// port-forward` or from the pod itself), whatever `host` is.
+    pub admin_host: Option<String>,
     /// Serve the KServe v2 gRPC protocol (`inference.GRPCInferenceService`) on this port (same
     /// host); null leaves it off.
     pub grpc_port: Option<u16>,
@@ -218,6 +221,10 @@ pub struct GrpcLimits {
     /// over new replicas; 0 keeps connections open.
     pub max_connection_age: f64,
 }
+
+/// The shortest admin token accepted: 128 bits as hex is 32, so 16 characters of anything is
+/// already far from a guessable word.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 impl Default for GrpcLimits {
     fn default() -> Self {
@@ -361,6 +368,7 @@ impl Default for ServerConfig {
             demo_page: true,
             admin_token: None,
             admin_port: None,
+            admin_host: None,
             grpc_port: None,
             grpc: GrpcLimits::default(),
         }
@@ -759,11 +767,12 @@ impl Config {
             .server
             .admin_token
             .as_ref()
-            .is_some_and(Secret::is_empty)
+            .is_some_and(|t| t.expose().len() < MIN_ADMIN_TOKEN_BYTES)
         {
-            return Err(ConfigError(
-                "server.admin_token must not be empty (null turns /admin/reload off)".into(),
-            ));
+            return Err(ConfigError(format!(
+                "server.admin_token must be at least {MIN_ADMIN_TOKEN_BYTES} bytes (a short one can \
+                 be guessed; e.g. `openssl rand -hex 16`); null turns /admin/reload off"
+            )));
         }
         if self
             .model
@@ -900,7 +909,7 @@ mod tests {
     #[test]
     fn secrets_are_redacted_when_the_config_is_shown() {
         let config = load_yaml(
-            "server:\n  admin_token: admin-s3cret\nstream:\n  kafka:\n    sasl.username: svc\n    sasl.password: kafka-s3cret\n    ssl.key.pem: pem-s3cret\n",
+            "server:\n  admin_token: admin-s3cret-7f3a9c02\nstream:\n  kafka:\n    sasl.username: svc\n    sasl.password: kafka-s3cret\n    ssl.key.pem: pem-s3cret\n",
         )
         .expect("valid config");
         let shown = format!(
@@ -912,7 +921,7 @@ mod tests {
         }
         assert!(shown.contains("svc"), "other properties stay readable");
         let token = config.server.admin_token.expect("a token");
-        assert!(token.matches("admin-s3cret"));
+        assert!(token.matches("admin-s3cret-7f3a9c02"));
         assert_eq!(
             config.stream.kafka.get("sasl.password").map(String::as_str),
             Some("kafka-s3cret"),
@@ -921,11 +930,14 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_admin_token_or_log_filter_typo_is_refused() {
-        let err = load_yaml("server:\n  admin_token: \"\"\n")
-            .expect_err("empty token")
-            .to_string();
-        assert!(err.contains("server.admin_token"), "{err}");
+    fn an_empty_or_short_admin_token_or_log_filter_typo_is_refused() {
+        for short in ["\"\"", "s3cret", "fifteen-bytes!!"] {
+            let err = load_yaml(&format!("server:\n  admin_token: {short}\n"))
+                .expect_err("short token")
+                .to_string();
+            assert!(err.contains("at least 16 bytes"), "{short}: {err}");
+        }
+        assert!(load_yaml("server:\n  admin_token: sixteen-bytes-ok\n").is_ok());
         let err = load_yaml("logging:\n  level: \"newscls=lound\"\n")
             .expect_err("bad filter")
             .to_string();

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub dropped_jobs: IntCounterVec,
     pub failed_batches: IntCounter,
+    pub admin_auth_failures: IntCounterVec,
     pub model_reloads: IntCounterVec,
     pub stream_messages: IntCounterVec,
     pub stream_retries: IntCounterVec,
@@ -214,6 +215,11 @@ impl Metrics {
                 "shadow_duration_seconds",
                 "Per mirrored text: from mirroring to the challenger's answer (its queue and inference)",
                 LATENCY_BUCKETS.to_vec(),
+            ),
+            admin_auth_failures: counter_vec(
+                "admin_auth_failures_total",
+                "Admin requests refused for their token: wrong (401) or while failed attempts are limited (429)",
+                &["outcome"],
             ),
             shadow_reloads: counter_vec(
                 "shadow_reloads_total",

@@ -46,6 +46,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The effective configuration, for `/info` and per-request defaults.
     pub config: Config,
+    /// Wrong admin tokens lately, to limit guessing.
+    pub admin_attempts: status::AdminAttempts,
 }
 
 #[derive(OpenApi)]
@@ -228,7 +230,7 @@ pub fn openapi(limits: &LimitsConfig, demo_page: bool) -> utoipa::openapi::OpenA
 
 /// The document as served at `/openapi.json`: [`openapi`] plus what utoipa's types cannot
 /// hold, the rules between `/predict`'s fields (`allOf` of `not` clauses); without
-/// `/admin/reload` where this listener does not serve it (`server.admin_port`).
+/// `/admin/reload` and `/shadow` where this listener does not serve them (`server.admin_port`).
 pub fn openapi_json(limits: &LimitsConfig, demo_page: bool, admin: bool) -> serde_json::Value {
     let mut doc = serde_json::to_value(openapi(limits, demo_page))
         .expect("the OpenAPI document serializes. This is a bug.");
@@ -236,14 +238,17 @@ pub fn openapi_json(limits: &LimitsConfig, demo_page: bool, admin: bool) -> serd
     if !admin {
         if let Some(paths) = doc["paths"].as_object_mut() {
             paths.remove("/admin/reload");
+            paths.remove("/shadow");
         }
     }
     doc
 }
 
-/// `POST /admin/reload`, on the main listener or, with `server.admin_port`, on its own.
+/// `POST /admin/reload` and `GET /shadow` (which shows excerpts of callers' texts), on the main
+/// listener or, with `server.admin_port`, on their own.
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/admin/reload", "POST").post(status::reload));
+    cfg.service(resource("/admin/reload", "POST").post(status::reload))
+        .service(resource("/shadow", "GET").get(shadow::report));
 }
 
 /// Registers every route (`/admin/reload` only when `admin` is true: otherwise it is served on
@@ -286,7 +291,6 @@ pub fn routes(cfg: &mut web::ServiceConfig, limits: &LimitsConfig, demo_page: bo
     .service(resource("/readyz", "GET").get(status::readyz))
     .service(resource("/info", "GET").get(status::info))
     .service(resource("/metrics", "GET").get(status::metrics))
-    .service(resource("/shadow", "GET").get(shadow::report))
     .service(web::redirect("/docs", "/docs/"))
     .service(
         SwaggerUi::new("/docs/{_:.*}").external_urls_from_iter_unchecked([(

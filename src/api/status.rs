@@ -221,12 +221,29 @@ pub async fn reload(
             "POST /admin/reload (set server.admin_token to enable it)".into(),
         ));
     };
+    if let Some(retry_after) = state.admin_attempts.locked() {
+        state
+            .metrics
+            .admin_auth_failures
+            .with_label_values(&["limited"])
+            .inc();
+        return Err(ApiError::Overloaded {
+            message: "too many wrong admin tokens; try again later".into(),
+            retry_after,
+        });
+    }
     let presented = http
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if !presented.is_some_and(|presented| token.matches(presented)) {
+        state.admin_attempts.failed();
+        state
+            .metrics
+            .admin_auth_failures
+            .with_label_values(&["wrong"])
+            .inc();
         return Err(ApiError::Unauthorized(
             "POST /admin/reload needs the admin bearer token",
         ));
@@ -245,4 +262,36 @@ pub async fn reload(
         _ => actix_web::http::StatusCode::OK,
     };
     Ok(HttpResponse::build(status).json(outcome))
+}
+
+/// Limits guessing of the admin token: after [`AdminAttempts::ALLOWED`] wrong tokens within
+/// [`AdminAttempts::WINDOW`], every admin request gets 429 until the window ends, without its
+/// token being checked (so the answer tells a guesser nothing). One limit for all callers: behind
+/// a proxy or ingress the peer address names the proxy, not the guesser.
+#[derive(Default)]
+pub struct AdminAttempts {
+    /// The start of the current window and the wrong tokens seen in it.
+    window: std::sync::Mutex<Option<(std::time::Instant, u32)>>,
+}
+
+impl AdminAttempts {
+    pub const ALLOWED: u32 = 5;
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// How long to wait, while attempts are limited.
+    pub fn locked(&self) -> Option<std::time::Duration> {
+        let window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let (started, failures) = (*window)?;
+        let left = Self::WINDOW.checked_sub(started.elapsed())?;
+        (failures >= Self::ALLOWED).then_some(left.max(std::time::Duration::from_secs(1)))
+    }
+
+    /// Counts a wrong token.
+    pub fn failed(&self) {
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *window {
+            Some((started, failures)) if started.elapsed() < Self::WINDOW => *failures += 1,
+            _ => *window = Some((std::time::Instant::now(), 1)),
+        }
+    }
 }

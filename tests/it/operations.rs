@@ -262,7 +262,8 @@ async fn admin_reload_is_off_without_a_token_and_needs_it_when_on() {
     assert_eq!(off.status(), 404);
     drop(server);
 
-    let server = Server::start(&[], &[("NEWSCLS__SERVER__ADMIN_TOKEN", "s3cret")]);
+    const TOKEN: &str = "s3cret-admin-token";
+    let server = Server::start(&[], &[("NEWSCLS__SERVER__ADMIN_TOKEN", TOKEN)]);
     let reload = |token: &'static str| {
         server
             .client
@@ -270,20 +271,20 @@ async fn admin_reload_is_off_without_a_token_and_needs_it_when_on() {
             .bearer_auth(token)
             .send()
     };
-    for guess in ["guess", "s3creT", "s3cre", "s3cret2"] {
+    for guess in ["guess", "s3cret-admin-tokeN", "s3cret-admin-toke"] {
         let wrong = reload(guess).await.expect("request");
         assert_eq!(wrong.status(), 401, "{guess}");
         assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
     }
     // Two at once: one reloads, the other is told to come back instead of queueing a thread.
-    let (first, second) = tokio::join!(reload("s3cret"), reload("s3cret"));
+    let (first, second) = tokio::join!(reload(TOKEN), reload(TOKEN));
     let mut statuses = [
         first.expect("request").status().as_u16(),
         second.expect("request").status().as_u16(),
     ];
     statuses.sort();
     assert_eq!(statuses, [200, 429], "one reload at a time");
-    let right = reload("s3cret").await.expect("request");
+    let right = reload(TOKEN).await.expect("request");
     assert_eq!(right.status(), 200);
     let outcome: Value = right.json().await.expect("json");
     assert_eq!(outcome["outcome"], "swapped", "{outcome}");
@@ -298,6 +299,33 @@ async fn admin_reload_is_off_without_a_token_and_needs_it_when_on() {
             .await,
         2.0
     );
+
+    // Guessing is limited: after five wrong tokens within a minute, every admin request gets
+    // 429 with Retry-After, the right token included, without the token being checked.
+    for guess in ["guess-4", "guess-5"] {
+        assert_eq!(reload(guess).await.expect("request").status(), 401);
+    }
+    let limited = reload("guess-6").await.expect("request");
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(reload(TOKEN).await.expect("request").status(), 429);
+    assert_eq!(
+        server
+            .metric("newscls_admin_auth_failures_total{outcome=\"wrong\"}")
+            .await,
+        5.0
+    );
+    assert_eq!(
+        server
+            .metric("newscls_admin_auth_failures_total{outcome=\"limited\"}")
+            .await,
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -305,7 +333,7 @@ async fn with_an_admin_port_reload_is_served_there_and_only_there() {
     let server = Server::start(
         &[],
         &[
-            ("NEWSCLS__SERVER__ADMIN_TOKEN", "s3cret"),
+            ("NEWSCLS__SERVER__ADMIN_TOKEN", "s3cret-admin-token"),
             ("NEWSCLS__SERVER__ADMIN_PORT", "0"),
         ],
     );
@@ -314,7 +342,7 @@ async fn with_an_admin_port_reload_is_served_there_and_only_there() {
         server
             .client
             .post(format!("{base}/admin/reload"))
-            .bearer_auth("s3cret")
+            .bearer_auth("s3cret-admin-token")
             .send()
     };
     assert_eq!(reload(&server.base).await.expect("request").status(), 404);
@@ -333,8 +361,39 @@ async fn with_an_admin_port_reload_is_served_there_and_only_there() {
     );
     let spec = server.get_json("/openapi.json").await;
     assert!(
-        spec["paths"]["/admin/reload"].is_null(),
+        spec["paths"]["/admin/reload"].is_null() && spec["paths"]["/shadow"].is_null(),
         "the main listener's document lists only what it serves"
+    );
+    // /shadow (excerpts of other callers' texts) moves to the admin listener too: there it
+    // answers for itself (no challenger configured here), the main listener knows no such route.
+    let public: Value = server.get("/shadow").await.json().await.expect("json");
+    assert!(
+        !public["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("shadow.uri"),
+        "{public}"
+    );
+    let shadow: Value = server
+        .client
+        .get(format!("{admin}/shadow"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        shadow["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("shadow.uri"),
+        "{shadow}"
+    );
+    // The admin listener binds to loopback unless server.admin_host says otherwise.
+    assert!(
+        admin.starts_with("http://127.0.0.1:"),
+        "admin listener on {admin}"
     );
     let response = server.predict(json!({"inputs": "Oil prices rose."})).await;
     assert_eq!(response.status(), 200);

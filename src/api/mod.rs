@@ -235,6 +235,19 @@ pub fn openapi_json(limits: &LimitsConfig, demo_page: bool, admin: bool) -> serd
     let mut doc = serde_json::to_value(openapi(limits, demo_page))
         .expect("the OpenAPI document serializes. This is a bug.");
     doc["components"]["schemas"]["PredictRequest"]["allOf"] = predict::request_rules();
+    // The JSON part of a binary request is part of the body: at most `limits.max_body_bytes`.
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for item in paths.values_mut() {
+            let parameters = item["post"]["parameters"].as_array_mut();
+            for parameter in parameters.into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap_or("");
+                if name.eq_ignore_ascii_case(kserve::BINARY_HEADER) {
+                    parameter["schema"]["minimum"] = 0.into();
+                    parameter["schema"]["maximum"] = limits.max_body_bytes.into();
+                }
+            }
+        }
+    }
     if !admin {
         if let Some(paths) = doc["paths"].as_object_mut() {
             paths.remove("/admin/reload");

@@ -199,3 +199,37 @@ async fn without_the_demo_page_get_root_is_not_documented() {
     );
     assert!(spec["paths"]["/"]["post"].is_object());
 }
+
+#[tokio::test]
+async fn the_binary_header_is_bounded_in_the_document_as_in_the_server() {
+    let server = Server::start(&[], &[]);
+    let spec = server.get_json("/openapi.json").await;
+    let path = "/v2/models/{name}/infer";
+    let parameters = spec["paths"][path]["post"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let header = parameters
+        .iter()
+        .find(|p| p["name"] == "Inference-Header-Content-Length")
+        .expect("the binary header is documented");
+    assert_eq!(header["schema"]["minimum"], 0, "{path}");
+    assert_eq!(
+        header["schema"]["maximum"],
+        2 * 1024 * 1024,
+        "{path}: at most limits.max_body_bytes"
+    );
+    // What the document calls invalid, the server refuses.
+    let name = server.get_json("/info").await["model"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let response = server
+        .client
+        .post(server.url(&format!("/v2/models/{name}/infer")))
+        .header("Inference-Header-Content-Length", "9223372036854775806")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 400);
+}

@@ -103,6 +103,11 @@ fn main() {
             tls::registry_and_traces_over_tls_with_a_private_ca,
         ),
         needs_tool(
+            "tls::a_self_signed_registry_certificate_is_trusted_when_named",
+            tls::missing(),
+            tls::a_self_signed_registry_certificate_is_trusted_when_named,
+        ),
+        needs_tool(
             "stream::stream_mode_end_to_end",
             stream::missing(),
             stream::stream_mode_end_to_end,

@@ -109,6 +109,94 @@ impl Certificates {
     }
 }
 
+impl Certificates {
+    /// A self-signed certificate for 127.0.0.1 that is its own CA (`CA:TRUE`), as
+    /// `openssl req -x509` makes it: the common internal MLflow setup.
+    pub fn self_signed() -> Self {
+        let dir = TempDir::new("tls-self-signed");
+        let path = |name: &str| dir.path().join(name);
+        let output = Command::new("openssl")
+            .args(["req", "-x509", "-days", "2", "-subj", "/CN=127.0.0.1"])
+            .args([
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .args(["-keyout", "server.key", "-out", "server.pem"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .current_dir(dir.path())
+            .output()
+            .expect("run openssl");
+        assert!(
+            output.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self {
+            ca: path("server.pem"),
+            server_cert: path("server.pem"),
+            server_key: path("server.key"),
+            _dir: dir,
+        }
+    }
+}
+
+/// The server's own self-signed certificate as `MLFLOW_TRACKING_SERVER_CERT_PATH` (which
+/// MLflow's Python client accepts): trusted as pinned; another self-signed certificate is not.
+pub fn a_self_signed_registry_certificate_is_trusted_when_named() {
+    tokio::runtime::Runtime::new()
+        .expect("a tokio runtime")
+        .block_on(self_signed());
+}
+
+async fn self_signed() {
+    let certs = Certificates::self_signed();
+    let mlflow = Mlflow::start_with_tls(&certs).await;
+    let pinned = certs.ca.display().to_string();
+    let model = model_copy(false, false);
+    let version = publish_with(
+        &mlflow,
+        &model,
+        Some("champion"),
+        &[("MLFLOW_TRACKING_SERVER_CERT_PATH", pinned.as_str())],
+    );
+    let uri = "models:/news-topic@champion";
+    let tracking = mlflow.url.clone();
+
+    // Another self-signed certificate for the same address is not the one named: refused.
+    let other = Certificates::self_signed();
+    let other_pem = other.ca.display().to_string();
+    let empty = TempDir::new("tls-cache-other");
+    let empty_cache = empty.path().display().to_string();
+    let line = startup_error(
+        &["--model-uri", uri],
+        &[
+            ("MLFLOW_TRACKING_URI", tracking.as_str()),
+            ("MLFLOW_TRACKING_SERVER_CERT_PATH", other_pem.as_str()),
+            ("NEWSCLS__MODEL__CACHE_DIR", empty_cache.as_str()),
+        ],
+    );
+    assert!(line.contains("certificate"), "{line}");
+
+    let cache = TempDir::new("tls-cache-pinned");
+    let cache_dir = cache.path().display().to_string();
+    let server = Server::start(
+        &["--model-uri", uri],
+        &[
+            ("MLFLOW_TRACKING_URI", tracking.as_str()),
+            ("MLFLOW_TRACKING_SERVER_CERT_PATH", pinned.as_str()),
+            ("NEWSCLS__MODEL__CACHE_DIR", cache_dir.as_str()),
+        ],
+    );
+    assert_eq!(server.get_json("/info").await["model"]["version"], version);
+    println!(
+        "tls: a self-signed registry certificate named as the CA file serves version {version}"
+    );
+}
+
 pub fn registry_and_traces_over_tls_with_a_private_ca() {
     tokio::runtime::Runtime::new()
         .expect("a tokio runtime")

@@ -240,6 +240,10 @@ impl Mlflow {
         let deadline = Duration::from_secs_f64(config.download_timeout);
         let http = tls::blocking_client(&tls, deadline)?;
         let base = base.trim_end_matches('/').to_string();
+        let has_credentials = !matches!(auth, Auth::None) || base.contains('@');
+        if has_credentials && base.to_ascii_lowercase().starts_with("http://") {
+            warn_plain_http_once(&redact_url(&base));
+        }
         Ok(Self {
             shown: redact_url(&base),
             base,
@@ -668,6 +672,18 @@ impl ModelSource for MlflowSource {
             tracing::info!(path = %removed.display(), "model cache: removed");
         }
     }
+}
+
+/// Credentials over plain HTTP can be read by anyone on the path: said once per process (a
+/// client is made again on every poll).
+fn warn_plain_http_once(shown: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            registry = shown,
+            "registry credentials are sent over plain http://; use https:// so they cannot be read on the way"
+        );
+    });
 }
 
 #[cfg(test)]

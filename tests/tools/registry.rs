@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::mlflow::{bin, Mlflow};
-use crate::support::{repo_path, startup_error, Server, TempDir, MODEL_DIR};
+use crate::support::{repo_path, run_to_exit, startup_error, Server, TempDir, MODEL_DIR};
 
 pub const NAME: &str = "news-topic";
 
@@ -366,7 +366,7 @@ pub fn wrong_credentials_are_a_clear_error() {
         .block_on(async {
             let mlflow = Mlflow::start_with_auth().await;
             let cache = TempDir::new("registry-auth-cache");
-            let line = startup_error(
+            let output = run_to_exit(
                 &["--model-uri", "models:/news-topic@champion"],
                 &[
                     ("MLFLOW_TRACKING_URI", mlflow.url.as_str()),
@@ -378,10 +378,25 @@ pub fn wrong_credentials_are_a_clear_error() {
                     ("MLFLOW_TRACKING_PASSWORD", "not-the-password"),
                 ],
             );
+            assert_eq!(output.status.code(), Some(1));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let line = stderr
+                .lines()
+                .find(|l| l.starts_with("newscls: error:"))
+                .unwrap_or_else(|| panic!("no `newscls: error:` line in:\n{stderr}"));
             assert!(
                 line.contains("refused the credentials")
                     && line.contains("MLFLOW_TRACKING_USERNAME"),
                 "{line}"
             );
+            // Credentials over plain http:// are warned about, once, without the password.
+            assert_eq!(
+                stderr
+                    .matches("credentials are sent over plain http://")
+                    .count(),
+                1,
+                "{stderr}"
+            );
+            assert!(!stderr.contains("not-the-password"), "{stderr}");
         });
 }

@@ -16,8 +16,8 @@ use rdkafka::TopicPartitionList;
 use serde_json::{json, Value};
 
 use crate::support::{
-    challenger_loaded, repo_path, send_signal, shadow_settled, write_perturbed_model_dir, Server,
-    TempDir,
+    challenger_loaded, repo_path, send_signal, shadow_settled, write_fast_model_dir,
+    write_perturbed_model_dir, Server, TempDir,
 };
 
 /// A record read back: key, payload, the `x-error` header if any, and its timestamp (ms).
@@ -461,8 +461,19 @@ async fn rebalance() {
     let broker = Broker::start();
     let texts = articles();
     let producer = broker.producer();
+    // What is tested is the group, not the model: the generated fast model, and one
+    // non-spinning inference thread per replica, so two replicas on two cores do not starve
+    // each other's heartbeats.
+    let model = TempDir::new("stream-rebalance-model");
+    write_fast_model_dir(model.path());
+    let model_dir = model.path().display().to_string();
+    let env = [
+        ("NEWSCLS__MODEL__DIR", model_dir.as_str()),
+        ("NEWSCLS__MODEL__INTRA_OP_THREADS", "1"),
+        ("NEWSCLS__MODEL__INTRA_OP_SPINNING", "false"),
+    ];
     broker.send_articles(&producer, &texts, 'g', 0..300);
-    let first = serve(&broker, "g2");
+    let first = serve_with(&broker, "g2", &env);
     let started = &first;
     wait_until("the first consumer starting", move || async move {
         consumed(started).await >= 150.0
@@ -470,7 +481,7 @@ async fn rebalance() {
     .await;
     // The second joins while the first has a backlog, and the stream goes on until the second
     // has classified too: how many that takes depends on the machine, not on the test.
-    let second = serve(&broker, "g2");
+    let second = serve_with(&broker, "g2", &env);
     let mut sent = 300;
     while consumed(&second).await < 50.0 {
         assert!(sent < 5000, "the second consumer took no partition");

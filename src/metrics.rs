@@ -31,6 +31,7 @@ pub struct Metrics {
     pub stream_messages: IntCounterVec,
     pub stream_retries: IntCounterVec,
     pub stream_commit_lag: prometheus::IntGaugeVec,
+    pub stream_partition_assigned: prometheus::IntGaugeVec,
     pub stream_paused: IntGauge,
     pub stream_batch_size: Histogram,
     pub shadow_texts: IntCounterVec,
@@ -163,6 +164,20 @@ impl Metrics {
                 "Stream messages by outcome: consumed, produced (a result), dead_lettered, undeliverable (the consumer stopped)",
                 &["outcome"],
             ),
+            stream_partition_assigned: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "stream_partition_assigned",
+                        "Per input partition: 1 while this replica owns it in its consumer group, 0 once revoked",
+                    ),
+                    &["partition"],
+                )
+                .expect("valid gauge");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("metric names are unique. This is a bug.");
+                g
+            },
             stream_commit_lag: {
                 let g = prometheus::IntGaugeVec::new(
                     Opts::new(

@@ -179,6 +179,9 @@ fn store_next_offsets<C: Consumer<X>, X: ConsumerContext>(
 struct Context {
     topic: String,
     offsets: SharedOffsets,
+    /// `newscls_stream_partition_assigned`: which partitions this replica owns, for operators
+    /// spreading a group over replicas.
+    assigned: prometheus::IntGaugeVec,
 }
 
 impl ClientContext for Context {
@@ -188,10 +191,31 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            let partitions: Vec<i32> = assigned
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            for partition in &partitions {
+                self.assigned
+                    .with_label_values(&[&partition.to_string()])
+                    .set(1);
+            }
+            tracing::info!(?partitions, "partitions assigned");
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
+        for element in revoked.elements_for_topic(&self.topic) {
+            self.assigned
+                .with_label_values(&[&element.partition().to_string()])
+                .set(0);
+        }
         let mut handed_back = 0;
         let mut answered = Vec::new();
         {
@@ -380,6 +404,7 @@ pub fn start(
         .create_with_context(Context {
             topic: config.input_topic.clone(),
             offsets: offsets.clone(),
+            assigned: metrics.stream_partition_assigned.clone(),
         })
         .map_err(|e| StreamError(format!("consumer: {e}")))?;
     consumer

@@ -737,3 +737,142 @@ pub fn registry_mode_writes_only_to_the_cache_volume() {
         eprintln!("registry mode: version {version} served read-only; cached at {cached}");
     });
 }
+
+/// `scripts/podman.sh ARGS` (podman with the project's own storage), which must succeed; its
+/// standard output.
+fn podman(args: &[&str]) -> String {
+    let output = Command::new(repo_path("scripts/podman.sh"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/podman.sh");
+    succeeded("podman", args, output)
+}
+
+/// A pod started by `podman kube play`; taken down when dropped.
+struct KubePod {
+    manifest: std::path::PathBuf,
+}
+
+impl Drop for KubePod {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_path("scripts/podman.sh"))
+            .args(["kube", "down"])
+            .arg(&self.manifest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The manifests a cluster would get, as one file for `podman kube play`: the ConfigMap and the
+/// Deployment of deploy/kubernetes, with the two changes a single engine without a cluster needs:
+/// one replica, and the container port published on 127.0.0.1 (a cluster's Service does that).
+fn kube_manifest(port: u16) -> String {
+    let read = |name: &str| {
+        std::fs::read_to_string(repo_path(&format!("deploy/kubernetes/{name}")))
+            .unwrap_or_else(|e| panic!("deploy/kubernetes/{name}: {e}"))
+    };
+    let deployment = read("deployment.yaml");
+    let replicas = "  replicas: 2\n";
+    assert!(deployment.contains(replicas), "deployment.yaml: {replicas}");
+    let container_port = "- {name: http, containerPort: 8080}";
+    assert!(
+        deployment.contains(container_port),
+        "deployment.yaml: {container_port}"
+    );
+    let deployment = deployment.replace(replicas, "  replicas: 1\n").replace(
+        container_port,
+        &format!("- {{name: http, containerPort: 8080, hostPort: {port}, hostIP: 127.0.0.1}}"),
+    );
+    format!("{}\n---\n{deployment}", read("configmap.yaml"))
+}
+
+/// The Kubernetes Deployment and ConfigMap as far as an engine can run them without a cluster
+/// (no kubelet, k3s, kind or k0s is reachable from this kind of machine): `podman kube play` with
+/// the image the other tests built. The pod runs as uid 10001 with a read-only root, the
+/// ConfigMap is its config (JSON logs, two HTTP workers), the emptyDir is its one writable path,
+/// and `/predict` answers.
+pub fn the_kubernetes_pod_spec_runs_under_podman_kube_play() {
+    let engine = Engine::start();
+    engine.build("runtime-cpu", IMAGE);
+    let dir = crate::support::TempDir::new("kube-play");
+    let archive = dir.path().join("image.tar");
+    let archive = archive.to_str().expect("utf-8 path");
+    engine.ok(&["save", "-o", archive, IMAGE]);
+    podman(&["load", "-q", "-i", archive]);
+    let port = free_port();
+    let manifest = dir.path().join("newscls.yaml");
+    std::fs::write(&manifest, kube_manifest(port)).expect("write the manifest");
+    let started = Instant::now();
+    let pod = KubePod { manifest };
+    podman(&[
+        "kube",
+        "play",
+        "--replace",
+        pod.manifest.to_str().expect("utf-8 path"),
+    ]);
+    // podman names a Deployment's pod `<deployment>-pod` and its containers `<pod>-<container>`.
+    let container = "newscls-pod-newscls";
+    let base = format!("http://127.0.0.1:{port}");
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ready = client.get(format!("{base}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pod was not ready within 2 minutes: {}",
+                podman(&["logs", container])
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eprintln!(
+            "kubernetes: pod ready {:.1} s after `podman kube play`",
+            started.elapsed().as_secs_f64()
+        );
+        let response = client
+            .post(format!("{base}/predict"))
+            .json(&json!({"inputs": "The central bank raised interest rates again."}))
+            .send()
+            .await
+            .expect("POST /predict");
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.expect("json");
+        assert!(answer[0]["label"].is_string(), "{answer}");
+    });
+    // runAsUser and readOnlyRootFilesystem as written; the emptyDir is writable.
+    assert_eq!(podman(&["exec", container, "id", "-u"]), "10001");
+    let write = |path: &str| {
+        Command::new(repo_path("scripts/podman.sh"))
+            .args(["exec", container, "touch", path])
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman exec")
+            .status
+            .success()
+    };
+    assert!(!write("/app/written"), "the root filesystem is read-only");
+    assert!(
+        write("/var/cache/newscls/written"),
+        "the emptyDir model cache is writable"
+    );
+    // The ConfigMap is the config: JSON log lines, the `ready` one among them.
+    let logs = podman(&["logs", container]);
+    let ready = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "ready")
+        .unwrap_or_else(|| {
+            panic!("no JSON `ready` line (the ConfigMap's logging.format):\n{logs}")
+        });
+    eprintln!("kubernetes: {ready}");
+}

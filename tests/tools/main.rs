@@ -58,6 +58,11 @@ fn main() {
             containers::compose_scales_out_behind_nginx_with_public_routes_only,
         ),
         needs_tool(
+            "containers::the_kubernetes_pod_spec_runs_under_podman_kube_play",
+            containers::missing(),
+            containers::the_kubernetes_pod_spec_runs_under_podman_kube_play,
+        ),
+        needs_tool(
             "containers::registry_mode_writes_only_to_the_cache_volume",
             containers::missing_with_registry(),
             containers::registry_mode_writes_only_to_the_cache_volume,
@@ -116,6 +121,11 @@ fn main() {
             "stream::two_consumers_in_a_group_split_the_partitions",
             stream::missing(),
             stream::two_consumers_in_a_group_split_the_partitions,
+        ),
+        needs_tool(
+            "stream::three_replicas_share_six_partitions_and_survive_a_kill",
+            stream::missing(),
+            stream::three_replicas_share_six_partitions_and_survive_a_kill,
         ),
         needs_tool(
             "stream::a_dead_letter_topic_that_refuses_stops_the_consumer_visibly",

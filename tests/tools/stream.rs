@@ -786,3 +786,107 @@ async fn killed() {
     );
     drop(server);
 }
+
+/// The partitions a replica owns now, from its `newscls_stream_partition_assigned` gauge.
+async fn owned(server: &Server) -> Vec<i32> {
+    let page = server.get("/metrics").await.text().await.expect("metrics");
+    page.lines()
+        .filter_map(|l| l.strip_prefix("newscls_stream_partition_assigned{partition=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .filter(|(_, value)| value.trim() == "1")
+        .filter_map(|(partition, _)| partition.parse().ok())
+        .collect()
+}
+
+pub fn three_replicas_share_six_partitions_and_survive_a_kill() {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(scale_out());
+}
+
+/// Scale-out as operators run it: three replicas in one consumer group on a six-partition topic
+/// each own partitions; 3,000 articles are all classified; one replica SIGKILLed mid-stream and
+/// a replacement started, the group rebalances and every input has a result (duplicates
+/// counted, none missing).
+async fn scale_out() {
+    let broker = Broker::with_partitions(6);
+    let texts = articles();
+    let producer = broker.producer();
+    let model = TempDir::new("stream-scale-out-model");
+    write_fast_model_dir(model.path());
+    let model_dir = model.path().display().to_string();
+    let env = [
+        ("NEWSCLS__MODEL__DIR", model_dir.as_str()),
+        ("NEWSCLS__MODEL__INTRA_OP_THREADS", "1"),
+        ("NEWSCLS__MODEL__INTRA_OP_SPINNING", "false"),
+    ];
+    let mut replicas: Vec<Server> = (0..3).map(|_| serve_with(&broker, "g3", &env)).collect();
+    // The group settles: six partitions, each replica owning some.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let assignment = loop {
+        let mut assignment = Vec::new();
+        for replica in &replicas {
+            assignment.push(owned(replica).await);
+        }
+        let total: usize = assignment.iter().map(Vec::len).sum();
+        if total == 6 && assignment.iter().all(|a| !a.is_empty()) {
+            break assignment;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not spread six partitions over three replicas: {assignment:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("stream scale-out: partitions per replica {assignment:?}");
+
+    broker.send_articles(&producer, &texts, 's', 0..3000);
+    let first = &replicas[0];
+    wait_until(
+        "a third of the stream answered by the first replica's group",
+        || async {
+            let mut answered = 0.0;
+            for replica in &replicas {
+                answered += produced(replica).await;
+            }
+            answered >= 1000.0 || produced(first).await >= 300.0
+        },
+    )
+    .await;
+    let killed = replicas.remove(0);
+    send_signal(killed.pid(), "KILL");
+    drop(killed);
+    // After the dead member's session (6 s) expired, as a supervisor's replacement would come.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    replicas.push(serve_with(&broker, "g3", &env));
+    let answered = |records: &[Record]| {
+        records
+            .iter()
+            .map(|(k, _, _, _)| k.as_str())
+            .filter(|k| k.starts_with('s'))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    let all = broker.read_until("news-classified", Duration::from_secs(90), |records| {
+        answered(records) >= 3000
+    });
+    let results = all.iter().filter(|(k, _, _, _)| k.starts_with('s')).count();
+    assert_eq!(
+        answered(&all),
+        3000,
+        "every article classified across the kill ({results} results)"
+    );
+    let mut after = Vec::new();
+    for replica in &replicas {
+        after.push((owned(replica).await, consumed(replica).await));
+    }
+    eprintln!(
+        "stream scale-out: 3,000 of 3,000 answered, {} duplicates after the kill; survivors and \
+         replacement (partitions, consumed): {after:?}",
+        results - 3000
+    );
+    assert!(
+        after.iter().all(|(partitions, _)| !partitions.is_empty()),
+        "after the rebalance every replica owns partitions: {after:?}"
+    );
+}

@@ -334,7 +334,7 @@ pub struct Classifier {
     metrics: Arc<Metrics>,
     /// Tokenizations running at once. Without a bound, each waiting request takes a thread of
     /// the blocking pool (70 threads at 64 clients) and they slow inference down by contention.
-    tokenize_permits: Semaphore,
+    tokenize_permits: Arc<Semaphore>,
     ready: AtomicBool,
     draining: AtomicBool,
     /// The challenger slot, when `shadow.uri` is set.
@@ -355,9 +355,9 @@ impl Classifier {
             batching: batching.clone(),
             limits: limits.clone(),
             metrics,
-            tokenize_permits: Semaphore::new(
+            tokenize_permits: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
-            ),
+            )),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             shadow: None,
@@ -621,8 +621,13 @@ impl Classifier {
                 champion_logits: outputs[i].logits.clone(),
             })
             .collect();
-        plan.shadow
-            .mirror(plan.challenger, champion.labels.clone(), picks, side);
+        plan.shadow.mirror(
+            plan.challenger,
+            champion.labels.clone(),
+            picks,
+            side,
+            self.tokenize_permits.clone(),
+        );
     }
 
     /// Tokenizes on the blocking pool, at most one call per core at a time.

@@ -195,12 +195,16 @@ impl Shadow {
 
     /// Sends `picks` to `challenger` and compares its answers with the champion's, in a task of
     /// its own. Returns at once; called once the champion's answers are in.
+    /// `tokenize_permits` are the champion's: a text the challenger must tokenize again takes
+    /// one only when one is free (background priority), so mirroring never makes a request wait
+    /// for the tokenizer; when none is free, the texts are dropped and counted.
     pub(super) fn mirror(
         self: &Arc<Self>,
         challenger: Arc<ServingModel>,
         champion_labels: Arc<[String]>,
         picks: Vec<Pick>,
         side: TruncationSide,
+        tokenize_permits: Arc<tokio::sync::Semaphore>,
     ) {
         if picks.is_empty() {
             return;
@@ -209,7 +213,10 @@ impl Shadow {
         let mirrored = Instant::now();
         let epoch = self.lock().epoch;
         tokio::spawn(async move {
-            let picks = match shadow.ensure_ids(&challenger, picks, side, epoch).await {
+            let picks = match shadow
+                .ensure_ids(&challenger, picks, side, epoch, &tokenize_permits)
+                .await
+            {
                 Some(picks) => picks,
                 None => return,
             };
@@ -254,6 +261,7 @@ impl Shadow {
         picks: Vec<Pick>,
         side: TruncationSide,
         epoch: u64,
+        tokenize_permits: &Arc<tokio::sync::Semaphore>,
     ) -> Option<Vec<(TokenizedText, Pick)>> {
         if picks.iter().all(|p| p.ids.is_some()) {
             return Some(
@@ -263,6 +271,12 @@ impl Shadow {
                     .collect(),
             );
         }
+        let Ok(_permit) = tokenize_permits.clone().try_acquire_owned() else {
+            for pick in picks {
+                self.record(Outcome::Dropped, pick.text, epoch);
+            }
+            return None;
+        };
         let model = challenger.clone();
         let tokenized = tokio::task::spawn_blocking(move || {
             let texts: Vec<String> = picks

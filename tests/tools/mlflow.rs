@@ -110,9 +110,16 @@ impl Mlflow {
             None => {}
         }
         let http = http.build().expect("client");
+        // Owned from here, so a server that never answers is still stopped (by Drop).
+        let mlflow = Mlflow {
+            url,
+            process,
+            http,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Ok(r) = http.get(format!("{url}/health")).send().await {
+            if let Ok(r) = mlflow.http.get(format!("{}/health", mlflow.url)).send().await {
                 if r.status().is_success() {
                     break;
                 }
@@ -123,12 +130,7 @@ impl Mlflow {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        Mlflow {
-            url,
-            process,
-            http,
-            dir,
-        }
+        mlflow
     }
 
     /// Requests the server has logged whose line contains every one of `parts` (its access log:

@@ -4,16 +4,20 @@
 # local Tansu broker (scripts/setup-tansu.sh): /predict under wrk (one article per request, 20
 # clients), a burst of MESSAGES articles through Kafka, the stream at 25/50/75 % of the burst's
 # rate (benches/stream.rs), and a second burst with /predict at 4 clients beside it (HTTP goes
-# ahead of the stream's backlog: its latency under a backlog). Writes the tables into $OUT. Not part of `make test`.
-#   MESSAGES=2000 SECONDS_PER_LOAD=15 OUT=bench/results/stream-<date> bench/stream.sh
+# ahead of the stream's backlog: its latency under a backlog). Then scale-out: 1, 2 and 3
+# replicas in one consumer group on a six-partition topic, a burst each, with a model of
+# negligible compute (bench/pipeline.py's), so what is measured is the stream pipeline and the
+# group, not the model on this machine's cores. Writes the tables into $OUT. Not part of `make test`.
+#   MESSAGES=2000 SECONDS_PER_LOAD=15 REPLICAS="1 2 3" OUT=bench/results/stream-<date> bench/stream.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MESSAGES=${MESSAGES:-2000}
+REPLICAS=${REPLICAS:-1 2 3}
 SECONDS_PER_LOAD=${SECONDS_PER_LOAD:-15}
 PORT=${PORT:-8141}
 OUT=${OUT:-bench/results/stream-$(date +%F)}
 WORK=$(mktemp -d /tmp/newscls-stream-XXXX)
-trap 'kill ${NPID:-} ${BPID:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill ${NPID:-} ${BPID:-} ${RPIDS:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 scripts/setup-tansu.sh
 TANSU=.cache/tools/tansu/bin/tansu
@@ -102,6 +106,46 @@ print(f"| stream, burst with /predict beside ({mixed['messages']} messages) | {m
 print(f"| /predict, wrk c=4, beside that burst | {beside_rate:.1f} | {beside_rate / best:.2f} | {beside['p50_ms']:.0f} | {beside['p99_ms']:.0f} |")
 print(f"\nservice RSS: {rss[0] / 1024:.0f} MiB ready and idle, {max(rss) / 1024:.0f} MiB at most, {rss[-1] / 1024:.0f} MiB at the end")
 PY
+echo "== scale-out: replicas in one group on a six-partition topic (negligible-compute model)"
+kill $NPID 2>/dev/null || true
+wait $NPID 2>/dev/null || true
+python3 -c "import sys; sys.path.insert(0, 'bench'); from pipeline import write_model_dir; from pathlib import Path; write_model_dir(Path('models/news-topic-e5-small'), Path('$WORK/fast-model'))"
+for n in $REPLICAS; do
+  "$TANSU" topic create --broker "tcp://$BROKER" --partitions 6 "scale-$n" > /dev/null
+  "$TANSU" topic create --broker "tcp://$BROKER" --partitions 1 "scale-$n-out" > /dev/null
+  RPIDS=""
+  for r in $(seq 1 "$n"); do
+    NEWSCLS__STREAM__INPUT_TOPIC=scale-$n NEWSCLS__STREAM__OUTPUT_TOPIC=scale-$n-out \
+    NEWSCLS__STREAM__GROUP_ID=scale-$n NEWSCLS__MODEL__INTRA_OP_THREADS=1 NEWSCLS__MODEL__INTRA_OP_SPINNING=false \
+      ./target/release/newscls --config "$WORK/config.yaml" --model-dir "$WORK/fast-model" \
+      --host 127.0.0.1 --port 0 > "$WORK/replica-$n-$r.log" 2>&1 &
+    RPIDS="$RPIDS $!"
+  done
+  # Until the group has handed out all six partitions.
+  for _ in $(seq 1 150); do
+    owned=$(grep -ho 'partitions assigned partitions=\[[0-9, ]*\]' "$WORK"/replica-"$n"-*.log | grep -o '[0-9]\+' | sort -u | wc -l)
+    [ "$owned" -ge 6 ] && break
+    sleep 0.2
+  done
+  STREAM_INPUT=scale-$n STREAM_OUTPUT=scale-$n-out \
+    cargo bench --locked --quiet --bench stream -- "$BROKER" "$TEXTS" "$MESSAGES" \
+    | sed "s/| burst |/| burst, $n replica(s) |/" | tee "$OUT/replicas-$n.md"
+  kill $RPIDS 2>/dev/null || true
+  wait $RPIDS 2>/dev/null || true
+  RPIDS=""
+done
+python3 - "$OUT" $REPLICAS <<'PY' | tee -a "$OUT/summary.md"
+import json, sys
+out, counts = sys.argv[1], sys.argv[2:]
+rows = {n: [json.loads(l[12:]) for l in open(f"{out}/replicas-{n}.md") if l.startswith("STREAM_JSON")][0] for n in counts}
+base = rows[counts[0]]["messages_per_s"]
+print("\n| replicas (6 partitions, negligible-compute model) | messages/s | vs 1 replica | p50 ms | p99 ms |")
+print("|---|---:|---:|---:|---:|")
+for n in counts:
+    r = rows[n]
+    print(f"| {n} | {r['messages_per_s']:.1f} | {r['messages_per_s'] / base:.2f} | {r['p50_ms']} | {r['p99_ms']} |")
+PY
+
 echo "stream / predict: $(python3 -c "
 import json
 p = json.load(open('$OUT/predict.json')); r = p['requests'] / (p['duration_us'] / 1e6)

@@ -9,7 +9,9 @@
 //! 2. For each RATE: messages sent on a fixed schedule for SECONDS, the latency the stream adds
 //!    at that load.
 //!
-//! Prints a markdown table and one `STREAM_JSON {...}` line per phase.
+//! Prints a markdown table and one `STREAM_JSON {...}` line per phase. `STREAM_INPUT` and
+//! `STREAM_OUTPUT` name other topics than `news` and `news-classified` (the replica phases of
+//! bench/stream.sh use a topic per phase).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,8 +26,15 @@ use serde_json::json;
 #[path = "common/mod.rs"]
 mod common;
 
-const INPUT: &str = "news";
-const OUTPUT: &str = "news-classified";
+/// The input topic: `STREAM_INPUT`, else `news`.
+fn input() -> String {
+    std::env::var("STREAM_INPUT").unwrap_or_else(|_| "news".into())
+}
+
+/// The result topic: `STREAM_OUTPUT`, else `news-classified`.
+fn output() -> String {
+    std::env::var("STREAM_OUTPUT").unwrap_or_else(|_| "news-classified".into())
+}
 
 fn main() {
     let args = common::args();
@@ -124,12 +133,13 @@ fn result_reader(broker: &str) -> BaseConsumer {
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
+    let output = output();
     let (_, end) = consumer
-        .fetch_watermarks(OUTPUT, 0, Duration::from_secs(10))
+        .fetch_watermarks(&output, 0, Duration::from_secs(10))
         .expect("watermarks of the output topic");
     let mut partitions = TopicPartitionList::new();
     partitions
-        .add_partition_offset(OUTPUT, 0, Offset::Offset(end))
+        .add_partition_offset(&output, 0, Offset::Offset(end))
         .expect("partition");
     consumer.assign(&partitions).expect("assign");
     consumer
@@ -150,6 +160,7 @@ fn send(
         .set("linger.ms", "0")
         .create()
         .expect("producer");
+    let input = input();
     let started = Instant::now();
     let mut sent_at = HashMap::with_capacity(count);
     for i in 0..count {
@@ -161,7 +172,7 @@ fn send(
         let payload = json!({"id": i, "text": texts[i % texts.len()]}).to_string();
         sent_at.insert(key.clone(), now_ms());
         while producer
-            .send(BaseRecord::to(INPUT).key(&key).payload(&payload))
+            .send(BaseRecord::to(&input).key(&key).payload(&payload))
             .is_err()
         {
             producer.poll(Duration::from_millis(10));

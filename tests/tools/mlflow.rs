@@ -119,7 +119,12 @@ impl Mlflow {
         };
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Ok(r) = mlflow.http.get(format!("{}/health", mlflow.url)).send().await {
+            if let Ok(r) = mlflow
+                .http
+                .get(format!("{}/health", mlflow.url))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     break;
                 }

@@ -53,11 +53,10 @@ lint:
 
 # The tests that take both cores for minutes run on their own afterwards, so they cannot push the
 # other tests' tight deadlines: the kernel-path test (emulated CPUs under qemu) and the container
-# tests (an image build, three replicas).
+# tests (three replicas, a pod). The image they run is built meanwhile at idle priority
+# (scripts/test.sh says how).
 test: setup-test lint docker-check
-	$(CARGO) test --locked --all-targets -- --skip containers:: --skip kernel_paths::
-	$(CARGO) test --locked --test tools -- kernel_paths:: --test-threads=1
-	$(CARGO) test --locked --test tools -- containers:: --test-threads=1
+	CARGO="$(CARGO)" scripts/test.sh
 
 docker-check:
 	scripts/docker-check.sh

@@ -7,6 +7,10 @@
 #   scripts/engine.sh stop    stops it by its pid file and waits until it is gone
 #   scripts/engine.sh env     prints DOCKER_HOST=unix://... (whether or not it runs)
 #   scripts/engine.sh install installs what is missing, and nothing else (`make setup-test`)
+#   scripts/engine.sh running exits 0 if it runs
+# ENGINE_PRIORITY=idle with `start`: the daemon and everything it runs (builds, containers) get
+# the CPU and disk only when nothing else wants them (SCHED_IDLE, nice 19, idle I/O class), so
+# an image can build beside tests without pushing their deadlines (scripts/test.sh).
 # `install` and `start` install what the container tests use when missing (as root, Debian packages): docker.io
 # (dockerd 20.10), docker-compose (1.29), podman, runc and catatonit (Kubernetes manifests:
 # `podman kube play`), and mmdebstrap (base images, scripts/base-images.sh).
@@ -47,7 +51,11 @@ case "${1:-}" in
     if ! running; then
       # A pid file left by a daemon that died would stop the new one from starting.
       rm -f "$PIDFILE" "$SOCKET"
-      dockerd --data-root "$DIR/root" --exec-root "$DIR/exec" --pidfile "$PIDFILE" \
+      priority=()
+      if [ "${ENGINE_PRIORITY:-}" = idle ]; then
+        priority=(chrt --idle 0 nice -n 19 ionice -c 3)
+      fi
+      "${priority[@]}" dockerd --data-root "$DIR/root" --exec-root "$DIR/exec" --pidfile "$PIDFILE" \
         -H "unix://$SOCKET" </dev/null >"$DIR/dockerd.log" 2>&1 &
       for _ in $(seq 1 120); do
         docker version >/dev/null 2>&1 && break
@@ -74,11 +82,14 @@ case "${1:-}" in
   env)
     echo "DOCKER_HOST=$DOCKER_HOST"
     ;;
+  running)
+    running
+    ;;
   install)
     install_missing
     ;;
   *)
-    echo "usage: scripts/engine.sh start|stop|env|install" >&2
+    echo "usage: scripts/engine.sh start|stop|env|install|running" >&2
     exit 2
     ;;
 esac

@@ -813,8 +813,15 @@ pub fn the_kubernetes_pod_spec_runs_under_podman_kube_play() {
         "--replace",
         pod.manifest.to_str().expect("utf-8 path"),
     ]);
-    // podman names a Deployment's pod `<deployment>-pod` and its containers `<pod>-<container>`.
-    let container = "newscls-pod-newscls";
+    // podman names a Deployment's pods `newscls-pod-<n>` and their containers
+    // `<pod>-<container>`.
+    let names = podman(&["ps", "--format", "{{.Names}}"]);
+    let container = names
+        .lines()
+        .find(|n| n.starts_with("newscls-pod") && n.ends_with("-newscls"))
+        .unwrap_or_else(|| panic!("no container of the newscls pod among {names:?}"))
+        .to_string();
+    let container = container.as_str();
     let base = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     runtime.block_on(async {

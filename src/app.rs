@@ -216,8 +216,14 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let signal_classifier = classifier.clone();
     let stop_stream = stream.as_ref().map(|s| s.stopper());
     let stop_grpc = grpc.as_ref().map(|g| g.stopper());
+    // One drain deadline for every front door, set when the signal comes: each stops accepting
+    // at once and they drain side by side, so a shutdown takes at most `server.drain_timeout`
+    // (a window per door, one after another, could outlast Kubernetes' grace period).
+    let drain = Duration::from_secs_f64(config.server.drain_timeout);
+    let (deadline_tx, mut deadline_rx) = tokio::sync::oneshot::channel::<Instant>();
     actix_web::rt::spawn(async move {
         wait_for_signal().await;
+        let _ = deadline_tx.send(Instant::now() + drain);
         tracing::info!("shutdown signal: draining");
         signal_classifier.start_draining();
         if let Some(stop) = stop_stream {
@@ -240,15 +246,25 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     });
 
     server.await?;
-    if let Some(grpc) = grpc {
-        let drain = Duration::from_secs_f64(config.server.drain_timeout);
-        let _ = tokio::task::spawn_blocking(move || grpc.wait(drain)).await;
-    }
-    if let Some(stream) = stream {
-        stream
-            .shutdown(Duration::from_secs_f64(config.server.drain_timeout))
-            .await;
-    }
+    // HTTP has drained (within the deadline: its shutdown timeout is the same drain window);
+    // gRPC and the stream have been draining beside it and get what is left of the window.
+    // Sent before the HTTP server was told to stop, so it is there now.
+    let deadline = deadline_rx
+        .try_recv()
+        .unwrap_or_else(|_| Instant::now() + drain);
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let grpc_drained = async {
+        if let Some(grpc) = grpc {
+            let left = left();
+            let _ = tokio::task::spawn_blocking(move || grpc.wait(left)).await;
+        }
+    };
+    let stream_drained = async {
+        if let Some(stream) = stream {
+            stream.shutdown(left()).await;
+        }
+    };
+    tokio::join!(grpc_drained, stream_drained);
     classifier.shutdown();
     tracing::info!("stopped");
     Ok(())

@@ -166,7 +166,7 @@ async fn echoed_input_in_errors_is_cut_short() {
     );
 }
 
-async fn grpc_client(server: &Server) -> GrpcInferenceServiceClient<tonic::transport::Channel> {
+pub async fn grpc_client(server: &Server) -> GrpcInferenceServiceClient<tonic::transport::Channel> {
     let url = server.grpc.clone().expect("the gRPC address is printed");
     let channel = tonic::transport::Endpoint::from_shared(url)
         .expect("endpoint")
@@ -183,7 +183,7 @@ fn grpc_request(name: &str, outputs: usize) -> ModelInferRequest {
     grpc_request_of(name, outputs, texts())
 }
 
-fn grpc_request_of(name: &str, outputs: usize, texts: Vec<String>) -> ModelInferRequest {
+pub fn grpc_request_of(name: &str, outputs: usize, texts: Vec<String>) -> ModelInferRequest {
     ModelInferRequest {
         model_name: name.to_string(),
         inputs: vec![InferInputTensor {

@@ -190,6 +190,49 @@ async fn sigterm_finishes_accepted_requests_then_exits_zero() {
 }
 
 #[tokio::test]
+async fn every_front_door_drains_within_one_deadline() {
+    // HTTP and gRPC work held in the queue for 6 s; the drain window is 2 s. The doors drain
+    // side by side under one deadline, so the process is gone soon after 2 s, not after a window
+    // for HTTP and then another for gRPC.
+    let server = Server::start(
+        &[
+            "--preferred-batch-size",
+            "1000",
+            "--max-wait-ms",
+            "6000",
+            "--grpc-port",
+            "0",
+        ],
+        &[("NEWSCLS__SERVER__DRAIN_TIMEOUT", "2")],
+    );
+    let name = server.get_json("/info").await["model"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let request = server
+        .client
+        .post(server.url("/predict"))
+        .json(&json!({"inputs": "Stocks fell."}));
+    let http = tokio::spawn(async move { request.send().await.map(|r| r.status()) });
+    let mut client = crate::hostile_clients::grpc_client(&server).await;
+    let call = crate::hostile_clients::grpc_request_of(&name, 1, vec!["Rates rose.".into()]);
+    let grpc = tokio::spawn(async move { client.model_infer(call).await.map(|_| ()) });
+    server.wait_for_queue_depth(2.0).await;
+    let signalled = std::time::Instant::now();
+    send_signal(server.pid(), "TERM");
+    server
+        .wait_exit(Duration::from_secs(20))
+        .expect("exited after the drain window");
+    let took = signalled.elapsed();
+    eprintln!("drain: HTTP and gRPC work past a 2 s window: exited {took:?} after SIGTERM");
+    assert!(
+        took < Duration::from_millis(3500),
+        "exited {took:?} after SIGTERM with a 2 s drain window"
+    );
+    let _ = (http.await, grpc.await);
+}
+
+#[tokio::test]
 async fn probe_flag_reports_health_for_container_checks() {
     let server = Server::start(&[], &[]);
     let probe = |path: &str| {

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch, StringArray};
@@ -414,7 +415,9 @@ fn json_string_or_number(id: &str) -> String {
 // --- CSV -------------------------------------------------------------------------------------------
 
 pub struct CsvReader<R: Read> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<Budgeted<R>>,
+    /// Bytes pulled from the input since the current record began (see [`Budgeted`]).
+    pulled: Arc<AtomicUsize>,
     fields: Fields,
     text_column: usize,
     id_column: Option<usize>,
@@ -424,8 +427,55 @@ pub struct CsvReader<R: Read> {
     total: Option<u64>,
 }
 
+/// The CSV reader's input, counting what it pulls: past `cap` bytes within one record it fails
+/// with a clear error instead of letting one record (a field of any size) grow in memory. The
+/// csv crate cannot skip to the next record after an error, so such a file fails the run.
+pub struct Budgeted<R> {
+    input: R,
+    pulled: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.input.read(buf)?;
+        let pulled = self.pulled.fetch_add(read, Ordering::Relaxed) + read;
+        // The csv crate reads ahead a buffer at a time: a record is over the cap only once
+        // more than a buffer past it has been pulled for it.
+        if pulled > self.cap.saturating_add(CSV_READ_AHEAD) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a CSV record is longer than limits.max_row_bytes ({} bytes)",
+                    self.cap
+                ),
+            ));
+        }
+        Ok(read)
+    }
+}
+
+/// More than the csv crate's read buffer (8 KiB).
+const CSV_READ_AHEAD: usize = 64 * 1024;
+
 impl<R: Read + Send> CsvReader<R> {
     pub fn new(input: R, fields: Fields, total: Option<u64>) -> Result<Self, FileError> {
+        Self::with_max_record_bytes(input, fields, total, usize::MAX)
+    }
+
+    /// A reader that fails on a record of more than `cap` bytes (see [`Budgeted`]).
+    pub fn with_max_record_bytes(
+        input: R,
+        fields: Fields,
+        total: Option<u64>,
+        cap: usize,
+    ) -> Result<Self, FileError> {
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let input = Budgeted {
+            input,
+            pulled: pulled.clone(),
+            cap,
+        };
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
         let headers = reader
             .byte_headers()
@@ -435,6 +485,7 @@ impl<R: Read + Send> CsvReader<R> {
         let text_column = column(&fields.text).ok_or_else(|| {
             FileError::Invalid(format!("the CSV header has no `{}` column", fields.text))
         })?;
+        pulled.store(0, Ordering::Relaxed);
         Ok(Self {
             id_column: column(&fields.id),
             extra_column: fields.extra.as_deref().and_then(column),
@@ -442,6 +493,7 @@ impl<R: Read + Send> CsvReader<R> {
             headers,
             fields,
             reader,
+            pulled,
             row: 0,
             total,
         })
@@ -458,6 +510,7 @@ impl<R: Read + Send> ChunkReader for CsvReader<R> {
         let mut records = Vec::new();
         let mut record = csv::ByteRecord::new();
         while rows.len() < CHUNK_ROWS {
+            self.pulled.store(0, Ordering::Relaxed);
             let more = self
                 .reader
                 .read_byte_record(&mut record)

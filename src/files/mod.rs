@@ -243,8 +243,18 @@ pub fn open_reader(
             JsonlReader::new(BufReader::new(std::io::stdin()), fields, None)
                 .with_max_line_bytes(max_row_bytes),
         ),
-        (FileFormat::Csv, Some(path)) => Box::new(CsvReader::new(open(path)?, fields, size)?),
-        (FileFormat::Csv, None) => Box::new(CsvReader::new(std::io::stdin(), fields, None)?),
+        (FileFormat::Csv, Some(path)) => Box::new(CsvReader::with_max_record_bytes(
+            open(path)?,
+            fields,
+            size,
+            max_row_bytes,
+        )?),
+        (FileFormat::Csv, None) => Box::new(CsvReader::with_max_record_bytes(
+            std::io::stdin(),
+            fields,
+            None,
+            max_row_bytes,
+        )?),
     })
 }
 

@@ -807,3 +807,49 @@ fn eval_of_standard_input_against_another_model_is_refused() {
         stderr(&result)
     );
 }
+
+#[test]
+fn a_csv_record_past_the_byte_cap_fails_the_run_without_being_held() {
+    let dir = TempDir::new("files-long-csv");
+    let model = path(&dir, "model");
+    write_fast_model_dir(&model);
+    let input = path(&dir, "in.csv");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
+        writeln!(out, "id,text\nbefore,Shares rose.").expect("write");
+        write!(out, "huge,\"").expect("write");
+        let block = "a".repeat(1 << 20);
+        for _ in 0..200 {
+            out.write_all(block.as_bytes()).expect("write");
+        }
+        writeln!(out, "\"\nafter,Rates fell.").expect("write");
+        out.flush().expect("flush");
+    }
+    let output = path(&dir, "out.csv");
+    let mut child = spawn_classify(&[
+        "--model-dir",
+        text(&model),
+        text(&input),
+        "-o",
+        text(&output),
+    ]);
+    let mut peak_kb = 0;
+    while child.try_wait().expect("wait").is_none() {
+        peak_kb = peak_kb.max(peak_rss_kb(child.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let result = child.wait_with_output().expect("output");
+    eprintln!(
+        "a 200 MiB CSV field: peak RSS {} MB, exit {:?}: {}",
+        peak_kb / 1024,
+        result.status.code(),
+        stderr(&result).trim()
+    );
+    assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("max_row_bytes"),
+        "{}",
+        stderr(&result)
+    );
+    assert!(peak_kb / 1024 < 300, "peak RSS {} MB", peak_kb / 1024);
+}

@@ -238,7 +238,11 @@ pub fn openapi_json(limits: &LimitsConfig, demo_page: bool, admin: bool) -> serd
     // The JSON part of a binary request is part of the body: at most `limits.max_body_bytes`.
     if let Some(paths) = doc["paths"].as_object_mut() {
         for item in paths.values_mut() {
-            let parameters = item["post"]["parameters"].as_array_mut();
+            // `get_mut`, not indexing: `value["key"]` on a missing key would insert a null.
+            let parameters = item
+                .get_mut("post")
+                .and_then(|post| post.get_mut("parameters"))
+                .and_then(|parameters| parameters.as_array_mut());
             for parameter in parameters.into_iter().flatten() {
                 let name = parameter["name"].as_str().unwrap_or("");
                 if name.eq_ignore_ascii_case(kserve::BINARY_HEADER) {

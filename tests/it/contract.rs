@@ -218,6 +218,19 @@ async fn the_binary_header_is_bounded_in_the_document_as_in_the_server() {
         2 * 1024 * 1024,
         "{path}: at most limits.max_body_bytes"
     );
+    // Bounding it touched only that operation: no path gained an operation or a null.
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            assert!(operation.is_object(), "{method} {path}: {operation}");
+            if let Some(parameters) = operation.get("parameters") {
+                assert!(
+                    parameters.is_array(),
+                    "{method} {path}: parameters {parameters}"
+                );
+            }
+        }
+    }
+    assert!(spec["paths"]["/info"].get("post").is_none());
     // What the document calls invalid, the server refuses.
     let name = server.get_json("/info").await["model"]["name"]
         .as_str()

@@ -840,18 +840,18 @@ async fn scale_out() {
     };
     eprintln!("stream scale-out: partitions per replica {assignment:?}");
 
-    broker.send_articles(&producer, &texts, 's', 0..3000);
-    let first = &replicas[0];
-    wait_until(
-        "a third of the stream answered by the first replica's group",
-        || async {
-            let mut answered = 0.0;
-            for replica in &replicas {
-                answered += produced(replica).await;
-            }
-            answered >= 1000.0 || produced(first).await >= 300.0
-        },
-    )
+    // In flushed steps: each produce request carries one message to Tansu.
+    for start in (0..3000).step_by(300) {
+        broker.send_articles(&producer, &texts, 's', start..start + 300);
+    }
+    let group = &replicas;
+    wait_until("a third of the stream answered", move || async move {
+        let mut answered = 0.0;
+        for replica in group {
+            answered += produced(replica).await;
+        }
+        answered >= 1000.0
+    })
     .await;
     let killed = replicas.remove(0);
     send_signal(killed.pid(), "KILL");

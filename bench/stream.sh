@@ -20,6 +20,8 @@ WORK=$(mktemp -d /tmp/newscls-stream-XXXX)
 trap 'kill ${NPID:-} ${BPID:-} ${RPIDS:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 scripts/setup-tansu.sh
+command -v wrk >/dev/null \
+  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }
 TANSU=.cache/tools/tansu/bin/tansu
 TEXTS=$(training/test_split.sh)
 cargo build --release --locked --quiet

@@ -872,8 +872,14 @@ pub fn the_kubernetes_pod_spec_runs_under_podman_kube_play() {
         write("/var/cache/newscls/written"),
         "the emptyDir model cache is writable"
     );
-    // The ConfigMap is the config: JSON log lines, the `ready` one among them.
-    let logs = podman(&["logs", container]);
+    // The ConfigMap is the config: JSON log lines (on the container's stderr), the `ready` one
+    // among them.
+    let output = Command::new(repo_path("scripts/podman.sh"))
+        .args(["logs", container])
+        .stdin(Stdio::null())
+        .output()
+        .expect("podman logs");
+    let logs = String::from_utf8_lossy(&output.stderr).into_owned();
     let ready = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

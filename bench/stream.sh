@@ -125,7 +125,9 @@ for n in $REPLICAS; do
   done
   # Until the group has handed out all six partitions.
   for _ in $(seq 1 150); do
-    owned=$(grep -ho 'partitions assigned partitions=\[[0-9, ]*\]' "$WORK"/replica-"$n"-*.log | grep -o '[0-9]\+' | sort -u | wc -l)
+    # (no line yet is no match: `|| true`, or pipefail would end the script here)
+    owned=$(grep -ho 'partitions assigned partitions=\[[0-9, ]*\]' "$WORK"/replica-"$n"-*.log 2>/dev/null \
+      | grep -o '[0-9]\+' | sort -u | wc -l || true)
     [ "$owned" -ge 6 ] && break
     sleep 0.2
   done

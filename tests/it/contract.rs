@@ -232,10 +232,7 @@ async fn the_binary_header_is_bounded_in_the_document_as_in_the_server() {
     }
     assert!(spec["paths"]["/info"].get("post").is_none());
     // What the document calls invalid, the server refuses.
-    let name = server.get_json("/info").await["model"]["name"]
-        .as_str()
-        .expect("name")
-        .to_string();
+    let name = server.model_name().await;
     let response = server
         .client
         .post(server.url(&format!("/v2/models/{name}/infer")))

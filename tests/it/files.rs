@@ -425,27 +425,32 @@ fn a_terminated_run_leaves_whole_rows_and_resumes() {
     resume_after("TERM");
 }
 
+/// `newscls classify ARGS` to completion, with its peak resident memory (MB) sampled every 20 ms.
+fn classify_watching_rss(args: &[&str]) -> (Output, u64) {
+    let mut child = spawn_classify(args);
+    let mut peak_kb = 0;
+    while child.try_wait().expect("wait").is_none() {
+        peak_kb = peak_kb.max(peak_rss_kb(child.id()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child.wait_with_output().expect("output"), peak_kb / 1024)
+}
+
 /// Peak RSS (MB) of `newscls classify` over `rows` rows of `chars` characters, fast model.
 fn classify_peak_rss_mb(dir: &TempDir, model: &Path, rows: usize, chars: usize) -> (u64, u64) {
     let (input, output) = (path(dir, "in.jsonl"), path(dir, "out.jsonl"));
     numbered_articles(&input, rows, chars);
     let size_mb = std::fs::metadata(&input).expect("input").len() / 1_000_000;
-    let mut child = spawn_classify(&[
+    let (status, peak_mb) = classify_watching_rss(&[
         "--model-dir",
         text(model),
         text(&input),
         "-o",
         text(&output),
     ]);
-    let mut peak_kb = 0;
-    while child.try_wait().expect("wait").is_none() {
-        peak_kb = peak_kb.max(peak_rss_kb(child.id()).unwrap_or(0));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status = child.wait_with_output().expect("output");
     assert!(status.status.success(), "{}", stderr(&status));
     assert_eq!(lines_in(&output), rows);
-    (peak_kb / 1024, size_mb)
+    (peak_mb, size_mb)
 }
 
 #[test]
@@ -742,43 +747,45 @@ fn write_parquet_in_groups(path: &Path, rows: &[Value], group: usize) {
     writer.close().expect("close");
 }
 
+/// `before`, 200 MiB of `a`, then `after`: one row far past any byte cap between two small ones.
+fn write_around_200_mib(path: &Path, before: &str, after: &str) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    out.write_all(before.as_bytes()).expect("write");
+    let block = "a".repeat(1 << 20);
+    for _ in 0..200 {
+        out.write_all(block.as_bytes()).expect("write");
+    }
+    out.write_all(after.as_bytes()).expect("write");
+    out.flush().expect("flush");
+}
+
 #[test]
 fn a_200_mib_line_gets_a_row_error_without_being_held() {
     let dir = TempDir::new("files-long-line");
     let model = path(&dir, "model");
     write_fast_model_dir(&model);
     let input = path(&dir, "in.jsonl");
-    {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
-        writeln!(out, "{}", json!({"id": "before", "text": "Shares rose."})).expect("write");
-        write!(out, "{{\"id\": \"huge\", \"text\": \"").expect("write");
-        let block = "a".repeat(1 << 20);
-        for _ in 0..200 {
-            out.write_all(block.as_bytes()).expect("write");
-        }
-        writeln!(out, "\"}}").expect("write");
-        writeln!(out, "{}", json!({"id": "after", "text": "Rates fell."})).expect("write");
-        out.flush().expect("flush");
-    }
+    write_around_200_mib(
+        &input,
+        &format!(
+            "{}\n{{\"id\": \"huge\", \"text\": \"",
+            json!({"id": "before", "text": "Shares rose."})
+        ),
+        &format!("\"}}\n{}\n", json!({"id": "after", "text": "Rates fell."})),
+    );
     let output = path(&dir, "out.jsonl");
-    let mut child = spawn_classify(&[
+    let (result, peak_mb) = classify_watching_rss(&[
         "--model-dir",
         text(&model),
         text(&input),
         "-o",
         text(&output),
     ]);
-    let mut peak_kb = 0;
-    while child.try_wait().expect("wait").is_none() {
-        peak_kb = peak_kb.max(peak_rss_kb(child.id()).unwrap_or(0));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let result = child.wait_with_output().expect("output");
     let rows = read_jsonl(&output);
     let ids: Vec<Value> = rows.iter().map(|r| r["id"].clone()).collect();
     eprintln!(
         "a 200 MiB line: peak RSS {} MB, exit {:?}",
-        peak_kb / 1024,
+        peak_mb,
         result.status.code()
     );
     // The oversized row keeps its place, under its row number (its id was not read).
@@ -791,7 +798,7 @@ fn a_200_mib_line_gets_a_row_error_without_being_held() {
         rows[1]
     );
     assert!(rows[0]["label"].is_string() && rows[2]["label"].is_string());
-    assert!(peak_kb / 1024 < 300, "peak RSS {} MB", peak_kb / 1024);
+    assert!(peak_mb < 300, "peak RSS {} MB", peak_mb);
 }
 
 #[test]
@@ -814,34 +821,22 @@ fn a_csv_record_past_the_byte_cap_fails_the_run_without_being_held() {
     let model = path(&dir, "model");
     write_fast_model_dir(&model);
     let input = path(&dir, "in.csv");
-    {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
-        writeln!(out, "id,text\nbefore,Shares rose.").expect("write");
-        write!(out, "huge,\"").expect("write");
-        let block = "a".repeat(1 << 20);
-        for _ in 0..200 {
-            out.write_all(block.as_bytes()).expect("write");
-        }
-        writeln!(out, "\"\nafter,Rates fell.").expect("write");
-        out.flush().expect("flush");
-    }
+    write_around_200_mib(
+        &input,
+        "id,text\nbefore,Shares rose.\nhuge,\"",
+        "\"\nafter,Rates fell.\n",
+    );
     let output = path(&dir, "out.csv");
-    let mut child = spawn_classify(&[
+    let (result, peak_mb) = classify_watching_rss(&[
         "--model-dir",
         text(&model),
         text(&input),
         "-o",
         text(&output),
     ]);
-    let mut peak_kb = 0;
-    while child.try_wait().expect("wait").is_none() {
-        peak_kb = peak_kb.max(peak_rss_kb(child.id()).unwrap_or(0));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let result = child.wait_with_output().expect("output");
     eprintln!(
         "a 200 MiB CSV field: peak RSS {} MB, exit {:?}: {}",
-        peak_kb / 1024,
+        peak_mb,
         result.status.code(),
         stderr(&result).trim()
     );
@@ -851,5 +846,5 @@ fn a_csv_record_past_the_byte_cap_fails_the_run_without_being_held() {
         "{}",
         stderr(&result)
     );
-    assert!(peak_kb / 1024 < 300, "peak RSS {} MB", peak_kb / 1024);
+    assert!(peak_mb < 300, "peak RSS {} MB", peak_mb);
 }

@@ -30,10 +30,7 @@ fn peak(server: &Server) -> u64 {
 #[tokio::test]
 async fn repeated_outputs_over_http_are_refused_without_building_them() {
     let server = Server::start(&[], &[]);
-    let name = server.get_json("/info").await["model"]["name"]
-        .as_str()
-        .expect("name")
-        .to_string();
+    let name = server.model_name().await;
     let url = server.url(&format!("/v2/models/{name}/infer"));
     let texts = texts();
     let input = json!({"name": "text", "shape": [texts.len()], "datatype": "BYTES", "data": texts});
@@ -100,10 +97,7 @@ async fn repeated_outputs_over_http_are_refused_without_building_them() {
 #[tokio::test]
 async fn echoed_input_in_errors_is_cut_short() {
     let server = Server::start(&[], &[]);
-    let name = server.get_json("/info").await["model"]["name"]
-        .as_str()
-        .expect("name")
-        .to_string();
+    let name = server.model_name().await;
     let url = server.url(&format!("/v2/models/{name}/infer"));
     let huge = "X".repeat(1 << 20);
     let cases = [
@@ -209,10 +203,7 @@ pub fn grpc_request_of(name: &str, outputs: usize, texts: Vec<String>) -> ModelI
 #[tokio::test]
 async fn repeated_outputs_and_huge_names_over_grpc_are_refused() {
     let server = Server::start(&["--grpc-port", "0"], &[]);
-    let name = server.get_json("/info").await["model"]["name"]
-        .as_str()
-        .expect("name")
-        .to_string();
+    let name = server.model_name().await;
     let mut client = grpc_client(&server).await;
     let answer = client
         .model_infer(grpc_request(&name, 1))
@@ -276,10 +267,7 @@ async fn advertised_stream_limit(addr: &str) -> usize {
 #[tokio::test]
 async fn a_thousand_streams_on_one_connection_are_held_to_the_limit() {
     let server = Server::start(&["--grpc-port", "0"], &[]);
-    let name = server.get_json("/info").await["model"]["name"]
-        .as_str()
-        .expect("name")
-        .to_string();
+    let name = server.model_name().await;
     let url = server.grpc.clone().expect("the gRPC address is printed");
     let limit = advertised_stream_limit(url.trim_start_matches("http://")).await;
     assert_eq!(limit, 64, "SETTINGS_MAX_CONCURRENT_STREAMS (server.grpc)");

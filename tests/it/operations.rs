@@ -205,10 +205,7 @@ async fn every_front_door_drains_within_one_deadline() {
         ],
         &[("NEWSCLS__SERVER__DRAIN_TIMEOUT", "2")],
     );
-    let name = server.get_json("/info").await["model"]["name"]
-        .as_str()
-        .expect("name")
-        .to_string();
+    let name = server.model_name().await;
     let request = server
         .client
         .post(server.url("/predict"))

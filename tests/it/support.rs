@@ -117,6 +117,14 @@ impl Server {
         }
     }
 
+    /// The name the server serves its model under (`/info`), as KServe and vLLM routes take it.
+    pub async fn model_name(&self) -> String {
+        self.get_json("/info").await["model"]["name"]
+            .as_str()
+            .expect("the model's name in /info")
+            .to_string()
+    }
+
     /// The server's log (stderr) so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -448,6 +448,36 @@ async fn run() {
     }
 }
 
+/// Settings for several replicas of one group on this machine. What the group tests measure is
+/// the group, not the model: the generated fast model, and one non-spinning inference thread per
+/// replica, so replicas sharing two cores do not starve each other's group heartbeats.
+struct GroupReplica {
+    /// Kept for as long as the replicas run: the directory goes with it.
+    _model: TempDir,
+    model_dir: String,
+}
+
+impl GroupReplica {
+    fn new() -> GroupReplica {
+        let model = TempDir::new("stream-group-model");
+        write_fast_model_dir(model.path());
+        let model_dir = model.path().display().to_string();
+        GroupReplica {
+            _model: model,
+            model_dir,
+        }
+    }
+
+    /// The environment overrides for [`serve_with`].
+    fn env(&self) -> [(&str, &str); 3] {
+        [
+            ("NEWSCLS__MODEL__DIR", self.model_dir.as_str()),
+            ("NEWSCLS__MODEL__INTRA_OP_THREADS", "1"),
+            ("NEWSCLS__MODEL__INTRA_OP_SPINNING", "false"),
+        ]
+    }
+}
+
 pub fn two_consumers_in_a_group_split_the_partitions() {
     tokio::runtime::Runtime::new()
         .expect("runtime")
@@ -461,17 +491,8 @@ async fn rebalance() {
     let broker = Broker::start();
     let texts = articles();
     let producer = broker.producer();
-    // What is tested is the group, not the model: the generated fast model, and one
-    // non-spinning inference thread per replica, so two replicas on two cores do not starve
-    // each other's heartbeats.
-    let model = TempDir::new("stream-rebalance-model");
-    write_fast_model_dir(model.path());
-    let model_dir = model.path().display().to_string();
-    let env = [
-        ("NEWSCLS__MODEL__DIR", model_dir.as_str()),
-        ("NEWSCLS__MODEL__INTRA_OP_THREADS", "1"),
-        ("NEWSCLS__MODEL__INTRA_OP_SPINNING", "false"),
-    ];
+    let replica = GroupReplica::new();
+    let env = replica.env();
     broker.send_articles(&producer, &texts, 'g', 0..300);
     let first = serve_with(&broker, "g2", &env);
     let started = &first;
@@ -812,14 +833,8 @@ async fn scale_out() {
     let broker = Broker::with_partitions(6);
     let texts = articles();
     let producer = broker.producer();
-    let model = TempDir::new("stream-scale-out-model");
-    write_fast_model_dir(model.path());
-    let model_dir = model.path().display().to_string();
-    let env = [
-        ("NEWSCLS__MODEL__DIR", model_dir.as_str()),
-        ("NEWSCLS__MODEL__INTRA_OP_THREADS", "1"),
-        ("NEWSCLS__MODEL__INTRA_OP_SPINNING", "false"),
-    ];
+    let replica = GroupReplica::new();
+    let env = replica.env();
     let mut replicas: Vec<Server> = (0..3).map(|_| serve_with(&broker, "g3", &env)).collect();
     // The group settles: six partitions, each replica owning some.
     let deadline = Instant::now() + Duration::from_secs(60);

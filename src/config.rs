@@ -325,7 +325,8 @@ pub struct LimitsConfig {
     pub max_client_batch_size: usize,
     /// Most characters in one text, checked before tokenization.
     pub max_input_chars: usize,
-    /// Most bytes of one row of a file (`newscls classify`/`eval`: a JSONL line); a longer row
+    /// Most bytes of one row of a file (`newscls classify`/`eval`: a JSONL line, a CSV record, a
+    /// Parquet text; a Parquet page may hold 16 times it); a longer JSONL line or Parquet page
     /// gets a row error without being held in memory. Null: 12 bytes per allowed character
     /// (the longest JSON escape of one) plus 64 KiB for the other fields.
     pub max_row_bytes: Option<usize>,

@@ -12,6 +12,7 @@
 
 pub mod eval;
 pub mod format;
+mod parquet_pages;
 pub mod progress;
 
 use std::collections::{HashSet, VecDeque};
@@ -229,7 +230,9 @@ pub fn open_reader(
         std::fs::File::open(path).map_err(|e| FileError::io(&path.display().to_string(), e))
     };
     Ok(match (format, &file) {
-        (FileFormat::Parquet, Some(path)) => Box::new(ParquetReader::open(path, fields)?),
+        (FileFormat::Parquet, Some(path)) => {
+            Box::new(ParquetReader::open(path, fields, max_row_bytes)?)
+        }
         (FileFormat::Parquet, None) => {
             return Err(FilesError::Usage(
                 "Parquet is read from a file (its index is at the end), not standard input".into(),

@@ -848,3 +848,64 @@ fn a_csv_record_past_the_byte_cap_fails_the_run_without_being_held() {
     );
     assert!(peak_mb < 300, "peak RSS {} MB", peak_mb);
 }
+
+#[test]
+fn a_200_mib_parquet_value_gets_a_row_error_unread_and_the_run_goes_on() {
+    let dir = TempDir::new("files-long-parquet");
+    let model = path(&dir, "model");
+    write_fast_model_dir(&model);
+    // One row per row group, as a writer's default settings store them: the huge value lands in a
+    // dictionary page or a data page of its own, whichever the writer picks.
+    let rows = vec![
+        json!({"id": "0", "source": "wire", "text": "Shares rose as the market opened."}),
+        json!({"id": "1", "source": "wire", "text": "a".repeat(200 << 20)}),
+        json!({"id": "2", "source": "wire", "text": "Rates fell after the meeting."}),
+    ];
+    let input = path(&dir, "in.parquet");
+    write_parquet_in_groups(&input, &rows, 1);
+    drop(rows);
+    let output = path(&dir, "out.parquet");
+    let (result, peak_mb) = classify_watching_rss(&[
+        "--model-dir",
+        text(&model),
+        text(&input),
+        "-o",
+        text(&output),
+    ]);
+    eprintln!(
+        "a 200 MiB Parquet value: peak RSS {} MB, exit {:?}",
+        peak_mb,
+        result.status.code()
+    );
+    assert!(result.status.success(), "{}", stderr(&result));
+    let (_, written) = read_parquet(&output);
+    let ids: Vec<&str> = written.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["0", "1", "2"],
+        "every row in its place, with its own id"
+    );
+    assert!(
+        !written[0].2.is_empty() && !written[2].2.is_empty(),
+        "{written:?}"
+    );
+    assert_eq!(written[1].2, "", "the oversized row has no label");
+    let file = std::fs::File::open(&output).expect("output");
+    let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .next()
+        .expect("a batch")
+        .expect("rows");
+    let errors = batch
+        .column_by_name("error")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+        .expect("an error column");
+    assert!(
+        errors.value(1).contains("Parquet page") && errors.value(1).contains("max_row_bytes"),
+        "{}",
+        errors.value(1)
+    );
+    assert!(peak_mb < 300, "peak RSS {} MB", peak_mb);
+}

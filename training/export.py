@@ -27,6 +27,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from tokenizers import Tokenizer
 
 from classifier import MeanPoolClassifier
+from ort_inputs import batch_inputs, cpu_flags, float_kernel_family, ort_session
 from finetune import load_split
 
 # Korean investment-news sentences for the golden file: the service must reproduce these logits.
@@ -40,27 +41,6 @@ KOREAN_SAMPLES = [
     "인기 아이돌 그룹의 새 앨범이 발매 첫 주 100만 장을 돌파했다.",
     "원달러 환율이 1,400원을 넘어서며 외국인 투자자의 매도세가 이어졌다.",
 ]
-
-
-def ort_session(path: Path, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    # Several sessions live side by side here: a session's threads spinning after its run would
-    # take the cores from the next one's timing.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def batch_inputs(tokenizer: Tokenizer, texts: list[str], pad_id: int) -> dict[str, np.ndarray]:
-    ids = [e.ids for e in tokenizer.encode_batch(texts)]
-    width = max(len(i) for i in ids)
-    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
-    for row, seq in enumerate(ids):
-        input_ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
 
 
 def logits_for(sess, tokenizer, texts, pad_id, batch_size=32) -> np.ndarray:
@@ -201,24 +181,6 @@ def cpu_candidates(fp32_path: Path, work: Path, tokenizer, calibration: list[str
             fuse_integer_matmuls(out[name])
             read_float_activations(out[name])
     return out
-
-
-def cpu_flags() -> list[str]:
-    try:
-        return next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return []
-
-
-def float_kernel_family() -> str:
-    """Which family of ONNX Runtime's float kernels this machine gets, as the service names it
-    (`device::FloatKernels`): a quantized model's logits are bit-identical only within one."""
-    flags = cpu_flags()
-    if "avx512f" in flags:
-        return "avx512f"
-    if "avx2" in flags and "fma" in flags:
-        return "fma3"
-    return "sse" if flags else "other"
 
 
 def integer_kernel_path() -> str:

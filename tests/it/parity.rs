@@ -38,6 +38,16 @@ struct Golden {
     padded_batch: Batch,
     /// The fp32 export's top label for each test-split article, by the article's id.
     test_split_fp32_labels: BTreeMap<String, String>,
+    /// The CPU variant's logits as other float families compute them, by family
+    /// (`training/golden_family.py` run on such a host).
+    #[serde(default)]
+    other_float_kernels: BTreeMap<String, FamilyLogits>,
+}
+
+#[derive(Deserialize)]
+struct FamilyLogits {
+    cases: Vec<Vec<f32>>,
+    padded_batch: Vec<Vec<f32>>,
 }
 
 #[derive(Deserialize)]
@@ -59,24 +69,51 @@ struct Batch {
 /// The CPU variant's logits against the golden file's on a host of its float family: exact
 /// integer sums and the same float kernels leave nothing but the order of a few float sums.
 const SAME_FAMILY_TOLERANCE: f32 = 1e-5;
-/// The same on a host of another float family: last-bit differences re-rounded between layers.
-/// Measured on the bundled CPU variant under qemu (SSE4.1 floats vs this machine's FMA3, both
-/// with exact integer sums): up to 0.072 on golden texts.
-const OTHER_FAMILY_TOLERANCE: f32 = 0.15;
+/// The same on a host of a float family the golden file does not record: last-bit differences
+/// re-rounded between layers into steps of one quantum. Measured on the bundled CPU variant with
+/// exact integer sums on both sides: SSE4.1 floats (qemu) vs FMA3 up to 0.072, AVX-512F vs FMA3
+/// up to 0.281 on the golden texts (no top label changed).
+const OTHER_FAMILY_TOLERANCE: f32 = 0.4;
 
-/// The tolerance for the CPU variant on this host, and whether it is the golden file's family.
-fn cpu_tolerance(golden: &Golden) -> (f32, bool) {
+/// What the CPU variant is held to on this host: the golden logits of this host's float family
+/// (1e-5) when the file records it, else the writer's family's (the cross-family tolerance), and
+/// whether they are this family's.
+fn cpu_expectation(golden: &Golden) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, f32, bool) {
     let here = FloatKernels::detect().name();
-    let same = golden.float_kernels.as_deref() == Some(here);
     eprintln!(
-        "float kernels: {here} here, {:?} in the golden file",
-        golden.float_kernels
+        "float kernels: {here} here; the golden file records {:?} and {:?}",
+        golden.float_kernels,
+        golden.other_float_kernels.keys().collect::<Vec<_>>()
     );
-    if same {
-        (SAME_FAMILY_TOLERANCE, true)
-    } else {
-        (OTHER_FAMILY_TOLERANCE, false)
+    if golden.float_kernels.as_deref() == Some(here) {
+        let cases = golden.cases.iter().map(|c| c.logits.clone()).collect();
+        return (
+            cases,
+            golden.padded_batch.logits.clone(),
+            SAME_FAMILY_TOLERANCE,
+            true,
+        );
     }
+    if let Some(family) = golden.other_float_kernels.get(here) {
+        assert_eq!(
+            family.cases.len(),
+            golden.cases.len(),
+            "{here}: one row per case"
+        );
+        return (
+            family.cases.clone(),
+            family.padded_batch.clone(),
+            SAME_FAMILY_TOLERANCE,
+            true,
+        );
+    }
+    let cases = golden.cases.iter().map(|c| c.logits.clone()).collect();
+    (
+        cases,
+        golden.padded_batch.logits.clone(),
+        OTHER_FAMILY_TOLERANCE,
+        false,
+    )
 }
 
 /// The gap between a row's two largest values.
@@ -257,28 +294,33 @@ fn service_pipeline_matches_the_training_pipeline_golden_file() {
         korean >= 5,
         "the golden file covers Korean ({korean} cases)"
     );
-    let (tolerance, same_family) = cpu_tolerance(&golden);
+    let (expected, expected_batch, tolerance, same_family) = cpu_expectation(&golden);
     let mut worst = 0.0f32;
-    for (i, case) in golden.cases.iter().enumerate() {
+    for (i, (case, want)) in golden.cases.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            spec.labels[argmax(&case.logits)],
+            case.label,
+            "golden case {i}"
+        );
         let logits = infer(&mut loaded, std::slice::from_ref(&case.text));
         let row = logits.rows().next().expect("one row");
         // Two labels closer than twice the tolerance may trade places on another family.
-        if same_family || margin(&case.logits) > 2.0 * tolerance {
+        if same_family || margin(want) > 2.0 * tolerance {
             assert_eq!(
                 spec.labels[argmax(row)],
-                case.label,
+                spec.labels[argmax(want)],
                 "case {i}: {:.60}",
                 case.text
             );
         }
-        assert_within(row, &case.logits, tolerance, &format!("case {i}"));
+        assert_within(row, want, tolerance, &format!("case {i}"));
         worst = row
             .iter()
-            .zip(&case.logits)
+            .zip(want)
             .fold(worst, |w, (a, b)| w.max((a - b).abs()));
     }
     let logits = infer(&mut loaded, &golden.padded_batch.texts);
-    for (i, (row, want)) in logits.rows().zip(&golden.padded_batch.logits).enumerate() {
+    for (i, (row, want)) in logits.rows().zip(&expected_batch).enumerate() {
         assert_within(row, want, tolerance, &format!("padded batch row {i}"));
     }
     eprintln!(

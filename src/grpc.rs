@@ -1,9 +1,9 @@
 //! The KServe v2 protocol over gRPC (`inference.GRPCInferenceService`, proto/grpc_service.proto),
 //! as `tritonclient.grpc` and KServe's clients speak it, on `server.grpc_port`.
 //!
-//! Same model, same [`Classifier`](crate::classify::Classifier), same rules as the HTTP v2
-//! routes: one `BYTES` input `text`, outputs `label` (`BYTES`) and `probabilities` (`FP32`,
-//! `[texts, labels]`); the texts come from `raw_input_contents` (Triton's default) or typed
+//! Same model, same [`Classifier`](crate::classify::Classifier), same protocol ([`crate::v2`],
+//! shared with the HTTP v2 routes): one `BYTES` input `text`, outputs `label` (`BYTES`) and
+//! `probabilities` (`FP32`, `[texts, labels]`); the texts come from `raw_input_contents` (Triton's default) or typed
 //! `bytes_contents`, and the answer comes back the same way it was asked (raw if the inputs
 //! were raw). A gRPC deadline tightens the request's
 //! deadline as `x-request-timeout` does; refusals map to gRPC codes in `status()`, the one place
@@ -21,10 +21,10 @@ use tracing::Instrument;
 
 use crate::classify::{Classification, ClassifyError, ClassifyRequest, Deadline};
 use crate::config::Config;
-use crate::excerpt::excerpt;
 use crate::metrics::Metrics;
 use crate::telemetry;
-use crate::tensor::{check_text_input, decode_strings, encode_f32, encode_strings, shape_holds};
+use crate::v2::binary::decode_strings;
+use crate::v2::{self, Output, ProtocolError, Selected, TensorData, INPUT};
 
 /// The code generated from proto/grpc_service.proto.
 #[allow(clippy::all, missing_docs)]
@@ -37,16 +37,20 @@ use proto::model_infer_response::InferOutputTensor;
 use proto::model_metadata_response::TensorMetadata;
 use proto::*;
 
-const INPUT: &str = "text";
-const LABEL: &str = "label";
-const PROBABILITIES: &str = "probabilities";
-
 /// Why the gRPC server could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("gRPC on {addr}: {reason}")]
 pub struct GrpcError {
     addr: String,
     reason: String,
+}
+
+/// The protocol's refusals as gRPC status codes.
+fn protocol_status(error: ProtocolError) -> Status {
+    match error {
+        ProtocolError::Invalid(message) => Status::invalid_argument(message),
+        ProtocolError::NotFound(message) => Status::not_found(message),
+    }
 }
 
 /// The one mapping of the classifier's refusals to gRPC status codes.
@@ -75,22 +79,8 @@ impl InferenceService {
     /// The served model, or NOT_FOUND for another name or version.
     fn check_model(&self, name: &str, version: &str) -> Result<(), Status> {
         let model = self.classifier.serving();
-        if name != model.spec.name {
-            return Err(Status::not_found(format!(
-                "model {}; this server serves {:?}",
-                excerpt(name),
-                model.spec.name
-            )));
-        }
-        if !version.is_empty() && version != model.spec.version {
-            return Err(Status::not_found(format!(
-                "version {} of {:?}; the served version is {:?}",
-                excerpt(version),
-                model.spec.name,
-                model.spec.version
-            )));
-        }
-        Ok(())
+        v2::check_model(&model.spec.name, &model.spec.version, name, Some(version))
+            .map_err(protocol_status)
     }
 
     /// Runs `call` inside a `request` span, counting and timing it as HTTP requests are.
@@ -141,7 +131,7 @@ impl InferenceService {
     ) -> Result<ModelInferResponse, Status> {
         self.check_model(&request.model_name, &request.model_version)?;
         let (texts, raw) = input_texts(&request, self.max_texts)?;
-        let wanted = requested_outputs(&request)?;
+        let wanted = requested_outputs(&request, raw)?;
         let classification = self
             .classifier
             .classify(
@@ -150,7 +140,7 @@ impl InferenceService {
             )
             .await
             .map_err(status)?;
-        Ok(answer(request.id, classification, &wanted, raw))
+        Ok(answer(request.id, classification, &wanted))
     }
 }
 
@@ -174,17 +164,11 @@ fn input_texts(
     request: &ModelInferRequest,
     max_texts: usize,
 ) -> Result<(Vec<String>, bool), Status> {
-    let [input] = request.inputs.as_slice() else {
-        return Err(Status::invalid_argument(format!(
-            "expected exactly one input, {INPUT:?}; got {}",
-            request.inputs.len()
-        )));
-    };
-    check_text_input(&input.name, &input.datatype).map_err(Status::invalid_argument)?;
+    let input =
+        v2::the_input(&request.inputs, |i| &i.name, |i| &i.datatype).map_err(protocol_status)?;
     let (texts, raw) = match (request.raw_input_contents.as_slice(), &input.contents) {
         ([raw], None) => (
-            decode_strings(INPUT, raw, max_texts)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            decode_strings(INPUT, raw, max_texts).map_err(|e| protocol_status(e.into()))?,
             true,
         ),
         ([], Some(contents)) => {
@@ -213,91 +197,49 @@ fn input_texts(
         )))
         }
     };
-    if !shape_holds(&input.shape, texts.len()) {
-        return Err(Status::invalid_argument(format!(
-            "input {INPUT:?} has shape {:?} but {} strings",
-            input.shape,
-            texts.len()
-        )));
-    }
+    v2::check_shape(&input.shape, texts.len()).map_err(protocol_status)?;
     Ok((texts, raw))
 }
 
-/// The outputs asked for, all when none are named.
-fn requested_outputs(request: &ModelInferRequest) -> Result<Vec<&'static str>, Status> {
-    if request.outputs.is_empty() {
-        return Ok(vec![LABEL, PROBABILITIES]);
-    }
-    let mut wanted = Vec::with_capacity(2);
-    for output in &request.outputs {
-        let name = match output.name.as_str() {
-            LABEL => LABEL,
-            PROBABILITIES => PROBABILITIES,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown output {}; the model's outputs are {LABEL:?} and {PROBABILITIES:?}",
-                    excerpt(other)
-                )))
-            }
-        };
-        // Each copy would be built and sent again: a small request could ask for an
-        // unbounded response.
-        if wanted.contains(&name) {
-            return Err(Status::invalid_argument(format!(
-                "output {name:?} is requested more than once"
-            )));
-        }
-        wanted.push(name);
-    }
-    Ok(wanted)
+/// The outputs asked for, all when none are named; they go back the way the input came.
+fn requested_outputs(request: &ModelInferRequest, raw: bool) -> Result<Vec<Selected>, Status> {
+    let named = request.outputs.iter().map(|o| (o.name.as_str(), None));
+    v2::select_outputs(named, raw).map_err(protocol_status)
 }
 
-fn answer(
-    id: String,
-    classification: Classification,
-    wanted: &[&'static str],
-    raw: bool,
-) -> ModelInferResponse {
-    let count = classification.texts.len() as i64;
+fn answer(id: String, classification: Classification, wanted: &[Selected]) -> ModelInferResponse {
     let mut outputs = Vec::new();
     let mut raw_output_contents = Vec::new();
-    for name in wanted {
-        let (datatype, shape, contents, bytes) = if *name == LABEL {
-            let labels = classification.top_labels();
-            let contents = InferTensorContents {
-                bytes_contents: labels.iter().map(|l| l.as_bytes().to_vec()).collect(),
-                ..Default::default()
-            };
-            (
-                "BYTES",
-                vec![count],
-                contents,
-                encode_strings(labels.iter().copied()),
-            )
-        } else {
-            let probabilities = classification.score_matrix();
-            let bytes = encode_f32(&probabilities);
-            let contents = InferTensorContents {
-                fp32_contents: probabilities,
-                ..Default::default()
-            };
-            let shape = vec![count, classification.labels.len() as i64];
-            ("FP32", shape, contents, bytes)
+    for tensor in v2::output_tensors(&classification, wanted) {
+        let output = tensor.selected.output;
+        // Raw bytes or typed contents, whichever is sent: never both.
+        let contents = match tensor.selected.binary {
+            true => {
+                raw_output_contents.push(tensor.data.to_bytes());
+                None
+            }
+            false => Some(match tensor.data {
+                TensorData::Labels(labels) => InferTensorContents {
+                    bytes_contents: labels.iter().map(|l| l.as_bytes().to_vec()).collect(),
+                    ..Default::default()
+                },
+                TensorData::Scores(scores) => InferTensorContents {
+                    fp32_contents: scores,
+                    ..Default::default()
+                },
+            }),
         };
         outputs.push(InferOutputTensor {
-            name: name.to_string(),
-            datatype: datatype.to_string(),
-            shape,
+            name: output.name().to_string(),
+            datatype: output.datatype().to_string(),
+            shape: tensor.shape.iter().map(|&d| d as i64).collect(),
             parameters: Default::default(),
-            contents: (!raw).then_some(contents),
+            contents,
         });
-        if raw {
-            raw_output_contents.push(bytes);
-        }
     }
     ModelInferResponse {
-        model_name: classification.model.name,
-        model_version: classification.model.version,
+        model_name: classification.model.name.clone(),
+        model_version: classification.model.version.clone(),
         id,
         parameters: Default::default(),
         outputs,
@@ -348,7 +290,7 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<ServerMetadataResponse>, Status> {
         self.observe("ServerMetadata", request.metadata(), async {
             Ok(ServerMetadataResponse {
-                name: "newscls".into(),
+                name: v2::SERVER_NAME.into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 extensions: Vec::new(),
             })
@@ -369,19 +311,22 @@ impl GrpcInferenceService for InferenceService {
                 datatype: datatype.into(),
                 shape,
             };
+            let (name, datatype, shape) = v2::input_metadata();
             Ok(ModelMetadataResponse {
                 name: model.spec.name.clone(),
                 versions: vec![model.spec.version.clone()],
-                platform: "onnxruntime_onnx".into(),
-                inputs: vec![tensor(INPUT, "BYTES", vec![-1])],
-                outputs: vec![
-                    tensor(LABEL, "BYTES", vec![-1]),
-                    tensor(
-                        PROBABILITIES,
-                        "FP32",
-                        vec![-1, model.spec.labels.len() as i64],
-                    ),
-                ],
+                platform: v2::PLATFORM.into(),
+                inputs: vec![tensor(name, datatype, shape)],
+                outputs: Output::ALL
+                    .into_iter()
+                    .map(|o| {
+                        tensor(
+                            o.name(),
+                            o.datatype(),
+                            o.metadata_shape(model.spec.labels.len()),
+                        )
+                    })
+                    .collect(),
             })
         })
         .await

@@ -251,6 +251,17 @@ impl From<ApiError> for V2Error {
     }
 }
 
+/// The protocol's refusals over HTTP: a malformed request is 400, another model 404.
+impl From<crate::v2::ProtocolError> for V2Error {
+    fn from(error: crate::v2::ProtocolError) -> Self {
+        use crate::v2::ProtocolError;
+        Self(match error {
+            ProtocolError::Invalid(message) => ApiError::MalformedJson(message),
+            ProtocolError::NotFound(message) => ApiError::NotFound(message),
+        })
+    }
+}
+
 impl std::fmt::Display for V2Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)

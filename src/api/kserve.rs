@@ -3,8 +3,10 @@
 //! Server and model metadata, liveness and readiness, and `infer` with one `BYTES` input,
 //! `text`, and two outputs: `label` (`BYTES`, the top label per text) and `probabilities`
 //! (`FP32`, `[texts, labels]` in the model's label order). Tensors travel as JSON, or in the
-//! binary tensor data extension ([`crate::tensor`]), both ways, as `tritonclient.http`
+//! binary tensor data extension ([`crate::v2::binary`]), both ways, as `tritonclient.http`
 //! sends and asks for them by default. Errors take the protocol's `{"error": "..."}` form.
+//! The protocol itself (checks, output selection, the answer's tensors) is [`crate::v2`]'s,
+//! shared with gRPC; this module is its HTTP transport.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -18,15 +20,9 @@ use super::predict::request_deadline;
 use super::ApiState;
 use crate::classify::ClassifyRequest;
 use crate::excerpt::{bounded_message, excerpt};
-use crate::tensor::{
-    check_text_input, decode_strings, encode_f32, encode_strings, shape_holds, split_body, Tail,
-};
+use crate::v2::binary::{decode_strings, split_body, Tail};
+use crate::v2::{self, Output, Selected, TensorData, INPUT};
 
-const INPUT: &str = "text";
-/// The binary tensor extension's name in `/v2`'s `extensions`.
-const BINARY_EXTENSION: &str = "binary_tensor_data";
-const LABEL: &str = "label";
-const PROBABILITIES: &str = "probabilities";
 /// The header that announces the binary tensor extension: the JSON part's length.
 pub const BINARY_HEADER: &str = "inference-header-content-length";
 
@@ -190,9 +186,9 @@ impl ToSchema for OutputData {}
     responses((status = 200, body = ServerMetadata)))]
 pub async fn server_metadata() -> HttpResponse {
     HttpResponse::Ok().json(ServerMetadata {
-        name: "newscls",
+        name: v2::SERVER_NAME,
         version: env!("CARGO_PKG_VERSION"),
-        extensions: vec![BINARY_EXTENSION.to_string()],
+        extensions: vec![v2::BINARY_EXTENSION.to_string()],
     })
 }
 
@@ -221,28 +217,24 @@ pub async fn model_metadata(
 ) -> Result<HttpResponse, V2Error> {
     let model = state.classifier.serving();
     check_model(&model.spec.name, &model.spec.version, &path)?;
-    let labels = model.labels.len() as i64;
+    let (name, datatype, shape) = v2::input_metadata();
     Ok(HttpResponse::Ok().json(ModelMetadata {
         name: model.spec.name.clone(),
         versions: vec![model.spec.version.clone()],
-        platform: "onnxruntime_onnx",
+        platform: v2::PLATFORM,
         inputs: vec![TensorMetadata {
-            name: INPUT,
-            datatype: "BYTES",
-            shape: vec![-1],
+            name,
+            datatype,
+            shape,
         }],
-        outputs: vec![
-            TensorMetadata {
-                name: LABEL,
-                datatype: "BYTES",
-                shape: vec![-1],
-            },
-            TensorMetadata {
-                name: PROBABILITIES,
-                datatype: "FP32",
-                shape: vec![-1, labels],
-            },
-        ],
+        outputs: Output::ALL
+            .into_iter()
+            .map(|output| TensorMetadata {
+                name: output.name(),
+                datatype: output.datatype(),
+                shape: output.metadata_shape(model.labels.len()),
+            })
+            .collect(),
     }))
 }
 
@@ -298,7 +290,7 @@ pub async fn infer(
         .headers()
         .get(BINARY_HEADER)
         .map(|v| v.to_str().unwrap_or("not text"));
-    let (json, tail) = split_body(&body, header_length).map_err(|e| bad(e.to_string()))?;
+    let (json, tail) = split_body(&body, header_length).map_err(v2::ProtocolError::from)?;
     let Object(request): Object<InferRequest> = serde_json::from_slice(json).map_err(|e| {
         bad(format!(
             "not a valid inference request: {}",
@@ -319,39 +311,30 @@ pub async fn infer(
         .classify(classify, hung_up)
         .await
         .map_err(ApiError::from)?;
-    let count = classification.texts.len();
     let mut outputs = Vec::new();
     let mut binary = Vec::new();
-    for (name, as_binary) in wanted {
-        let (datatype, shape, data, bytes) = if name == LABEL {
-            let labels = classification.top_labels();
-            let bytes = as_binary.then(|| encode_strings(labels.iter().copied()));
-            ("BYTES", vec![count], Value::from(labels), bytes)
-        } else {
-            let probabilities = classification.score_matrix();
-            let bytes = as_binary.then(|| encode_f32(&probabilities));
-            let shape = vec![count, classification.labels.len()];
-            ("FP32", shape, Value::from(probabilities), bytes)
-        };
-        let (data, parameters) = match bytes {
-            Some(bytes) => {
+    for tensor in v2::output_tensors(&classification, &wanted) {
+        // The binary form is built only for an output sent that way.
+        let (data, parameters) = match tensor.selected.binary {
+            true => {
+                let bytes = tensor.data.to_bytes();
                 let size = bytes.len();
                 binary.push(bytes);
                 (None, Some(serde_json::json!({ "binary_data_size": size })))
             }
-            None => (Some(data), None),
+            false => (Some(json_data(tensor.data)), None),
         };
         outputs.push(OutputTensor {
-            name,
-            datatype,
-            shape,
+            name: tensor.selected.output.name(),
+            datatype: tensor.selected.output.datatype(),
+            shape: tensor.shape,
             data,
             parameters,
         });
     }
     let answer = InferResponse {
-        model_name: classification.model.name,
-        model_version: classification.model.version,
+        model_name: classification.model.name.clone(),
+        model_version: classification.model.version.clone(),
         id: request.id,
         outputs,
     };
@@ -377,20 +360,18 @@ pub struct ModelPath {
 }
 
 fn check_model(name: &str, version: &str, path: &ModelPath) -> Result<(), V2Error> {
-    if path.name != name {
-        return Err(ApiError::NotFound(format!(
-            "model {}; this server serves {name:?}",
-            excerpt(&path.name)
-        ))
-        .into());
-    }
-    match &path.version {
-        Some(v) if v != version => Err(ApiError::NotFound(format!(
-            "version {} of {name:?}; the served version is {version:?}",
-            excerpt(v)
-        ))
-        .into()),
-        _ => Ok(()),
+    Ok(v2::check_model(
+        name,
+        version,
+        &path.name,
+        path.version.as_deref(),
+    )?)
+}
+
+fn json_data(data: TensorData<'_>) -> Value {
+    match data {
+        TensorData::Labels(labels) => Value::from(labels),
+        TensorData::Scores(scores) => Value::from(scores),
     }
 }
 
@@ -411,13 +392,7 @@ fn input_texts(
     mut tail: Tail<'_>,
     max_texts: usize,
 ) -> Result<Vec<String>, V2Error> {
-    let [input] = request.inputs.as_slice() else {
-        return Err(bad(format!(
-            "expected exactly one input, {INPUT:?}; got {}",
-            request.inputs.len()
-        )));
-    };
-    check_text_input(&input.name, &input.datatype).map_err(bad)?;
+    let input = v2::the_input(&request.inputs, |i| &i.name, |i| &i.datatype)?;
     let binary_size = input
         .parameters
         .as_ref()
@@ -429,9 +404,9 @@ fn input_texts(
                     "input {INPUT:?}: binary_data_size must be a byte count"
                 ))
             })?;
-            let bytes = tail.take(INPUT, size).map_err(|e| bad(e.to_string()))?;
-            tail.finish().map_err(|e| bad(e.to_string()))?;
-            decode_strings(INPUT, bytes, max_texts).map_err(|e| bad(e.to_string()))?
+            let bytes = tail.take(INPUT, size).map_err(v2::ProtocolError::from)?;
+            tail.finish().map_err(v2::ProtocolError::from)?;
+            decode_strings(INPUT, bytes, max_texts).map_err(v2::ProtocolError::from)?
         }
         (Some(_), Some(_)) => {
             return Err(bad(format!(
@@ -439,7 +414,7 @@ fn input_texts(
             )))
         }
         (None, Some(data)) if data.is_array() => {
-            tail.finish().map_err(|e| bad(e.to_string()))?;
+            tail.finish().map_err(v2::ProtocolError::from)?;
             let mut texts = Vec::new();
             flatten_strings(data, &mut texts)?;
             texts
@@ -450,13 +425,7 @@ fn input_texts(
             )))
         }
     };
-    if !shape_holds(&input.shape, texts.len()) {
-        return Err(bad(format!(
-            "input {INPUT:?} has shape {:?} but {} strings",
-            input.shape,
-            texts.len()
-        )));
-    }
+    v2::check_shape(&input.shape, texts.len())?;
     Ok(texts)
 }
 
@@ -481,30 +450,11 @@ fn flatten_strings(data: &Value, out: &mut Vec<String>) -> Result<(), V2Error> {
 
 /// The outputs asked for (all when none are named) and whether each goes in binary: its own
 /// `binary_data` parameter, else the request's `binary_data_output`, else JSON.
-fn requested_outputs(request: &InferRequest) -> Result<Vec<(&'static str, bool)>, V2Error> {
+fn requested_outputs(request: &InferRequest) -> Result<Vec<Selected>, V2Error> {
     let all_binary = wants_binary(&request.parameters, "binary_data_output").unwrap_or(false);
-    if request.outputs.is_empty() {
-        return Ok(vec![(LABEL, all_binary), (PROBABILITIES, all_binary)]);
-    }
-    let mut wanted: Vec<(&'static str, bool)> = Vec::with_capacity(2);
-    for output in &request.outputs {
-        let name = match output.name.as_str() {
-            LABEL => LABEL,
-            PROBABILITIES => PROBABILITIES,
-            other => {
-                return Err(bad(format!(
-                    "unknown output {}; the model's outputs are {LABEL:?} and {PROBABILITIES:?}",
-                    excerpt(other)
-                )))
-            }
-        };
-        // Each copy would be built and sent again: a small request could ask for an
-        // unbounded response.
-        if wanted.iter().any(|(seen, _)| *seen == name) {
-            return Err(bad(format!("output {name:?} is requested more than once")));
-        }
-        let binary = wants_binary(&output.parameters, "binary_data").unwrap_or(all_binary);
-        wanted.push((name, binary));
-    }
-    Ok(wanted)
+    let named = request
+        .outputs
+        .iter()
+        .map(|o| (o.name.as_str(), wants_binary(&o.parameters, "binary_data")));
+    Ok(v2::select_outputs(named, all_binary)?)
 }

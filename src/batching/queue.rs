@@ -11,9 +11,10 @@
 //! text). The second turns what would become a 504 after `server.timeout` into an immediate
 //! 429: under overload, clients learn at once instead of waiting to fail.
 //!
-//! A plain mutex and condition variable: the consumers are OS threads that must block anyway,
-//! and every critical section is a few pointer moves. Capacity counts texts, not requests, so a
-//! request of 32 texts costs 32 slots.
+//! A plain mutex and condition variable: the consumers are OS threads that must block anyway.
+//! One deque per priority, so admitting a request and taking a batch cost the texts they move;
+//! dropping abandoned texts scans the queue once per batch taken. Capacity counts texts, not
+//! requests, so a request of 32 texts costs 32 slots.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,8 +117,10 @@ const SMOOTHING: f64 = 0.2;
 
 #[derive(Default)]
 struct QueueState {
-    /// Interactive jobs first, then background jobs.
-    jobs: VecDeque<Job>,
+    /// Texts a caller waits for, first in first out; batches take from here first.
+    interactive: VecDeque<Job>,
+    /// Backlog texts (the stream), first in first out, after every interactive one.
+    background: VecDeque<Job>,
     closed: bool,
     /// Per inference worker ("lane"): whether its device is running a batch while the worker's
     /// next batch is being assembled (pipelined workers only; see [`BatchQueue::set_busy`]).
@@ -125,12 +128,28 @@ struct QueueState {
 }
 
 impl QueueState {
-    /// How many jobs are interactive: the front of the queue.
-    fn interactive(&self) -> usize {
-        self.jobs
-            .iter()
-            .take_while(|j| j.priority == Priority::Interactive)
-            .count()
+    fn len(&self) -> usize {
+        self.interactive.len() + self.background.len()
+    }
+
+    /// Every job in the order batches take them.
+    fn in_order(&self) -> impl Iterator<Item = &Job> {
+        self.interactive.iter().chain(self.background.iter())
+    }
+
+    /// The first `n` jobs in batch order.
+    fn take(&mut self, n: usize) -> Vec<Job> {
+        let from_interactive = n.min(self.interactive.len());
+        let mut batch: Vec<Job> = self.interactive.drain(..from_interactive).collect();
+        let from_background = (n - from_interactive).min(self.background.len());
+        batch.extend(self.background.drain(..from_background));
+        batch
+    }
+
+    /// Keeps the jobs `keep` says yes to, in order.
+    fn retain(&mut self, mut keep: impl FnMut(&Job) -> bool) {
+        self.interactive.retain(&mut keep);
+        self.background.retain(&mut keep);
     }
 }
 
@@ -181,18 +200,18 @@ impl BatchQueue {
         if state.closed {
             return Err(AdmitError::Closed);
         }
-        if state.jobs.len() + jobs.len() > self.capacity {
+        let queued = state.len();
+        if queued + jobs.len() > self.capacity {
             return Err(AdmitError::Full {
-                queued: state.jobs.len(),
+                queued,
                 capacity: self.capacity,
-                retry_after: self.retry_hint(state.jobs.len()),
+                retry_after: self.retry_hint(queued),
             });
         }
         let interactive = jobs.iter().all(|j| j.priority == Priority::Interactive);
-        let ahead = if interactive {
-            state.interactive()
-        } else {
-            state.jobs.len()
+        let ahead = match interactive {
+            true => state.interactive.len(),
+            false => queued,
         };
         let expected_wait = self.expected_wait(ahead + jobs.len());
         let deadline = jobs.iter().map(|j| j.deadline).min();
@@ -204,14 +223,11 @@ impl BatchQueue {
                 expected_wait,
             });
         }
-        if interactive {
-            for (i, job) in jobs.into_iter().enumerate() {
-                state.jobs.insert(ahead + i, job);
-            }
-        } else {
-            state.jobs.extend(jobs);
+        match interactive {
+            true => state.interactive.extend(jobs),
+            false => state.background.extend(jobs),
         }
-        self.metrics.queue_depth.set(state.jobs.len() as i64);
+        self.metrics.queue_depth.set(state.len() as i64);
         drop(state);
         // Every waiting worker re-decides: one whose device is busy may keep waiting while an
         // idle one can start, so waking only one could wake the wrong one.
@@ -239,7 +255,7 @@ impl BatchQueue {
         let mut state = self.lock();
         loop {
             self.drop_abandoned(&mut state);
-            let Some(oldest) = state.jobs.front() else {
+            let Some(oldest) = state.in_order().next() else {
                 if state.closed {
                     return None;
                 }
@@ -253,16 +269,16 @@ impl BatchQueue {
                 Some(true) => DeviceState::Busy,
                 _ => DeviceState::Idle,
             };
-            let lengths = state.jobs.iter().map(|j| j.text.len());
+            let lengths = state.in_order().map(|j| j.text.len());
             match self
                 .rule
                 .decide(lengths, oldest.enqueued_at.elapsed(), device, state.closed)
             {
                 Decision::Take(n) => {
-                    let batch: Vec<Job> = state.jobs.drain(..n).collect();
-                    self.metrics.queue_depth.set(state.jobs.len() as i64);
+                    let batch = state.take(n);
+                    self.metrics.queue_depth.set(state.len() as i64);
                     // Another worker may be able to start on what is left.
-                    if !state.jobs.is_empty() {
+                    if state.len() > 0 {
                         self.work_available.notify_all();
                     }
                     return Some(batch);
@@ -305,16 +321,14 @@ impl BatchQueue {
     pub fn close_dropping_background(&self) {
         let mut state = self.lock();
         state.closed = true;
-        state
-            .jobs
-            .retain(|job| job.priority == Priority::Interactive);
-        self.metrics.queue_depth.set(state.jobs.len() as i64);
+        state.background.clear();
+        self.metrics.queue_depth.set(state.len() as i64);
         drop(state);
         self.work_available.notify_all();
     }
 
     pub fn len(&self) -> usize {
-        self.lock().jobs.len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -324,10 +338,10 @@ impl BatchQueue {
     /// Jobs whose client went away, or whose deadline passed, would only waste inference.
     fn drop_abandoned(&self, state: &mut QueueState) {
         let now = Instant::now();
-        let before = state.jobs.len();
+        let before = state.len();
         let mut expired = 0;
         // Deadline first: a handler that timed out has also dropped its receiver.
-        state.jobs.retain(|job| {
+        state.retain(|job| {
             if job.deadline <= now {
                 expired += 1;
                 false
@@ -335,7 +349,7 @@ impl BatchQueue {
                 !job.reply.is_closed()
             }
         });
-        let dropped = before - state.jobs.len();
+        let dropped = before - state.len();
         if dropped > 0 {
             self.metrics
                 .dropped_jobs
@@ -345,13 +359,13 @@ impl BatchQueue {
                 .dropped_jobs
                 .with_label_values(&["client_gone"])
                 .inc_by((dropped - expired) as u64);
-            self.metrics.queue_depth.set(state.jobs.len() as i64);
+            self.metrics.queue_depth.set(state.len() as i64);
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panic while holding this lock cannot leave the queue inconsistent (every mutation is
-        // a single VecDeque call), so a poisoned lock is still safe to use.
+        // a VecDeque call that completes or does not start), so a poisoned lock is still safe.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -133,37 +133,6 @@ pub fn decode_strings(
     Ok(strings)
 }
 
-/// Whether a tensor of `shape` holds exactly `count` elements. Checked: a shape such as
-/// `[2^62, 4]` must not wrap around to a small count, and a negative dimension holds nothing.
-pub fn shape_holds(shape: &[i64], count: usize) -> bool {
-    let elements = shape.iter().try_fold(1i64, |product, d| {
-        if *d < 0 {
-            None
-        } else {
-            product.checked_mul(*d)
-        }
-    });
-    elements.is_some() && elements == i64::try_from(count).ok()
-}
-
-/// The input this server's model takes is `"text"`, of `BYTES`: `Err` says what is wrong, for
-/// the caller's protocol to wrap.
-pub fn check_text_input(name: &str, datatype: &str) -> Result<(), String> {
-    if name != "text" {
-        return Err(format!(
-            "unknown input {}; the model's input is \"text\"",
-            excerpt(name)
-        ));
-    }
-    if datatype != "BYTES" {
-        return Err(format!(
-            "input \"text\" must be BYTES, not {}",
-            excerpt(datatype)
-        ));
-    }
-    Ok(())
-}
-
 /// `BYTES` elements serialized: a 4-byte little-endian length before each.
 pub fn encode_strings<'s>(strings: impl IntoIterator<Item = &'s str>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -242,14 +211,6 @@ mod tests {
         ));
         assert_eq!(tail.take("y", 3), Ok(&b"cde"[..]));
         assert_eq!(tail.finish(), Err(FramingError::Trailing(1)));
-    }
-
-    #[test]
-    fn shapes_are_multiplied_without_wrapping() {
-        assert!(shape_holds(&[2], 2) && shape_holds(&[2, 1], 2) && shape_holds(&[], 1));
-        assert!(!shape_holds(&[3], 2));
-        assert!(!shape_holds(&[-1], 1));
-        assert!(!shape_holds(&[1 << 62, 4], 0), "2^64 wraps to 0 unchecked");
     }
 
     #[test]

@@ -909,3 +909,99 @@ fn a_200_mib_parquet_value_gets_a_row_error_unread_and_the_run_goes_on() {
     );
     assert!(peak_mb < 300, "peak RSS {} MB", peak_mb);
 }
+
+/// A reader that hands out `chunks` chunks of its inner reader, then panics as a buggy decoder
+/// would on a malformed file.
+struct PanicsAfter {
+    inner: newscls::files::format::JsonlReader<std::io::Cursor<Vec<u8>>>,
+    chunks: usize,
+}
+
+impl newscls::files::format::ChunkReader for PanicsAfter {
+    fn next_chunk(
+        &mut self,
+    ) -> Result<Option<newscls::files::format::Chunk>, newscls::files::format::FileError> {
+        if self.chunks == 0 {
+            panic!("a decoder bug at byte 12345");
+        }
+        self.chunks -= 1;
+        self.inner.next_chunk()
+    }
+
+    fn total(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Counts the rows written, shared with the test.
+struct CountingWriter(Arc<std::sync::atomic::AtomicUsize>);
+
+impl newscls::files::format::ChunkWriter for CountingWriter {
+    fn write(
+        &mut self,
+        _chunk: &newscls::files::format::Chunk,
+        results: &[newscls::files::format::RowResult],
+    ) -> Result<(), newscls::files::format::FileError> {
+        self.0
+            .fetch_add(results.len(), std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), newscls::files::format::FileError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_reader_that_panics_mid_file_fails_the_run_instead_of_ending_it() {
+    let dir = TempDir::new("files-reader-panic");
+    let model = path(&dir, "model");
+    write_fast_model_dir(&model);
+    let mut config = newscls::config::Config::default();
+    config.model.dir = model;
+    config.model.device = newscls::config::DeviceChoice::Cpu;
+    config.model.onnxruntime_library = Some(repo_path(
+        &newscls::inference::onnx::default_library_path().to_string_lossy(),
+    ));
+    let pipeline = Arc::new(newscls::files::Pipeline::load(&config).expect("the model loads"));
+    let lines: String = (0..1000)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"id": i, "text": format!("Article {i}: shares rose.")})
+            )
+        })
+        .collect();
+    let fields = newscls::files::format::Fields {
+        text: "text".into(),
+        id: "id".into(),
+        extra: None,
+    };
+    let reader = PanicsAfter {
+        inner: newscls::files::format::JsonlReader::new(
+            std::io::Cursor::new(lines.into_bytes()),
+            fields,
+            None,
+        ),
+        chunks: 1,
+    };
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let outcome = newscls::files::run(
+        &pipeline,
+        Box::new(reader),
+        Box::new(CountingWriter(written.clone())),
+        HashSet::new(),
+        "classify",
+    );
+    pipeline.shutdown();
+    let error = match outcome {
+        Ok(_) => panic!("a reader that panicked ended the run as if the file were done"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("reading the input failed") && error.contains("a decoder bug"),
+        "{error}"
+    );
+    // The chunk read before the panic was classified and written.
+    assert_eq!(written.load(std::sync::atomic::Ordering::SeqCst), 256);
+}

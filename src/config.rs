@@ -326,7 +326,7 @@ pub struct LimitsConfig {
     /// Most characters in one text, checked before tokenization.
     pub max_input_chars: usize,
     /// Most bytes of one row of a file (`newscls classify`/`eval`: a JSONL line, a CSV record, a
-    /// Parquet text; a Parquet page may hold 16 times it); a longer JSONL line or Parquet page
+    /// Parquet text; a Parquet page may hold 16 times it); a longer line, record or Parquet page
     /// gets a row error without being held in memory. Null: 12 bytes per allowed character
     /// (the longest JSON escape of one) plus 64 KiB for the other fields.
     pub max_row_bytes: Option<usize>,

@@ -10,7 +10,6 @@ use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch, StringArray};
@@ -419,9 +418,7 @@ fn json_string_or_number(id: &str) -> String {
 // --- CSV -------------------------------------------------------------------------------------------
 
 pub struct CsvReader<R: Read> {
-    reader: csv::Reader<Budgeted<R>>,
-    /// Bytes pulled from the input since the current record began (see [`Budgeted`]).
-    pulled: Arc<AtomicUsize>,
+    records: CsvRecords<R>,
     fields: Fields,
     text_column: usize,
     id_column: Option<usize>,
@@ -431,73 +428,134 @@ pub struct CsvReader<R: Read> {
     total: Option<u64>,
 }
 
-/// The CSV reader's input, counting what it pulls: past `cap` bytes within one record it fails
-/// with a clear error instead of letting one record (a field of any size) grow in memory. The
-/// csv crate cannot skip to the next record after an error, so such a file fails the run.
-pub struct Budgeted<R> {
-    input: R,
-    pulled: Arc<AtomicUsize>,
-    cap: usize,
+/// What [`CsvRecords::next`] found.
+enum NextRecord {
+    Record(csv::ByteRecord),
+    /// A record past the cap, skipped to its end without being held: how many bytes it had.
+    TooLong(u64),
+    End,
 }
 
-impl<R: Read> Read for Budgeted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.input.read(buf)?;
-        let pulled = self.pulled.fetch_add(read, Ordering::Relaxed) + read;
-        // The csv crate reads ahead a buffer at a time: a record is over the cap only once
-        // more than a buffer past it has been pulled for it.
-        if pulled > self.cap.saturating_add(CSV_READ_AHEAD) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "a CSV record is longer than limits.max_row_bytes ({} bytes)",
-                    self.cap
-                ),
-            ));
+/// CSV records one at a time, at most `cap` bytes each held. The parser (csv-core, the csv
+/// crate's own) keeps its place in quotes and escapes while a longer record's bytes are read
+/// into a small scratch buffer and dropped, so the next record starts where it should and the
+/// run goes on.
+struct CsvRecords<R> {
+    input: BufReader<R>,
+    parser: csv_core::Reader,
+    cap: usize,
+    /// Input bytes consumed, for progress.
+    consumed: u64,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl<R: Read> CsvRecords<R> {
+    fn new(input: R, cap: usize) -> Self {
+        Self {
+            input: BufReader::with_capacity(64 * 1024, input),
+            parser: csv_core::Reader::new(),
+            cap,
+            consumed: 0,
+            bytes: vec![0; cap.clamp(1, 1024)],
+            ends: vec![0; 16],
         }
-        Ok(read)
+    }
+
+    fn next(&mut self) -> std::io::Result<NextRecord> {
+        use csv_core::ReadRecordResult;
+        let (mut written, mut fields) = (0usize, 0usize);
+        // Set once the record passes the cap: the bytes of it read so far, and where the rest go.
+        let mut skipped: Option<u64> = None;
+        let (mut scratch, mut scratch_ends) = (Vec::new(), Vec::new());
+        loop {
+            let input = self.input.fill_buf()?;
+            let (result, read, out, ends) = match skipped {
+                None => self.parser.read_record(
+                    input,
+                    &mut self.bytes[written..],
+                    &mut self.ends[fields..],
+                ),
+                Some(_) => self
+                    .parser
+                    .read_record(input, &mut scratch, &mut scratch_ends),
+            };
+            self.input.consume(read);
+            self.consumed += read as u64;
+            match &mut skipped {
+                None => (written, fields) = (written + out, fields + ends),
+                Some(bytes) => *bytes += read as u64,
+            }
+            match result {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull
+                    if skipped.is_some() => {}
+                ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull => {
+                    // Field ends count too: a record of commas is all ends.
+                    let held = written + fields * std::mem::size_of::<usize>();
+                    if held >= self.cap {
+                        skipped = Some(written as u64);
+                        scratch = vec![0; 64 * 1024];
+                        scratch_ends = vec![0; 1024];
+                    } else if matches!(result, ReadRecordResult::OutputFull) {
+                        let grown = (self.bytes.len() * 2).min(self.cap.max(written + 1));
+                        self.bytes.resize(grown.max(written + 1), 0);
+                    } else {
+                        self.ends.resize(self.ends.len() * 2, 0);
+                    }
+                }
+                ReadRecordResult::Record => {
+                    if let Some(bytes) = skipped {
+                        return Ok(NextRecord::TooLong(bytes));
+                    }
+                    let mut record = csv::ByteRecord::with_capacity(written, fields);
+                    let mut start = 0;
+                    for &end in &self.ends[..fields] {
+                        record.push_field(&self.bytes[start..end]);
+                        start = end;
+                    }
+                    return Ok(NextRecord::Record(record));
+                }
+                ReadRecordResult::End => return Ok(NextRecord::End),
+            }
+        }
     }
 }
-
-/// More than the csv crate's read buffer (8 KiB).
-const CSV_READ_AHEAD: usize = 64 * 1024;
 
 impl<R: Read + Send> CsvReader<R> {
     pub fn new(input: R, fields: Fields, total: Option<u64>) -> Result<Self, FileError> {
         Self::with_max_record_bytes(input, fields, total, usize::MAX)
     }
 
-    /// A reader that fails on a record of more than `cap` bytes (see [`Budgeted`]).
+    /// A reader that holds at most `cap` bytes of a record: a longer one is skipped and gets a
+    /// row error (see [`CsvRecords`]).
     pub fn with_max_record_bytes(
         input: R,
         fields: Fields,
         total: Option<u64>,
         cap: usize,
     ) -> Result<Self, FileError> {
-        let pulled = Arc::new(AtomicUsize::new(0));
-        let input = Budgeted {
-            input,
-            pulled: pulled.clone(),
-            cap,
+        let mut records = CsvRecords::new(input, cap);
+        let headers = match records.next().map_err(|e| FileError::io("input", e))? {
+            NextRecord::Record(headers) => headers,
+            NextRecord::TooLong(bytes) => {
+                return Err(FileError::Invalid(format!(
+                "the CSV header is {bytes} bytes or more, more than limits.max_row_bytes ({cap})"
+            )))
+            }
+            NextRecord::End => csv::ByteRecord::new(),
         };
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
-        let headers = reader
-            .byte_headers()
-            .map_err(|e| FileError::io("input", e))?
-            .clone();
         let column = |name: &str| headers.iter().position(|h| h == name.as_bytes());
         let text_column = column(&fields.text).ok_or_else(|| {
             FileError::Invalid(format!("the CSV header has no `{}` column", fields.text))
         })?;
-        pulled.store(0, Ordering::Relaxed);
         Ok(Self {
             id_column: column(&fields.id),
             extra_column: fields.extra.as_deref().and_then(column),
             text_column,
             headers,
             fields,
-            reader,
-            pulled,
+            records,
             row: 0,
             total,
         })
@@ -512,17 +570,34 @@ impl<R: Read + Send> ChunkReader for CsvReader<R> {
     fn next_chunk(&mut self) -> Result<Option<Chunk>, FileError> {
         let mut rows = Vec::new();
         let mut records = Vec::new();
-        let mut record = csv::ByteRecord::new();
         while rows.len() < CHUNK_ROWS {
-            self.pulled.store(0, Ordering::Relaxed);
-            let more = self
-                .reader
-                .read_byte_record(&mut record)
-                .map_err(|e| FileError::io("input", e))?;
-            if !more {
-                break;
-            }
+            let next = self.records.next().map_err(|e| FileError::io("input", e))?;
             let number = self.row;
+            let record = match next {
+                NextRecord::End => break,
+                NextRecord::Record(record) => record,
+                NextRecord::TooLong(bytes) => {
+                    self.row += 1;
+                    // Its cells were never held: empty, but for the id, its row number.
+                    let record: csv::ByteRecord = (0..self.headers.len())
+                        .map(|c| match Some(c) == self.id_column {
+                            true => number.to_string().into_bytes(),
+                            false => Vec::new(),
+                        })
+                        .collect();
+                    rows.push(InputRow {
+                        id: number.to_string(),
+                        text: Err(format!(
+                            "the CSV record is {bytes} bytes or more, more than \
+                             limits.max_row_bytes ({})",
+                            self.records.cap
+                        )),
+                        extra: None,
+                    });
+                    records.push(record);
+                    continue;
+                }
+            };
             self.row += 1;
             let cell = |column: Option<usize>| column.and_then(|c| record.get(c));
             rows.push(InputRow {
@@ -533,12 +608,12 @@ impl<R: Read + Send> ChunkReader for CsvReader<R> {
                 text: text_of(cell(Some(self.text_column)), &self.fields.text),
                 extra: cell(self.extra_column).map(|v| String::from_utf8_lossy(v).into_owned()),
             });
-            records.push(record.clone());
+            records.push(record);
         }
         Ok((!rows.is_empty()).then(|| Chunk {
             rows,
             data: ChunkData::Csv(records),
-            position: self.reader.position().byte(),
+            position: self.records.consumed,
         }))
     }
 
@@ -1259,6 +1334,29 @@ pub fn open_output(path: Option<&Path>, append: bool) -> Result<Box<dyn Write + 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_csv_record_past_the_cap_is_skipped_to_its_end_and_the_next_one_read() {
+        let input = "id,text\n1,short\n2,\"long, \"\"quoted\"\"\nand past the cap\"\n3,after\n";
+        let fields = Fields {
+            text: "text".into(),
+            id: "id".into(),
+            extra: None,
+        };
+        let mut reader =
+            CsvReader::with_max_record_bytes(std::io::Cursor::new(input), fields, None, 16)
+                .expect("a reader");
+        let chunk = reader.next_chunk().expect("rows").expect("a chunk");
+        let texts: Vec<_> = chunk.rows.iter().map(|r| r.text.clone()).collect();
+        assert_eq!(texts[0], Ok("short".to_string()));
+        assert!(
+            matches!(&texts[1], Err(e) if e.contains("max_row_bytes")),
+            "{texts:?}"
+        );
+        assert_eq!(texts[2], Ok("after".to_string()));
+        assert_eq!(chunk.rows[1].id, "1", "the skipped row's number");
+        assert!(reader.next_chunk().expect("the end").is_none());
+    }
 
     fn fields() -> Fields {
         Fields {

@@ -344,6 +344,8 @@ pub fn the_cpu_image_builds_and_runs_hardened_and_drains() {
         }
 
         // Drain: 50 requests in flight when `docker stop` sends SIGTERM; every one is answered.
+        // Counted from before the first is sent.
+        let before = predict_progress(&client, &container.url("/metrics")).await.0;
         let requests: Vec<_> = (0..50)
             .map(|i| {
                 let batch: Vec<String> = texts.iter().cycle().skip(i * 4).take(4).cloned().collect();
@@ -355,7 +357,6 @@ pub fn the_cpu_image_builds_and_runs_hardened_and_drains() {
             .collect();
         // SIGTERM once the server has accepted all 50 and still handles at least 10 of them. Not
         // "all 50 at once": on a fast CPU the first answers leave before the last requests arrive.
-        let before = predict_progress(&client, &container.url("/metrics")).await.0;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut most_in_flight = 0.0_f64;
         loop {

@@ -19,12 +19,11 @@ use std::time::{Duration, Instant};
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::api::{self, ApiState};
-use crate::classify::{Classifier, Shadow};
 use crate::config::{Config, ConfigError};
-use crate::device::{CpuKernels, Device};
+use crate::device::CpuKernels;
 use crate::grpc::{self, GrpcError};
-use crate::metrics::Metrics;
-use crate::reload::{self, ReloadError, Reloader};
+use crate::reload::ReloadError;
+use crate::service::Service;
 use crate::stream::{self, StreamError};
 
 /// Why the service could not start. Printed as one line; the process exits non-zero.
@@ -50,84 +49,86 @@ pub enum StartupError {
 /// Loads the model and serves until a shutdown signal. Returns once drained.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let started = Instant::now();
-    let source = reload::source(&config.model)?;
-    // The registry client blocks: it runs on a plain thread, outside the async runtime.
-    let loaded = std::thread::scope(|scope| {
-        scope
-            .spawn(|| reload::load_initial(source.as_ref(), &config.model))
-            .join()
-    })
-    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-    let metrics = Arc::new(Metrics::new());
-    let mut classifier =
-        Classifier::start(loaded, &config.batching, &config.limits, metrics.clone());
-    let challenger_config = config.shadow.model_config(&config.model);
-    if challenger_config.is_some() {
-        classifier = classifier.with_shadow(Shadow::new(
-            &config.shadow,
-            &config.batching,
-            metrics.clone(),
-        ));
-    }
-    let classifier = Arc::new(classifier);
-    if challenger_config.is_some()
-        && config.model.intra_op_spinning
-        && classifier.serving().device == Device::Cpu
-    {
-        tracing::warn!(
-            "shadow.uri with model.intra_op_spinning: true on the CPU: the champion's spinning \
-             threads leave the lowest-priority challenger little CPU, and it will drop most \
-             mirrored texts; set model.intra_op_spinning: false"
-        );
-    }
-    let reloader = Arc::new(Reloader::new(
-        source,
-        &config.model,
-        classifier.clone(),
-        metrics.clone(),
-    ));
-    reloader.spawn_poller();
-    // The challenger loads in the background: the champion does not wait for it.
-    let challenger_reloader = match &challenger_config {
-        Some(challenger) => {
-            let reloader = Arc::new(
-                Reloader::new(
-                    reload::source(challenger)?,
-                    challenger,
-                    classifier.clone(),
-                    metrics.clone(),
-                )
-                .for_challenger(),
-            );
-            reloader.start_challenger();
-            Some(reloader)
-        }
-        None => None,
-    };
+    let service = Arc::new(Service::start(&config)?);
     let stream = match config.stream.brokers {
         Some(_) => Some(stream::start(
             &config.stream,
             Duration::from_secs_f64(config.server.timeout),
-            classifier.clone(),
-            metrics.clone(),
+            service.classifier.clone(),
+            service.metrics.clone(),
         )?),
         None => None,
     };
     let state = web::Data::new(ApiState {
-        classifier: classifier.clone(),
-        reloader: reloader.clone(),
+        classifier: service.classifier.clone(),
+        reloader: service.reloader.clone(),
         stream: stream.as_ref().map(|s| s.status.clone()),
-        metrics,
+        metrics: service.metrics.clone(),
         config: config.clone(),
         admin_attempts: Default::default(),
     });
+    let http = serve_http(&config, state.clone())?;
+    let admin = match config.server.admin_port {
+        Some(port) => {
+            let host = config.server.admin_host.as_deref().unwrap_or("127.0.0.1");
+            Some(serve_admin(host, port, state)?)
+        }
+        None => None,
+    };
+    let grpc = match config.server.grpc_port {
+        Some(port) => {
+            let grpc = grpc::start(
+                &config,
+                port,
+                service.classifier.clone(),
+                service.metrics.clone(),
+            )?;
+            // Tests and scripts read this line to learn the port when `server.grpc_port` is 0.
+            println!("newscls grpc listening on http://{}", grpc.addr);
+            Some(grpc)
+        }
+        None => None,
+    };
+    service.classifier.mark_ready();
+    announce_ready(&service, &http, started);
+    // SIGHUP: check the model sources now.
+    let reloading = service.clone();
+    actix_web::rt::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            reloading.reload_now().await;
+        }
+    });
+    let doors = FrontDoors {
+        http,
+        admin,
+        grpc,
+        stream,
+    };
+    shut_down_on_signal(&config, &service, doors).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
 
+/// The public HTTP listener, bound and running.
+struct HttpDoor {
+    server: actix_web::dev::Server,
+    address: String,
+    workers: usize,
+}
+
+/// Binds `server.host:server.port` and serves the public routes (the admin ones too when no
+/// admin port is set).
+fn serve_http(config: &Config, state: web::Data<ApiState>) -> Result<HttpDoor, StartupError> {
     let addr = format!("{}:{}", config.server.host, config.server.port);
     let listener = TcpListener::bind(&addr).map_err(|source| StartupError::Bind {
         addr: addr.clone(),
         source,
     })?;
-    let bound = listener
+    let address = listener
         .local_addr()
         .map_or(addr.clone(), |a| a.to_string());
     let workers = match config.server.workers {
@@ -136,10 +137,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     };
     let (limits, demo_page) = (config.limits.clone(), config.server.demo_page);
     let separate_admin = config.server.admin_port.is_some();
-    let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(app_state.clone())
+            .app_data(state.clone())
             .wrap(middleware::from_fn(api::observe))
             .configure(|cfg| api::routes(cfg, &limits, demo_page, !separate_admin))
             .default_service(web::to(api::not_found))
@@ -149,76 +149,67 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     .disable_signals()
     .shutdown_timeout(config.server.drain_timeout.ceil() as u64)
     .listen(listener)
-    .map_err(|source| StartupError::Bind {
-        addr: addr.clone(),
-        source,
-    })?
+    .map_err(|source| StartupError::Bind { addr, source })?
     .run();
+    Ok(HttpDoor {
+        server,
+        address,
+        workers,
+    })
+}
 
-    let admin = match config.server.admin_port {
-        Some(port) => {
-            let host = config.server.admin_host.as_deref().unwrap_or("127.0.0.1");
-            Some(serve_admin(host, port, state.clone())?)
-        }
-        None => None,
-    };
-    let grpc = match config.server.grpc_port {
-        Some(port) => {
-            let grpc = grpc::start(&config, port, classifier.clone(), state.metrics.clone())?;
-            // Tests and scripts read this line to learn the port when `server.grpc_port` is 0.
-            println!("newscls grpc listening on http://{}", grpc.addr);
-            Some(grpc)
-        }
-        None => None,
-    };
-
-    classifier.mark_ready();
-    let serving = classifier.serving();
+/// The `ready` log line (what serves, on which CPU kernels, how long startup took) and the
+/// listening line tests and scripts read.
+fn announce_ready(service: &Service, http: &HttpDoor, started: Instant) {
+    let serving = service.classifier.serving();
     let cpu = CpuKernels::detect();
     tracing::info!(
-        address = %bound,
+        address = %http.address,
         model = %serving.spec.name,
         version = %serving.spec.version,
         provider = serving.device.name(),
         cpu_integer_kernels = cpu.integer_kernels.name(),
         cpu_float_kernels = cpu.float_kernels.name(),
         cpu_features = cpu.features.join(" "),
-        http_workers = workers,
+        http_workers = http.workers,
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
     // Tests and scripts read this line to learn the port when `server.port` is 0.
-    println!("newscls listening on http://{bound}");
+    println!("newscls listening on http://{}", http.address);
+}
 
-    // SIGHUP: check the model source now (a directory is reloaded, a URI resolved again).
-    actix_web::rt::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hangup.recv().await.is_some() {
-            if reloader.reload_off_runtime(true).await.is_err() {
-                tracing::info!("SIGHUP: a reload is already running");
-            }
-            if let Some(challenger) = &challenger_reloader {
-                if challenger.reload_off_runtime(true).await.is_err() {
-                    tracing::info!("SIGHUP: a challenger reload is already running");
-                }
-            }
-        }
-    });
+/// Every way in that is open: the public and admin HTTP listeners, gRPC, the Kafka stream.
+struct FrontDoors {
+    http: HttpDoor,
+    admin: Option<actix_web::dev::Server>,
+    grpc: Option<grpc::GrpcServer>,
+    stream: Option<stream::StreamHandle>,
+}
 
-    let handle = server.handle();
+/// Serves until SIGTERM or SIGINT, then shuts down: readiness goes false, every door stops
+/// accepting at once and they drain side by side under one deadline, `server.drain_timeout`
+/// from the signal (a window per door, one after another, could outlast Kubernetes' grace
+/// period); then the queue closes and the workers finish it. A second signal exits at once.
+async fn shut_down_on_signal(
+    config: &Config,
+    service: &Service,
+    doors: FrontDoors,
+) -> Result<(), StartupError> {
+    let FrontDoors {
+        http,
+        admin,
+        grpc,
+        stream,
+    } = doors;
+    let handle = http.server.handle();
     let admin_handle = admin.as_ref().map(|a| a.handle());
     if let Some(admin) = admin {
         actix_web::rt::spawn(admin);
     }
-    let signal_classifier = classifier.clone();
+    let signal_classifier = service.classifier.clone();
     let stop_stream = stream.as_ref().map(|s| s.stopper());
     let stop_grpc = grpc.as_ref().map(|g| g.stopper());
-    // One drain deadline for every front door, set when the signal comes: each stops accepting
-    // at once and they drain side by side, so a shutdown takes at most `server.drain_timeout`
-    // (a window per door, one after another, could outlast Kubernetes' grace period).
     let drain = Duration::from_secs_f64(config.server.drain_timeout);
     let (deadline_tx, mut deadline_rx) = tokio::sync::oneshot::channel::<Instant>();
     actix_web::rt::spawn(async move {
@@ -245,7 +236,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         }
     });
 
-    server.await?;
+    http.server.await?;
     // HTTP has drained (within the deadline: its shutdown timeout is the same drain window);
     // gRPC and the stream have been draining beside it and get what is left of the window.
     // Sent before the HTTP server was told to stop, so it is there now.
@@ -265,8 +256,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         }
     };
     tokio::join!(grpc_drained, stream_drained);
-    classifier.shutdown();
-    tracing::info!("stopped");
+    service.classifier.shutdown();
     Ok(())
 }
 

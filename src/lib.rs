@@ -17,7 +17,9 @@
 //!   [`classify::Shadow`] runs a challenger beside the served model and compares them;
 //! - the machine: [`device`] (CPU features, kernels, GPU detection), [`tls`] (registry and
 //!   collector certificates), [`secret`] (credentials that never print);
-//! - operations: [`app`] wires everything together and owns startup and shutdown; [`config`] is
+//! - operations: [`service`] builds the core once from the config (model, classifier, shadow,
+//!   reloaders) for the server and `classify`/`eval` alike; [`app`] opens the front doors on it
+//!   and owns startup and shutdown; [`config`] is
 //!   the one typed configuration; [`metrics`] is what operators scrape; [`telemetry`] sets up
 //!   logs and OTLP traces; [`probe`] is the container health check;
 //! - offline: [`files`] is `newscls classify` and `newscls eval` over JSONL, CSV and Parquet.
@@ -47,6 +49,7 @@ pub mod postprocess;
 pub mod probe;
 pub mod reload;
 pub mod secret;
+pub mod service;
 pub mod source;
 pub mod stream;
 pub mod telemetry;

@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::classify::{check_text, Classifier, ClassifyError, ClassifyRequest, Deadline};
 use crate::config::{ClassifyArgs, Config, FileFormat, LimitsConfig};
 use crate::metrics::Metrics;
-use crate::reload::{self, ReloadError};
+use crate::reload::ReloadError;
 use format::{
     format_of, Chunk, ChunkData, ChunkReader, ChunkWriter, CsvReader, CsvWriter, Fields, FileError,
     InputRow, JsonlReader, JsonlWriter, ParquetReader, ParquetWriter, RowResult, WriteOptions,
@@ -70,20 +70,14 @@ pub struct Pipeline {
 impl Pipeline {
     /// The model `config.model` names (a directory or a registry URI), as the server loads it.
     pub fn load(config: &Config) -> Result<Self, FilesError> {
-        let source = reload::source(&config.model)?;
-        let loaded = reload::load_initial(source.as_ref(), &config.model)?;
+        let (classifier, _) = crate::service::start_classifier(config, Arc::new(Metrics::new()))?;
+        let serving = classifier.serving();
         let (labels, name, version) = (
-            loaded.spec.labels.clone(),
-            loaded.spec.name.clone(),
-            loaded.spec.version.clone(),
+            serving.spec.labels.clone(),
+            serving.spec.name.clone(),
+            serving.spec.version.clone(),
         );
-        let served_by = format!("{} on {}", loaded.file.display(), loaded.device.name());
-        let classifier = Classifier::start(
-            loaded,
-            &config.batching,
-            &config.limits,
-            Arc::new(Metrics::new()),
-        );
+        let served_by = format!("{} on {}", serving.file.display(), serving.device.name());
         classifier.mark_ready();
         Ok(Self {
             classifier,

@@ -15,6 +15,8 @@
 //! - the model's life: [`model`] reads a model directory and is the one way to load it;
 //!   [`source`] fetches versions from a registry (MLflow) into a cache; [`reload`] swaps them in;
 //!   [`classify::Shadow`] runs a challenger beside the served model and compares them;
+//! - binary formats: [`wire`] reads untrusted ones byte by byte (the ONNX graph scan, the
+//!   Parquet page headers);
 //! - the machine: [`device`] (CPU features, kernels, GPU detection), [`tls`] (registry and
 //!   collector certificates), [`secret`] (credentials that never print);
 //! - operations: [`service`] builds the core once from the config (model, classifier, shadow,
@@ -56,3 +58,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokenize;
 pub mod v2;
+pub mod wire;

@@ -827,44 +827,36 @@ impl ParquetReader {
                 })
                 .map_err(|e| FileError::io(&name, e))
         };
-        if gaps.is_empty() {
-            return Ok(Self {
-                kept: build(builder)?,
-                oversized: None,
-                gaps: VecDeque::new(),
-                schema,
-                text_index,
-                fields,
-                max_row_bytes,
-                page_cap,
-                row: 0,
-                total,
-            });
-        }
-        // Two readers over the same file: the rows in decodable pages, and the others without
-        // their text column (their ids and other fields still come through).
-        let plan = RowPlan::new(&metadata, &gaps);
-        let kept = build(
-            builder
-                .with_row_groups(plan.kept_groups.clone())
-                .with_row_selection(plan.kept.clone()),
-        )?;
-        let others: Vec<usize> = (0..descriptor.num_columns())
-            .filter(|&leaf| Some(leaf) != text_leaf)
-            .collect();
-        let oversized = match others.is_empty() {
-            true => None,
+        let (kept, oversized) = match gaps.is_empty() {
+            true => (build(builder)?, None),
+            // Two readers over the same file: the rows in decodable pages, and the others
+            // without their text column (their ids and other fields still come through).
             false => {
-                let file = File::open(path).map_err(|e| FileError::io(&name, e))?;
-                let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| FileError::io(&name, e))?;
-                let mask = ProjectionMask::leaves(&descriptor, others);
-                Some(build(
+                let plan = RowPlan::new(&metadata, &gaps);
+                let kept = build(
                     builder
-                        .with_projection(mask)
-                        .with_row_groups(plan.oversized_groups)
-                        .with_row_selection(plan.oversized),
-                )?)
+                        .with_row_groups(plan.kept_groups)
+                        .with_row_selection(plan.kept),
+                )?;
+                let others: Vec<usize> = (0..descriptor.num_columns())
+                    .filter(|&leaf| Some(leaf) != text_leaf)
+                    .collect();
+                let oversized = match others.is_empty() {
+                    true => None,
+                    false => {
+                        let file = File::open(path).map_err(|e| FileError::io(&name, e))?;
+                        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                            .map_err(|e| FileError::io(&name, e))?;
+                        let mask = ProjectionMask::leaves(&descriptor, others);
+                        Some(build(
+                            builder
+                                .with_projection(mask)
+                                .with_row_groups(plan.oversized_groups)
+                                .with_row_selection(plan.oversized),
+                        )?)
+                    }
+                };
+                (kept, oversized)
             }
         };
         Ok(Self {

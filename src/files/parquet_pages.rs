@@ -9,13 +9,14 @@
 //! with every length and count taken as untrusted.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek};
 use std::ops::Range;
 use std::path::Path;
 
 use parquet::file::metadata::ParquetMetaData;
 
 use super::format::FileError;
+use crate::wire::ByteReader;
 
 /// Rows of one column that sit in a page (or behind a dictionary page) past the cap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,45 +128,28 @@ const STRUCT: u8 = 12;
 /// Nesting a header may use; Parquet's own go three deep. Deeper input is refused, not recursed.
 const MAX_DEPTH: usize = 16;
 
+/// Thrift compact structs over a [`ByteReader`].
 struct Compact<R> {
-    input: R,
-    position: u64,
+    input: ByteReader<R>,
 }
 
 impl<R: Read + Seek> Compact<R> {
     fn new(input: R) -> Self {
-        Self { input, position: 0 }
+        Self {
+            input: ByteReader::new(input),
+        }
     }
 
     fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn seek(&mut self, offset: u64) -> std::io::Result<()> {
-        if offset != self.position {
-            self.input.seek(SeekFrom::Start(offset))?;
-            self.position = offset;
-        }
-        Ok(())
+        self.input.position()
     }
 
     fn byte(&mut self) -> std::io::Result<u8> {
-        let mut one = [0u8; 1];
-        self.input.read_exact(&mut one)?;
-        self.position += 1;
-        Ok(one[0])
+        self.input.byte()
     }
 
     fn varint(&mut self) -> std::io::Result<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.byte()?;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(invalid("a varint longer than ten bytes"))
+        self.input.varint()
     }
 
     fn zigzag(&mut self) -> std::io::Result<i64> {
@@ -176,15 +160,6 @@ impl<R: Read + Seek> Compact<R> {
     /// A non-negative i32 field, as the sizes and counts of a page header are.
     fn count(&mut self) -> std::io::Result<u64> {
         u64::try_from(self.zigzag()?).map_err(|_| invalid("a negative size or count"))
-    }
-
-    /// Skips `bytes` without reading them.
-    fn skip_bytes(&mut self, bytes: u64) -> std::io::Result<()> {
-        let target = self
-            .position
-            .checked_add(bytes)
-            .ok_or_else(|| invalid("a length past the end"))?;
-        self.seek(target)
     }
 
     /// The struct's fields one by one: `each(self, id, type)` reads the ones it knows and returns
@@ -222,10 +197,10 @@ impl<R: Read + Seek> Compact<R> {
             BOOL_TRUE | BOOL_FALSE => Ok(()),
             BYTE => self.byte().map(drop),
             I16 | I32 | I64 => self.varint().map(drop),
-            DOUBLE => self.skip_bytes(8),
+            DOUBLE => self.input.skip(8),
             BINARY => {
                 let length = self.varint()?;
-                self.skip_bytes(length)
+                self.input.skip(length)
             }
             LIST | SET => {
                 let header = self.byte()?;
@@ -268,13 +243,13 @@ impl<R: Read + Seek> Compact<R> {
         let header = self.read_page_header(offset);
         if header.is_err() {
             // Where a failed read left the input is unknown: the next read seeks.
-            self.position = u64::MAX;
+            self.input.lose_position();
         }
         header
     }
 
     fn read_page_header(&mut self, offset: u64) -> std::io::Result<PageHeader> {
-        self.seek(offset)?;
+        self.input.seek_to(offset)?;
         let mut header = PageHeader {
             kind: PageKind::Other,
             compressed: 0,

@@ -10,8 +10,10 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek};
 use std::path::Path;
+
+use crate::wire::ByteReader;
 
 /// Operators whose presence means activations are quantized with a scale computed per call,
 /// over the whole batch.
@@ -104,13 +106,14 @@ const FIXED32: u8 = 5;
 
 /// A protobuf reader that visits fields and seeks past the ones nobody asked for.
 struct Reader<R> {
-    inner: R,
-    position: u64,
+    bytes: ByteReader<R>,
 }
 
 impl<R: Read + Seek> Reader<R> {
     fn new(inner: R) -> Self {
-        Self { inner, position: 0 }
+        Self {
+            bytes: ByteReader::new(inner),
+        }
     }
 
     /// Calls `visit(reader, field, wire type, length)` for each field in the next `length`
@@ -121,8 +124,8 @@ impl<R: Read + Seek> Reader<R> {
         length: u64,
         mut visit: impl FnMut(&mut Self, u64, u8, u64) -> io::Result<bool>,
     ) -> io::Result<()> {
-        let end = self.position + length;
-        while self.position < end {
+        let end = self.bytes.position() + length;
+        while self.bytes.position() < end {
             let key = self.varint()?;
             let (field, wire) = (key >> 3, (key & 7) as u8);
             match wire {
@@ -133,51 +136,44 @@ impl<R: Read + Seek> Reader<R> {
                 FIXED32 => self.skip(4)?,
                 LEN => {
                     let len = self.varint()?;
-                    let start = self.position;
+                    let start = self.bytes.position();
                     if !visit(self, field, wire, len)? {
                         self.skip(len)?;
-                    } else if self.position != start + len {
+                    } else if self.bytes.position() != start + len {
                         return Err(invalid("a field's length does not match its contents"));
                     }
                 }
                 other => return Err(invalid(&format!("unknown wire type {other}"))),
             }
         }
-        if self.position != end {
+        if self.bytes.position() != end {
             return Err(invalid("a message overruns its length"));
         }
         Ok(())
     }
 
     fn varint(&mut self) -> io::Result<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let mut byte = [0u8];
-            self.inner.read_exact(&mut byte)?;
-            self.position += 1;
-            value |= u64::from(byte[0] & 0x7f) << shift;
-            if byte[0] & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(invalid("varint longer than 10 bytes"))
+        self.bytes.varint().map_err(in_onnx)
     }
 
     fn string(&mut self, len: u64) -> io::Result<String> {
         if len > 1024 {
             return Err(invalid("operator name longer than 1 KiB"));
         }
-        let mut bytes = vec![0u8; len as usize];
-        self.inner.read_exact(&mut bytes)?;
-        self.position += len;
+        let bytes = self.bytes.bytes(len as usize)?;
         String::from_utf8(bytes).map_err(|_| invalid("operator name is not UTF-8"))
     }
 
     fn skip(&mut self, len: u64) -> io::Result<()> {
-        let offset = i64::try_from(len).map_err(|_| invalid("length out of range"))?;
-        self.inner.seek(SeekFrom::Current(offset))?;
-        self.position += len;
-        Ok(())
+        self.bytes.skip(len).map_err(in_onnx)
+    }
+}
+
+/// The byte reader's refusals (a varint too long, a length out of range), said of the model.
+fn in_onnx(error: io::Error) -> io::Error {
+    match error.kind() {
+        io::ErrorKind::InvalidData => invalid(&error.to_string()),
+        _ => error,
     }
 }
 

@@ -436,6 +436,19 @@ fn classify_watching_rss(args: &[&str]) -> (Output, u64) {
     (child.wait_with_output().expect("output"), peak_kb / 1024)
 }
 
+/// `newscls classify --model-dir MODEL INPUT -o OUTPUT`, watched as [`classify_watching_rss`];
+/// prints `WHAT: peak RSS …, exit …` for the note.
+fn classify_one_file(model: &Path, input: &Path, output: &Path, what: &str) -> (Output, u64) {
+    let (result, peak_mb) =
+        classify_watching_rss(&["--model-dir", text(model), text(input), "-o", text(output)]);
+    eprintln!(
+        "{what}: peak RSS {} MB, exit {:?}",
+        peak_mb,
+        result.status.code()
+    );
+    (result, peak_mb)
+}
+
 /// Peak RSS (MB) of `newscls classify` over `rows` rows of `chars` characters, fast model.
 fn classify_peak_rss_mb(dir: &TempDir, model: &Path, rows: usize, chars: usize) -> (u64, u64) {
     let (input, output) = (path(dir, "in.jsonl"), path(dir, "out.jsonl"));
@@ -774,20 +787,9 @@ fn a_200_mib_line_gets_a_row_error_without_being_held() {
         &format!("\"}}\n{}\n", json!({"id": "after", "text": "Rates fell."})),
     );
     let output = path(&dir, "out.jsonl");
-    let (result, peak_mb) = classify_watching_rss(&[
-        "--model-dir",
-        text(&model),
-        text(&input),
-        "-o",
-        text(&output),
-    ]);
+    let (_, peak_mb) = classify_one_file(&model, &input, &output, "a 200 MiB line");
     let rows = read_jsonl(&output);
     let ids: Vec<Value> = rows.iter().map(|r| r["id"].clone()).collect();
-    eprintln!(
-        "a 200 MiB line: peak RSS {} MB, exit {:?}",
-        peak_mb,
-        result.status.code()
-    );
     // The oversized row keeps its place, under its row number (its id was not read).
     assert_eq!(ids, [json!("before"), json!(1), json!("after")], "{rows:?}");
     assert!(
@@ -829,18 +831,7 @@ fn a_csv_record_past_the_byte_cap_gets_a_row_error_without_being_held() {
         " with \"\"quotes\"\", commas,\nand lines\"\nafter,Rates fell.\n",
     );
     let output = path(&dir, "out.csv");
-    let (result, peak_mb) = classify_watching_rss(&[
-        "--model-dir",
-        text(&model),
-        text(&input),
-        "-o",
-        text(&output),
-    ]);
-    eprintln!(
-        "a 200 MiB CSV field: peak RSS {} MB, exit {:?}",
-        peak_mb,
-        result.status.code()
-    );
+    let (result, peak_mb) = classify_one_file(&model, &input, &output, "a 200 MiB CSV field");
     assert!(result.status.success(), "{}", stderr(&result));
     let mut rows = csv::Reader::from_path(&output).expect("the output");
     let headers = rows.headers().expect("headers").clone();
@@ -871,18 +862,7 @@ fn a_200_mib_parquet_value_gets_a_row_error_unread_and_the_run_goes_on() {
     write_parquet_in_groups(&input, &rows, 1);
     drop(rows);
     let output = path(&dir, "out.parquet");
-    let (result, peak_mb) = classify_watching_rss(&[
-        "--model-dir",
-        text(&model),
-        text(&input),
-        "-o",
-        text(&output),
-    ]);
-    eprintln!(
-        "a 200 MiB Parquet value: peak RSS {} MB, exit {:?}",
-        peak_mb,
-        result.status.code()
-    );
+    let (result, peak_mb) = classify_one_file(&model, &input, &output, "a 200 MiB Parquet value");
     assert!(result.status.success(), "{}", stderr(&result));
     let (_, written) = read_parquet(&output);
     let ids: Vec<&str> = written.iter().map(|(id, _, _)| id.as_str()).collect();

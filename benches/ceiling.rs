@@ -12,9 +12,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use newscls::config::{DeviceChoice, ModelConfig};
-use newscls::inference::PaddedBatch;
-use newscls::model;
+use newscls::infra::config::{DeviceChoice, ModelConfig};
+use newscls::pipeline::inference::PaddedBatch;
+use newscls::pipeline::model;
 
 const CPU_BATCH_SIZES: &[usize] = &[1, 4, 8, 16, 32, 64];
 const GPU_BATCH_SIZES: &[usize] = &[1, 8, 32, 64, 128, 256];

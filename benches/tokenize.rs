@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use newscls::model::ModelSpec;
-use newscls::tokenize::TextTokenizer;
+use newscls::pipeline::model::ModelSpec;
+use newscls::pipeline::tokenize::TextTokenizer;
 
 #[path = "common/mod.rs"]
 mod common;

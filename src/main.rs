@@ -1,13 +1,13 @@
 //! The `newscls` binary: flags, configuration, logging and traces, then the app. Nothing else.
 
 use clap::Parser;
-use newscls::config::{Cli, Command, Config};
 use newscls::files::{self, Outcome};
+use newscls::infra::config::{Cli, Command, Config};
 
 fn main() {
     let cli = Cli::parse();
     if let Some(url) = &cli.probe {
-        match newscls::probe::probe(url) {
+        match newscls::infra::probe::probe(url) {
             Ok(status) if (200..300).contains(&status) => std::process::exit(0),
             Ok(status) => fail(&format!("{url} answered {status}")),
             Err(e) => fail(&format!("{url}: {e}")),
@@ -49,19 +49,19 @@ fn main() {
 
 /// Files commands print their own progress: the service's log lines would only interleave with
 /// it, so only warnings and errors are logged unless `logging.level` says otherwise.
-fn quiet_logs(config: &Config) -> newscls::telemetry::Telemetry {
+fn quiet_logs(config: &Config) -> newscls::infra::telemetry::Telemetry {
     let mut logging = config.logging.clone();
     if logging.level == "info" {
         logging.level = "warn".into();
     }
-    match newscls::telemetry::init(&logging) {
+    match newscls::infra::telemetry::init(&logging) {
         Ok(telemetry) => telemetry,
         Err(e) => fail(&e),
     }
 }
 
 fn serve(config: Config) {
-    let _telemetry = match newscls::telemetry::init(&config.logging) {
+    let _telemetry = match newscls::infra::telemetry::init(&config.logging) {
         Ok(telemetry) => telemetry,
         Err(e) => fail(&e),
     };

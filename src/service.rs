@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use crate::classify::{Classifier, Shadow};
-use crate::config::Config;
-use crate::device::Device;
-use crate::metrics::Metrics;
-use crate::reload::{self, ReloadError, Reloader};
-use crate::source::ModelSource;
+use crate::infra::config::Config;
+use crate::infra::device::Device;
+use crate::infra::metrics::Metrics;
+use crate::lifecycle::reload::{self, ReloadError, Reloader};
+use crate::lifecycle::source::ModelSource;
+use crate::pipeline::classify::{Classifier, Shadow};
 
 /// What the server runs: the classifier and the reloaders that keep its model current.
 pub struct Service {

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use super::format::{Chunk, ChunkWriter, Fields, FileError, RowResult};
 use super::{open_reader, resolve_format, FilesError, Outcome, Pipeline};
-use crate::config::{Config, EvalArgs};
-use crate::device::{FloatKernels, IntegerKernels};
+use crate::infra::config::{Config, EvalArgs};
+use crate::infra::device::{FloatKernels, IntegerKernels};
 
 /// Characters of a differing text shown in the comparison.
 const EXCERPT_CHARS: usize = 100;

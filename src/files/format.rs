@@ -23,7 +23,7 @@ use parquet::file::properties::WriterProperties;
 use serde_json::value::RawValue;
 
 use super::parquet_pages::{self, OversizedRows};
-use crate::config::FileFormat;
+use crate::infra::config::FileFormat;
 
 /// Rows per chunk read from JSONL and CSV, and per Parquet record batch.
 pub const CHUNK_ROWS: usize = 256;

@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::classify::{check_text, Classifier, ClassifyError, ClassifyRequest, Deadline};
-use crate::config::{ClassifyArgs, Config, FileFormat, LimitsConfig};
-use crate::metrics::Metrics;
-use crate::reload::ReloadError;
+use crate::infra::config::{ClassifyArgs, Config, FileFormat, LimitsConfig};
+use crate::infra::metrics::Metrics;
+use crate::lifecycle::reload::ReloadError;
+use crate::pipeline::classify::{check_text, Classifier, ClassifyError, ClassifyRequest, Deadline};
 use format::{
     format_of, Chunk, ChunkData, ChunkReader, ChunkWriter, CsvReader, CsvWriter, Fields, FileError,
     InputRow, JsonlReader, JsonlWriter, ParquetReader, ParquetWriter, RowResult, WriteOptions,
@@ -159,7 +159,7 @@ impl Pipeline {
     async fn classify_texts(
         &self,
         texts: Vec<String>,
-    ) -> Result<crate::classify::Classification, ClassifyError> {
+    ) -> Result<crate::pipeline::classify::Classification, ClassifyError> {
         loop {
             let request =
                 ClassifyRequest::new(texts.clone(), Deadline::after(Duration::from_secs(3600)));
@@ -273,7 +273,7 @@ fn refuse_same_file(input: &Path, output: &Path) -> Result<(), FilesError> {
     Ok(())
 }
 
-/// `newscls classify`: see [`crate::config::Command::Classify`].
+/// `newscls classify`: see [`crate::infra::config::Command::Classify`].
 pub fn classify(config: &Config, args: &ClassifyArgs) -> Result<Outcome, FilesError> {
     let input = args.input.as_deref();
     let output = args.output.as_deref().filter(|p| *p != Path::new("-"));
@@ -462,7 +462,7 @@ fn reader_panic(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "no message".into());
     format!(
         "reading the input failed ({}); the output holds the rows before it",
-        crate::excerpt::bounded_message(&said)
+        crate::infra::excerpt::bounded_message(&said)
     )
 }
 

@@ -16,7 +16,7 @@ use std::path::Path;
 use parquet::file::metadata::ParquetMetaData;
 
 use super::format::FileError;
-use crate::wire::ByteReader;
+use crate::infra::wire::ByteReader;
 
 /// Rows of one column that sit in a page (or behind a dictionary page) past the cap.
 #[derive(Debug, Clone, PartialEq, Eq)]

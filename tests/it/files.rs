@@ -943,11 +943,11 @@ fn a_reader_that_panics_mid_file_fails_the_run_instead_of_ending_it() {
     let dir = TempDir::new("files-reader-panic");
     let model = path(&dir, "model");
     write_fast_model_dir(&model);
-    let mut config = newscls::config::Config::default();
+    let mut config = newscls::infra::config::Config::default();
     config.model.dir = model;
-    config.model.device = newscls::config::DeviceChoice::Cpu;
+    config.model.device = newscls::infra::config::DeviceChoice::Cpu;
     config.model.onnxruntime_library = Some(repo_path(
-        &newscls::inference::onnx::default_library_path().to_string_lossy(),
+        &newscls::pipeline::inference::onnx::default_library_path().to_string_lossy(),
     ));
     let pipeline = Arc::new(newscls::files::Pipeline::load(&config).expect("the model loads"));
     let lines: String = (0..1000)
@@ -990,4 +990,57 @@ fn a_reader_that_panics_mid_file_fails_the_run_instead_of_ending_it() {
     );
     // The chunk read before the panic was classified and written.
     assert_eq!(written.load(std::sync::atomic::Ordering::SeqCst), 256);
+}
+
+/// As a new user runs it: the binary by its path, from a folder outside the repository, with no
+/// NEWSCLS_* or ONNX Runtime variable set. The bundled model, the config file and the ONNX
+/// Runtime library are found from the installation; a model directory that is not there is named
+/// with the setting that fixes it.
+#[test]
+fn classify_works_from_any_directory() {
+    let work = TempDir::new("anywhere");
+    std::fs::write(
+        work.path().join("news.csv"),
+        "id,text\n1,\"The central bank raised interest rates by half a point to fight inflation.\"\n2,\"The striker scored twice in the final minutes to win the cup.\"\n",
+    )
+    .expect("write news.csv");
+    let newcomer = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_newscls"));
+        command.current_dir(work.path()).args(args);
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("NEWSCLS") || key == "ORT_DYLIB_PATH" {
+                command.env_remove(&key);
+            }
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run newscls")
+    };
+    let output = newcomer(&["classify", "news.csv", "-o", "out.csv"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let written = std::fs::read_to_string(work.path().join("out.csv")).expect("out.csv");
+    let mut rows = csv::Reader::from_reader(written.as_bytes());
+    let labels: Vec<String> = rows
+        .deserialize::<HashMap<String, String>>()
+        .map(|row| row.expect("a row")["label"].clone())
+        .collect();
+    assert_eq!(labels, ["business", "sport"], "{written}");
+
+    let output = newcomer(&[
+        "classify",
+        "news.csv",
+        "-o",
+        "out2.csv",
+        "--model-dir",
+        "nowhere",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    for part in ["nowhere", "not found", "--model-dir", "model.dir"] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
 }

@@ -3,9 +3,9 @@
 //! Bounded by default (proptest's 256 cases per property) so the suite stays fast. A longer run:
 //! `PROPTEST_CASES=20000 cargo test --release --test integration fuzz`.
 
-use newscls::api::predict::PredictRequest;
-use newscls::model::ModelSpec;
-use newscls::tokenize::{TextTokenizer, TokenizeError, TruncationSide};
+use newscls::frontends::http::predict::PredictRequest;
+use newscls::pipeline::model::ModelSpec;
+use newscls::pipeline::tokenize::{TextTokenizer, TokenizeError, TruncationSide};
 use proptest::prelude::*;
 
 use crate::support::{repo_path, test_split, MODEL_DIR};

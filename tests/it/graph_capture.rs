@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use newscls::config::{DeviceChoice, ModelConfig};
-use newscls::device::{Device, GraphLimits};
-use newscls::inference::graph_capture::GraphStats;
-use newscls::inference::onnx::{default_library_path, init_runtime, OnnxBackend, OnnxOptions};
-use newscls::inference::{Backend, PaddedBatch};
-use newscls::model;
+use newscls::infra::config::{DeviceChoice, ModelConfig};
+use newscls::infra::device::{Device, GraphLimits};
+use newscls::pipeline::inference::graph_capture::GraphStats;
+use newscls::pipeline::inference::onnx::{
+    default_library_path, init_runtime, OnnxBackend, OnnxOptions,
+};
+use newscls::pipeline::inference::{Backend, PaddedBatch};
+use newscls::pipeline::model;
 
 use crate::support::{repo_path, MODEL_DIR};
 

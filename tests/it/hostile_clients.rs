@@ -2,9 +2,11 @@
 //! a large error, over HTTP or gRPC. Each case is answered with a clear 4xx (INVALID_ARGUMENT over
 //! gRPC) while the server's peak memory stays where it was.
 
-use newscls::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use newscls::grpc::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
-use newscls::grpc::proto::{InferTensorContents, ModelInferRequest};
+use newscls::frontends::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use newscls::frontends::grpc::proto::model_infer_request::{
+    InferInputTensor, InferRequestedOutputTensor,
+};
+use newscls::frontends::grpc::proto::{InferTensorContents, ModelInferRequest};
 use serde_json::{json, Value};
 
 use crate::support::{peak_rss_kb, Server};

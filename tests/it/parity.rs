@@ -20,11 +20,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use newscls::config::{DeviceChoice, ModelConfig};
-use newscls::device::FloatKernels;
-use newscls::inference::onnx::default_library_path;
-use newscls::inference::{Logits, PaddedBatch};
-use newscls::model;
+use newscls::infra::config::{DeviceChoice, ModelConfig};
+use newscls::infra::device::FloatKernels;
+use newscls::pipeline::inference::onnx::default_library_path;
+use newscls::pipeline::inference::{Logits, PaddedBatch};
+use newscls::pipeline::model;
 use serde::Deserialize;
 
 use crate::support::{repo_path, test_split, MODEL_DIR};

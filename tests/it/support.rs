@@ -422,9 +422,10 @@ pub fn write_fast_model_dir(dir: &Path) {
     for file in ["tokenizer.json", "config.json"] {
         std::fs::copy(bundled.join(file), dir.join(file)).expect("copy");
     }
-    let spec = newscls::model::ModelSpec::load(&bundled).expect("bundled model");
-    let tokenizer = newscls::tokenize::TextTokenizer::load(&spec.tokenizer_path(), spec.max_length)
-        .expect("tokenizer");
+    let spec = newscls::pipeline::model::ModelSpec::load(&bundled).expect("bundled model");
+    let tokenizer =
+        newscls::pipeline::tokenize::TextTokenizer::load(&spec.tokenizer_path(), spec.max_length)
+            .expect("tokenizer");
     let (vocab, labels, width) = (tokenizer.vocab_size(), spec.labels.len(), 4);
     let mut graph = Vec::new();
     node(

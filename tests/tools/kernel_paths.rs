@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use newscls::device::FloatKernels;
+use newscls::infra::device::FloatKernels;
 use serde_json::Value;
 
 use crate::support::{command, repo_path, TempDir, MODEL_DIR};

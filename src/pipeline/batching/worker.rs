@@ -1,0 +1,336 @@
+//! Inference workers: one OS thread per backend, each looping `next_batch -> infer -> reply`.
+//!
+//! The async executor never runs a model: handlers only wait on oneshot channels. A failing or
+//! panicking batch fails its own jobs (500) and the worker goes on with the next one. The
+//! `running` counter counts live workers; it reaches zero when every worker has exited (queue
+//! closed and drained, or a worker died), and readiness reads it.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::queue::{BatchQueue, Job, JobError, JobOutput, Priority};
+use crate::infra::metrics::Metrics;
+use crate::pipeline::inference::{Backend, PaddedBatch};
+
+pub struct WorkerPool {
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    running: Arc<AtomicUsize>,
+}
+
+impl WorkerPool {
+    /// One thread per backend. `priority` Background: the threads run at the operating
+    /// system's lowest priority, so they only get CPU the interactive work leaves (the shadow
+    /// challenger's workers).
+    pub fn spawn(
+        backends: Vec<Box<dyn Backend>>,
+        queue: Arc<BatchQueue>,
+        pad_id: i64,
+        metrics: Arc<Metrics>,
+        priority: Priority,
+    ) -> Self {
+        let running = Arc::new(AtomicUsize::new(backends.len()));
+        let handles = backends
+            .into_iter()
+            .enumerate()
+            .map(|(lane, backend)| {
+                let (queue, metrics, running) = (queue.clone(), metrics.clone(), running.clone());
+                let name = match priority {
+                    Priority::Interactive => format!("inference-{lane}"),
+                    Priority::Background => format!("inference-bg-{lane}"),
+                };
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || {
+                        // Counts down however the thread ends, a panic included.
+                        let _alive = RunningGuard(running);
+                        if priority == Priority::Background {
+                            lower_priority();
+                        }
+                        run_worker(backend, lane, &queue, pad_id, &metrics);
+                    })
+                    .expect("spawning an inference thread failed; the OS is out of threads. This is a bug.")
+            })
+            .collect();
+        Self {
+            handles: Mutex::new(handles),
+            running,
+        }
+    }
+
+    /// Workers still serving; zero means inference is gone and the service is not ready.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Waits for the workers to finish the (closed) queue. Later calls return at once.
+    pub fn join(&self) {
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The calling thread gets the lowest priority of its scheduling policy (niceness 19 on
+/// Linux, where each thread has its own). ONNX Runtime's own threads are not affected: a
+/// background session should run with one intra-op thread, computing on this one.
+fn lower_priority() {
+    use thread_priority::{set_current_thread_priority, ThreadPriority};
+    if let Err(e) = set_current_thread_priority(ThreadPriority::Min) {
+        tracing::warn!(error = ?e, "could not lower a background inference thread's priority");
+    }
+}
+
+struct RunningGuard(Arc<AtomicUsize>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, Ordering::SeqCst) == 1 && std::thread::panicking() {
+            tracing::error!("the last inference worker died; the service is no longer ready");
+        }
+    }
+}
+
+/// Worker `lane`'s loop. On a pipelined device (a GPU) a second thread takes and pads the next
+/// batch while this one runs; the queue knows the device is busy meanwhile, so that batch
+/// keeps growing until the device is ready for it (see `rule`).
+fn run_worker(
+    mut backend: Box<dyn Backend>,
+    lane: usize,
+    queue: &BatchQueue,
+    pad_id: i64,
+    metrics: &Metrics,
+) {
+    let device = backend.device();
+    let assemble = |jobs: Vec<Job>| {
+        let batch =
+            PaddedBatch::bucketed(jobs.iter().map(|j| &j.text), pad_id, device.shape_buckets());
+        (jobs, batch)
+    };
+    let mut infer = |(jobs, batch): (Vec<Job>, PaddedBatch)| {
+        let started = Instant::now();
+        let texts = run_batch(backend.as_mut(), jobs, batch, metrics);
+        queue.record_batch(texts, started.elapsed());
+    };
+    if !device.pipelined() {
+        while let Some(jobs) = queue.next_batch(lane) {
+            infer(assemble(jobs));
+        }
+        return;
+    }
+    // A rendezvous channel: the assembled batch is handed over when the device takes it, so
+    // at most one batch waits ready, and the one after it is taken from the queue only then.
+    let (ready, assembled) = std::sync::mpsc::sync_channel(0);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Some(jobs) = queue.next_batch(lane) {
+                if ready.send(assemble(jobs)).is_err() {
+                    break;
+                }
+            }
+        });
+        for next in assembled {
+            queue.set_busy(lane, true);
+            infer(next);
+            queue.set_busy(lane, false);
+        }
+    });
+}
+
+/// Runs one batch (`batch` holds `jobs`' texts, in order) and answers every job in it,
+/// whatever happens. Returns the number of texts.
+pub fn run_batch(
+    backend: &mut dyn Backend,
+    jobs: Vec<Job>,
+    batch: PaddedBatch,
+    metrics: &Metrics,
+) -> usize {
+    let started = Instant::now();
+    for job in &jobs {
+        metrics
+            .queue_wait
+            .observe(started.duration_since(job.enqueued_at).as_secs_f64());
+    }
+    metrics.batch_size.observe(batch.texts as f64);
+    metrics.batch_tokens.observe(batch.padded_tokens() as f64);
+    metrics
+        .tokens
+        .with_label_values(&["real"])
+        .inc_by(batch.real_tokens() as u64);
+    metrics
+        .tokens
+        .with_label_values(&["padded"])
+        .inc_by(batch.padded_tokens() as u64);
+
+    // One span per batch: a child of its first request, linked to every request it serves.
+    let span = match jobs.first() {
+        Some(first) => tracing::info_span!(
+            parent: &first.span,
+            "inference_batch",
+            batch_size = batch.texts,
+            padded_tokens = batch.padded_tokens(),
+            provider = backend.device().name(),
+        ),
+        None => tracing::Span::none(),
+    };
+    for job in &jobs {
+        span.follows_from(&job.span);
+    }
+    let outcome = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| backend.infer(&batch))));
+    let inference_time = started.elapsed();
+    metrics
+        .inference_duration
+        .observe(inference_time.as_secs_f64());
+    let texts = batch.texts;
+    match outcome {
+        Ok(Ok(logits)) => {
+            // Filler rows past the texts are dropped by the zip.
+            for (job, row) in jobs.into_iter().zip(logits.rows()) {
+                let output = JobOutput {
+                    logits: row.to_vec(),
+                    batch_size: texts,
+                    queue_time: started.duration_since(job.enqueued_at),
+                    inference_time,
+                };
+                // The receiver is gone when the client left mid-batch; nothing to do then.
+                let _ = job.reply.send(Ok(output));
+            }
+        }
+        Ok(Err(e)) => fail_all(jobs, &e.to_string(), metrics),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "inference panicked".into());
+            fail_all(jobs, &format!("inference panicked: {message}"), metrics);
+        }
+    }
+    texts
+}
+
+fn fail_all(jobs: Vec<Job>, message: &str, metrics: &Metrics) {
+    tracing::error!(
+        error = message,
+        texts = jobs.len(),
+        "inference batch failed"
+    );
+    metrics.failed_batches.inc();
+    for job in jobs {
+        let _ = job
+            .reply
+            .send(Err(JobError::Inference(message.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::infra::device::Device;
+    use crate::pipeline::batching::{BatchRule, JobResult};
+    use crate::pipeline::inference::{BackendError, Logits};
+    use crate::pipeline::tokenize::TokenizedText;
+
+    /// A test-only backend that fails on marker ids: 666 returns an error, 999 panics.
+    struct FaultyBackend;
+
+    impl Backend for FaultyBackend {
+        fn device(&self) -> Device {
+            Device::Cpu
+        }
+        fn infer(&mut self, batch: &PaddedBatch) -> Result<Logits, BackendError> {
+            if batch.input_ids.contains(&999) {
+                panic!("injected panic");
+            }
+            if batch.input_ids.contains(&666) {
+                return Err(BackendError::Run("injected failure".into()));
+            }
+            Ok(Logits {
+                num_labels: 2,
+                values: [1.0, 0.0].repeat(batch.rows),
+            })
+        }
+    }
+
+    fn submit(queue: &BatchQueue, id: i64) -> tokio::sync::oneshot::Receiver<JobResult> {
+        let text = TokenizedText {
+            input_ids: vec![0, id, 2],
+        };
+        let (job, reply) = Job::new(text, Instant::now() + Duration::from_secs(30));
+        queue.admit(vec![job]).expect("room in the queue");
+        reply
+    }
+
+    #[test]
+    fn a_failing_or_panicking_batch_fails_only_its_own_jobs_and_the_worker_goes_on() {
+        let metrics = Arc::new(Metrics::new());
+        // Batches of one, so each job's fate is its own.
+        let rule = BatchRule {
+            max_batch_size: 1,
+            max_batch_tokens: 100,
+            preferred_batch_size: 1,
+            max_wait: Duration::ZERO,
+        };
+        let queue = Arc::new(BatchQueue::new(16, rule, metrics.clone(), 1));
+        let pool = WorkerPool::spawn(
+            vec![Box::new(FaultyBackend)],
+            queue.clone(),
+            1,
+            metrics.clone(),
+            Priority::Interactive,
+        );
+
+        let replies = [5, 999, 7, 666, 8].map(|id| submit(&queue, id));
+        let outcomes: Vec<JobResult> = replies
+            .into_iter()
+            .map(|r| r.blocking_recv().expect("every job is answered"))
+            .collect();
+        assert!(
+            outcomes[0].is_ok() && outcomes[2].is_ok() && outcomes[4].is_ok(),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(&outcomes[1], Err(JobError::Inference(m)) if m.contains("injected panic"))
+        );
+        assert!(
+            matches!(&outcomes[3], Err(JobError::Inference(m)) if m.contains("injected failure"))
+        );
+        assert_eq!(metrics.failed_batches.get(), 2);
+        assert_eq!(pool.running(), 1, "the worker survived");
+
+        queue.close();
+        pool.join();
+    }
+
+    #[test]
+    fn running_counter_reaches_zero_when_the_workers_exit() {
+        let metrics = Arc::new(Metrics::new());
+        let queue = Arc::new(BatchQueue::new(
+            4,
+            BatchRule {
+                max_batch_size: 1,
+                max_batch_tokens: 10,
+                preferred_batch_size: 1,
+                max_wait: Duration::ZERO,
+            },
+            metrics.clone(),
+            1,
+        ));
+        let pool = WorkerPool::spawn(
+            vec![Box::new(FaultyBackend)],
+            queue.clone(),
+            1,
+            metrics,
+            Priority::Interactive,
+        );
+        assert_eq!(pool.running(), 1);
+        queue.close();
+        pool.join();
+        assert_eq!(pool.running(), 0);
+    }
+}

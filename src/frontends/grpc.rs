@@ -23,6 +23,7 @@ use crate::frontends::v2::binary::decode_strings;
 use crate::frontends::v2::{self, Output, ProtocolError, Selected, TensorData, INPUT};
 use crate::frontends::{Drained, FrontDoor};
 use crate::infra::config::Config;
+use crate::infra::events::{Door, RequestCompleted};
 use crate::infra::metrics::Metrics;
 use crate::infra::telemetry;
 use crate::pipeline::classify::{Classification, ClassifyError, ClassifyRequest, Deadline};
@@ -84,7 +85,7 @@ impl InferenceService {
             .map_err(protocol_status)
     }
 
-    /// Runs `call` inside a `request` span, counting and timing it as HTTP requests are.
+    /// Runs `call` inside a `request` span and reports it as HTTP requests are reported.
     async fn observe<T, F>(
         &self,
         method: &'static str,
@@ -100,19 +101,25 @@ impl InferenceService {
             &span,
             metadata.get("traceparent").and_then(|v| v.to_str().ok()),
         );
+        let trace_id = telemetry::trace_id(&span);
+        let in_flight = self.metrics.request_started(Door::Grpc);
         let result = call.instrument(span).await;
+        drop(in_flight);
         let code = match &result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
         };
-        self.metrics
-            .grpc_requests
-            .with_label_values(&[method, &format!("{code:?}")])
-            .inc();
-        self.metrics
-            .grpc_duration
-            .with_label_values(&[method])
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.emit(RequestCompleted {
+            door: Door::Grpc,
+            method: "grpc",
+            path: method,
+            route: method,
+            status: &format!("{code:?}"),
+            elapsed: started.elapsed(),
+            texts: None,
+            batch_size: None,
+            trace_id,
+        });
         result.map(Response::new)
     }
 

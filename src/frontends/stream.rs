@@ -43,6 +43,9 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::frontends::{Drained, FrontDoor, Readiness};
 use crate::infra::config::StreamConfig;
+use crate::infra::events::{
+    CommitLag, PartitionOwned, StreamClassified, StreamMessage, StreamPaused, StreamRetried,
+};
 use crate::infra::metrics::Metrics;
 use crate::pipeline::classify::{Classifier, ClassifyError, ClassifyRequest, Deadline, Priority};
 
@@ -180,9 +183,9 @@ fn store_next_offsets<C: Consumer<X>, X: ConsumerContext>(
 struct Context {
     topic: String,
     offsets: SharedOffsets,
-    /// `newscls_stream_partition_assigned`: which partitions this replica owns, for operators
-    /// spreading a group over replicas.
-    assigned: prometheus::IntGaugeVec,
+    /// For `newscls_stream_partition_assigned`: which partitions this replica owns, for
+    /// operators spreading a group over replicas.
+    metrics: Arc<Metrics>,
 }
 
 impl ClientContext for Context {
@@ -199,10 +202,11 @@ impl ConsumerContext for Context {
                 .iter()
                 .map(|e| e.partition())
                 .collect();
-            for partition in &partitions {
-                self.assigned
-                    .with_label_values(&[&partition.to_string()])
-                    .set(1);
+            for &partition in &partitions {
+                self.metrics.emit(PartitionOwned {
+                    partition,
+                    owned: true,
+                });
             }
             tracing::info!(?partitions, "partitions assigned");
         }
@@ -213,9 +217,10 @@ impl ConsumerContext for Context {
             return;
         };
         for element in revoked.elements_for_topic(&self.topic) {
-            self.assigned
-                .with_label_values(&[&element.partition().to_string()])
-                .set(0);
+            self.metrics.emit(PartitionOwned {
+                partition: element.partition(),
+                owned: false,
+            });
         }
         let mut handed_back = 0;
         let mut answered = Vec::new();
@@ -405,7 +410,7 @@ pub fn start(
         .create_with_context(Context {
             topic: config.input_topic.clone(),
             offsets: offsets.clone(),
-            assigned: metrics.stream_partition_assigned.clone(),
+            metrics: metrics.clone(),
         })
         .map_err(|e| StreamError(format!("consumer: {e}")))?;
     consumer
@@ -465,10 +470,9 @@ impl Stream {
             match message {
                 Ok(message) => {
                     let message = message.detach();
-                    self.metrics
-                        .stream_messages
-                        .with_label_values(&["consumed"])
-                        .inc();
+                    self.metrics.emit(StreamMessage {
+                        outcome: "consumed",
+                    });
                     let in_flight =
                         lock(&self.offsets).begin(message.partition(), message.offset());
                     let stream = self.clone();
@@ -511,7 +515,7 @@ impl Stream {
         if let Err(e) = result {
             tracing::warn!(error = %e, pause, "pausing or resuming partitions failed");
         }
-        self.metrics.stream_paused.set(i64::from(pause));
+        self.metrics.emit(StreamPaused { paused: pause });
     }
 
     /// Classifies one message and answers it; returns once the answer is acknowledged.
@@ -552,18 +556,14 @@ impl Stream {
                 );
                 tracing::error!(reason, "stream consumer stopping; /readyz reports it");
                 *self.status.halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
-                self.metrics
-                    .stream_messages
-                    .with_label_values(&["undeliverable"])
-                    .inc();
+                self.metrics.emit(StreamMessage {
+                    outcome: "undeliverable",
+                });
                 self.halt.notify_one();
                 return;
             }
         };
-        self.metrics
-            .stream_messages
-            .with_label_values(&[outcome])
-            .inc();
+        self.metrics.emit(StreamMessage { outcome });
         // None: the partition was handed to another consumer, which reads this message again.
         if let Some(next) = lock(&self.offsets).complete(in_flight) {
             let partition = in_flight.partition;
@@ -633,9 +633,9 @@ impl Stream {
                 .await
             {
                 Ok(classification) => {
-                    self.metrics
-                        .stream_batch_size
-                        .observe(classification.timing.largest_batch as f64);
+                    self.metrics.emit(StreamClassified {
+                        batch_size: classification.timing.largest_batch,
+                    });
                     let scores = classification.texts.into_iter().next().map(|t| t.ranked);
                     let scores = scores.unwrap_or_default();
                     return Some(Ok(json!({
@@ -659,10 +659,7 @@ impl Stream {
                         }
                         _ => "other",
                     };
-                    self.metrics
-                        .stream_retries
-                        .with_label_values(&[reason])
-                        .inc();
+                    self.metrics.emit(StreamRetried { reason });
                     tokio::time::sleep(pause).await;
                 }
                 AfterFailure::DeadLetter(reason) => return Some(Err(reason)),
@@ -751,11 +748,10 @@ impl Stream {
                         partition,
                         Duration::from_secs(1),
                     ) {
-                        stream
-                            .metrics
-                            .stream_commit_lag
-                            .with_label_values(&[&partition.to_string()])
-                            .set(high - offset);
+                        stream.metrics.emit(CommitLag {
+                            partition,
+                            messages: high - offset,
+                        });
                     }
                 }
             })

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod device;
+pub mod events;
 pub mod excerpt;
 pub mod metrics;
 pub mod probe;

@@ -31,6 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::infra::config::ModelConfig;
+use crate::infra::events::{ReloadFinished, Role};
 use crate::infra::metrics::Metrics;
 use crate::lifecycle::source::{self, Check, Fetched, ModelSource, SourceError};
 use crate::pipeline::classify::Classifier;
@@ -128,18 +129,10 @@ struct Example {
     label: String,
 }
 
-/// The model a [`Reloader`] keeps current.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    /// The model in service.
-    Champion,
-    /// The shadow challenger.
-    Challenger,
-}
-
 /// Reloads on request, one at a time.
 pub struct Reloader {
-    slot: Slot,
+    /// Which model it keeps current: the one in service, or the shadow challenger.
+    role: Role,
     source: Box<dyn ModelSource>,
     config: ModelConfig,
     classifier: Arc<Classifier>,
@@ -158,7 +151,7 @@ impl Reloader {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            slot: Slot::Champion,
+            role: Role::Champion,
             source,
             config: config.clone(),
             classifier,
@@ -172,24 +165,24 @@ impl Reloader {
     /// [`crate::infra::config::ShadowConfig::model_config`]), and the classifier has a shadow slot.
     pub fn for_challenger(self) -> Self {
         Self {
-            slot: Slot::Challenger,
+            role: Role::Challenger,
             ..self
         }
     }
 
     /// What this reloader keeps current, for logs.
     fn what(&self) -> &'static str {
-        match self.slot {
-            Slot::Champion => "model",
-            Slot::Challenger => "challenger model",
+        match self.role {
+            Role::Champion => "model",
+            Role::Challenger => "challenger model",
         }
     }
 
     /// The version in the slot now; empty while the challenger slot is empty.
     fn slot_version(&self) -> String {
-        match self.slot {
-            Slot::Champion => self.classifier.serving().identity().version,
-            Slot::Challenger => self
+        match self.role {
+            Role::Champion => self.classifier.serving().identity().version,
+            Role::Challenger => self
                 .classifier
                 .shadow()
                 .and_then(|s| s.challenger())
@@ -199,18 +192,17 @@ impl Reloader {
     }
 
     fn count(&self, outcome: &str) {
-        let counter = match self.slot {
-            Slot::Champion => &self.metrics.model_reloads,
-            Slot::Challenger => &self.metrics.shadow_reloads,
-        };
-        counter.with_label_values(&[outcome]).inc();
+        self.metrics.emit(ReloadFinished {
+            role: self.role,
+            outcome,
+        });
     }
 
     /// Puts a loaded version in the slot.
     fn fill(&self, loaded: LoadedModel) {
-        match self.slot {
-            Slot::Champion => self.classifier.swap(loaded),
-            Slot::Challenger => match self.classifier.shadow() {
+        match self.role {
+            Role::Champion => self.classifier.swap(loaded),
+            Role::Challenger => match self.classifier.shadow() {
                 Some(shadow) => shadow.swap(loaded),
                 None => {
                     tracing::error!("a challenger loaded without a shadow slot. This is a bug.")
@@ -232,9 +224,9 @@ impl Reloader {
             return;
         };
         let reloader = self.clone();
-        let name = match self.slot {
-            Slot::Champion => "model-poll",
-            Slot::Challenger => "shadow-poll",
+        let name = match self.role {
+            Role::Champion => "model-poll",
+            Role::Challenger => "shadow-poll",
         };
         std::thread::Builder::new()
             .name(name.into())
@@ -407,7 +399,7 @@ impl Reloader {
         let loaded = model::load_version(&self.config, fetched)?;
         let serving = self.classifier.serving().spec.labels.clone();
         // A challenger's labels are compared with the champion's by name: it may change them.
-        if self.slot == Slot::Champion && loaded.spec.labels != serving {
+        if self.role == Role::Champion && loaded.spec.labels != serving {
             if !self.config.allow_label_change {
                 return Err(ReloadError::LabelsChanged {
                     serving,

@@ -36,14 +36,15 @@ async fn operational_endpoints_answer() {
     for name in [
         "newscls_http_requests_total{route=\"/predict\",status=\"200\"} 1",
         "newscls_http_request_duration_seconds_bucket",
-        "newscls_queue_depth",
+        "newscls_queue_depth{role=\"champion\"} 0",
         "newscls_queue_wait_seconds_bucket",
         "newscls_batch_size_bucket",
         "newscls_batch_tokens_bucket",
         "newscls_tokenize_duration_seconds_bucket",
         "newscls_inference_duration_seconds_bucket",
         "newscls_http_requests_in_flight",
-        "newscls_tokens_total{kind=\"padded\"}",
+        "newscls_grpc_requests_in_flight 0",
+        "newscls_tokens_total{kind=\"padded\",role=\"champion\"}",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
@@ -444,7 +445,7 @@ async fn the_grpc_port_is_off_unless_set_and_listens_when_set() {
     let server = Server::start(&[], &[]);
     assert!(server.grpc.is_none(), "no gRPC listener by default");
     drop(server);
-    let server = Server::start(&["--grpc-port", "0"], &[]);
+    let server = Server::start(&["--grpc-port", "0", "--log-level", "info"], &[]);
     let grpc = server.grpc.clone().expect("the gRPC address is printed");
     let addr = grpc.trim_start_matches("http://");
     std::net::TcpStream::connect(addr).expect("the gRPC port accepts connections");
@@ -453,6 +454,40 @@ async fn the_grpc_port_is_off_unless_set_and_listens_when_set() {
         200,
         "HTTP serves beside it"
     );
+    // A call is reported as an HTTP request is: counted, timed, and logged on one line.
+    let mut client = crate::hostile_clients::grpc_client(&server).await;
+    client
+        .server_live(newscls::frontends::grpc::proto::ServerLiveRequest {})
+        .await
+        .expect("ServerLive answers");
+    assert_eq!(
+        server
+            .metric("newscls_grpc_requests_total{code=\"Ok\",method=\"ServerLive\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(server.metric("newscls_grpc_requests_in_flight").await, 0.0);
+    assert_eq!(
+        server
+            .metric("newscls_grpc_request_duration_seconds_count{method=\"ServerLive\"}")
+            .await,
+        1.0,
+        "the call is timed"
+    );
+    assert!(
+        server.log_shows("grpc_code", Duration::from_secs(10)).await,
+        "no request line for the gRPC call: {}",
+        server.log()
+    );
+    let line = server
+        .log()
+        .lines()
+        .find(|l| l.contains("grpc_code"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    for part in ["request", "ServerLive", "Ok", "latency_ms"] {
+        assert!(line.contains(part), "{part:?} missing from: {line}");
+    }
 }
 
 #[tokio::test]

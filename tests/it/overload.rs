@@ -36,12 +36,14 @@ async fn request_past_the_timeout_gets_504_and_its_queued_work_is_skipped() {
     tokio::time::sleep(Duration::from_millis(1800)).await;
     assert_eq!(
         server
-            .metric("newscls_queue_dropped_total{reason=\"deadline\"}")
+            .metric("newscls_queue_dropped_total{reason=\"deadline\",role=\"champion\"}")
             .await,
         1.0
     );
     assert_eq!(
-        server.metric("newscls_batch_size_count").await,
+        server
+            .metric("newscls_batch_size_count{role=\"champion\"}")
+            .await,
         0.0,
         "no inference ran for the expired text"
     );
@@ -130,12 +132,14 @@ async fn work_of_a_client_that_disconnected_is_skipped() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         server
-            .metric("newscls_queue_dropped_total{reason=\"client_gone\"}")
+            .metric("newscls_queue_dropped_total{reason=\"client_gone\",role=\"champion\"}")
             .await,
         1.0
     );
     assert_eq!(
-        server.metric("newscls_batch_size_count").await,
+        server
+            .metric("newscls_batch_size_count{role=\"champion\"}")
+            .await,
         0.0,
         "no inference ran for it"
     );

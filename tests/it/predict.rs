@@ -105,8 +105,12 @@ async fn concurrent_requests_are_batched_together() {
         largest > 1,
         "8 concurrent requests were never batched together"
     );
-    let batches = server.metric("newscls_batch_size_count").await;
-    let texts = server.metric("newscls_batch_size_sum").await;
+    let batches = server
+        .metric("newscls_batch_size_count{role=\"champion\"}")
+        .await;
+    let texts = server
+        .metric("newscls_batch_size_sum{role=\"champion\"}")
+        .await;
     // Warm-up runs outside the queue, so only these 8 texts went through it.
     assert_eq!(texts, 8.0);
     assert!(batches < 8.0, "8 texts in {batches} batches");

@@ -61,6 +61,20 @@ async fn a_tenth_is_mirrored_at_sample_0_1_and_another_tokenizer_file_is_tokeniz
         (0.0, 0.0, 0.0),
         "the same graph on ids tokenized again agrees on every text"
     );
+    // Both pipelines report beside each other, by role: the champion ran every text, the
+    // challenger exactly the mirrored ones.
+    assert_eq!(
+        server
+            .metric("newscls_batch_size_sum{role=\"champion\"}")
+            .await,
+        1000.0
+    );
+    assert_eq!(
+        server
+            .metric("newscls_batch_size_sum{role=\"challenger\"}")
+            .await,
+        mirrored
+    );
     let report = server.get_json("/shadow").await;
     assert_eq!(report["compared"], json!(agree as u64));
     assert_eq!(report["agreement"], json!(1.0));

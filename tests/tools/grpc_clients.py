@@ -43,7 +43,7 @@ def infer(client, items, **kwargs):
 
 def queue_depth():
     metrics = urllib.request.urlopen(http_base + "/metrics").read().decode()
-    match = re.search(r"^newscls_queue_depth (\S+)$", metrics, re.M)
+    match = re.search(r'^newscls_queue_depth\{role="champion"\} (\S+)$', metrics, re.M)
     return float(match.group(1)) if match else 0.0
 
 

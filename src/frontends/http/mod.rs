@@ -29,6 +29,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::frontends::Readiness;
 use crate::infra::config::{Config, LimitsConfig};
+use crate::infra::events::{Door, RequestCompleted};
 use crate::infra::excerpt::excerpt;
 use crate::infra::metrics::Metrics;
 use crate::infra::telemetry;
@@ -337,16 +338,15 @@ pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiE
     )))
 }
 
-/// Records per-route metrics and logs one line per request.
+/// Counts the request in flight, runs it in its span, and reports it ([`RequestCompleted`]).
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let state = req.app_data::<web::Data<ApiState>>().cloned();
-    if let Some(state) = &state {
-        state.metrics.inflight.inc();
-    }
+    let Some(state) = req.app_data::<web::Data<ApiState>>().cloned() else {
+        return next.call(req).await;
+    };
     // The request's span, a child of the caller's when it sent a W3C traceparent.
     let span = tracing::info_span!("request", method = %req.method(), path = req.path());
     telemetry::continue_trace(
@@ -356,44 +356,29 @@ pub async fn observe(
             .and_then(|v| v.to_str().ok()),
     );
     let trace_id = telemetry::trace_id(&span);
+    let in_flight = state.metrics.request_started(Door::Http);
     let result = next.call(req).instrument(span).await;
-    if let Some(state) = &state {
-        state.metrics.inflight.dec();
-    }
+    drop(in_flight);
     let response = result?;
-    let elapsed = started.elapsed();
-    // Label by route pattern, never by raw path: clients must not be able to grow the metrics.
     let route = response
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
-    let status = response.status();
-    if let Some(state) = &state {
-        state
-            .metrics
-            .http_requests
-            .with_label_values(&[route.as_str(), status.as_str()])
-            .inc();
-        state
-            .metrics
-            .http_duration
-            .with_label_values(&[route.as_str()])
-            .observe(elapsed.as_secs_f64());
-    }
     let timing = response
         .response()
         .extensions()
         .get::<predict::RequestStats>()
         .copied();
-    tracing::info!(
-        method = %response.request().method(),
-        path = response.request().path(),
-        status = status.as_u16(),
-        latency_ms = format!("{:.2}", elapsed.as_secs_f64() * 1000.0),
-        texts = timing.map(|t| t.texts),
-        batch_size = timing.map(|t| t.largest_batch),
+    state.metrics.emit(RequestCompleted {
+        door: Door::Http,
+        method: response.request().method().as_str(),
+        path: response.request().path(),
+        route: &route,
+        status: response.status().as_str(),
+        elapsed: started.elapsed(),
+        texts: timing.map(|t| t.texts),
+        batch_size: timing.map(|t| t.largest_batch),
         trace_id,
-        "request"
-    );
+    });
     Ok(response)
 }

@@ -8,6 +8,7 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::infra::config::{BatchingConfig, LimitsConfig};
 use crate::infra::device::CpuKernels;
+use crate::infra::events::AdminRefused;
 use crate::lifecycle::reload::{Busy, Outcome};
 use crate::pipeline::batching::BatchRule;
 use crate::pipeline::inference::graph_capture::GraphCounts;
@@ -222,11 +223,7 @@ pub async fn reload(
         ));
     };
     if let Some(retry_after) = state.admin_attempts.locked() {
-        state
-            .metrics
-            .admin_auth_failures
-            .with_label_values(&["limited"])
-            .inc();
+        state.metrics.emit(AdminRefused::Limited);
         return Err(ApiError::Overloaded {
             message: "too many wrong admin tokens; try again later".into(),
             retry_after,
@@ -239,11 +236,7 @@ pub async fn reload(
         .and_then(|v| v.strip_prefix("Bearer "));
     if !presented.is_some_and(|presented| token.matches(presented)) {
         state.admin_attempts.failed();
-        state
-            .metrics
-            .admin_auth_failures
-            .with_label_values(&["wrong"])
-            .inc();
+        state.metrics.emit(AdminRefused::WrongToken);
         return Err(ApiError::Unauthorized(
             "POST /admin/reload needs the admin bearer token",
         ));

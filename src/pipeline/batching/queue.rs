@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::rule::{BatchRule, Decision, DeviceState};
+use super::rule::{BatchRule, Decision, WorkerState};
+use crate::infra::events::{DropReason, QueueChanged, Role, TextsDropped};
 use crate::infra::metrics::Metrics;
 use crate::pipeline::tokenize::TokenizedText;
 
@@ -46,7 +47,9 @@ pub enum JobError {
     Inference(String),
 }
 
-/// Who waits for a text: a caller (HTTP) or a backlog (the stream).
+/// The order batches take texts in: a caller's (HTTP, gRPC) before a backlog's (the stream, the
+/// shadow's mirrored texts). Queue order only: how much CPU a worker thread gets is its
+/// [`Role`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
     Interactive,
@@ -106,6 +109,8 @@ pub struct BatchQueue {
     capacity: usize,
     rule: BatchRule,
     metrics: Arc<Metrics>,
+    /// Whose queue it is, for the metrics.
+    role: Role,
     /// Inference threads draining the queue in parallel.
     workers: usize,
     /// Smoothed seconds of inference per text, as `f64` bits (0 until the first batch).
@@ -122,9 +127,9 @@ struct QueueState {
     /// Backlog texts (the stream), first in first out, after every interactive one.
     background: VecDeque<Job>,
     closed: bool,
-    /// Per inference worker ("lane"): whether its device is running a batch while the worker's
-    /// next batch is being assembled (pipelined workers only; see [`BatchQueue::set_busy`]).
-    busy: Vec<bool>,
+    /// Per inference worker: whether its device is running a batch while the worker's next
+    /// batch is being assembled (pipelined workers only; see [`BatchQueue::set_worker_state`]).
+    workers: Vec<WorkerState>,
 }
 
 impl QueueState {
@@ -155,17 +160,26 @@ impl QueueState {
 
 impl BatchQueue {
     /// `workers`: inference threads draining this queue in parallel (for the wait estimate).
-    pub fn new(capacity: usize, rule: BatchRule, metrics: Arc<Metrics>, workers: usize) -> Self {
+    pub fn new(
+        capacity: usize,
+        rule: BatchRule,
+        metrics: Arc<Metrics>,
+        role: Role,
+        workers: usize,
+    ) -> Self {
         let workers = workers.max(1);
+        // The series exists from the start: an empty queue reads 0, not "no data".
+        metrics.emit(QueueChanged { role, depth: 0 });
         Self {
             state: Mutex::new(QueueState {
-                busy: vec![false; workers],
+                workers: vec![WorkerState::Idle; workers],
                 ..QueueState::default()
             }),
             work_available: Condvar::new(),
             capacity,
             rule,
             metrics,
+            role,
             workers,
             seconds_per_text: AtomicU64::new(0f64.to_bits()),
         }
@@ -227,7 +241,7 @@ impl BatchQueue {
             true => state.interactive.extend(jobs),
             false => state.background.extend(jobs),
         }
-        self.metrics.queue_depth.set(state.len() as i64);
+        self.depth_changed(&state);
         drop(state);
         // Every waiting worker re-decides: one whose device is busy may keep waiting while an
         // idle one can start, so waking only one could wake the wrong one.
@@ -235,23 +249,23 @@ impl BatchQueue {
         Ok(())
     }
 
-    /// A pipelined worker (`lane`, below the `workers` given to [`BatchQueue::new`]) reports
-    /// that its device started (`true`) or finished (`false`) a batch. While it is busy the
+    /// A pipelined worker (`worker`, below the `workers` given to [`BatchQueue::new`]) reports
+    /// that its device started (`Busy`) or finished (`Idle`) a batch. While it is busy the
     /// worker's next batch keeps growing; when it is done, that batch goes.
-    pub fn set_busy(&self, lane: usize, busy: bool) {
+    pub fn set_worker_state(&self, worker: usize, now: WorkerState) {
         let mut state = self.lock();
-        if let Some(slot) = state.busy.get_mut(lane) {
-            *slot = busy;
+        if let Some(slot) = state.workers.get_mut(worker) {
+            *slot = now;
         }
         drop(state);
-        if !busy {
+        if now == WorkerState::Idle {
             self.work_available.notify_all();
         }
     }
 
-    /// Blocks until a batch is due for worker `lane`, and returns it. `None` once closed and
+    /// Blocks until a batch is due for `worker`, and returns it. `None` once closed and
     /// empty: the worker then exits, so closing the queue drains it before the workers stop.
-    pub fn next_batch(&self, lane: usize) -> Option<Vec<Job>> {
+    pub fn next_batch(&self, worker: usize) -> Option<Vec<Job>> {
         let mut state = self.lock();
         loop {
             self.drop_abandoned(&mut state);
@@ -265,18 +279,21 @@ impl BatchQueue {
                     .unwrap_or_else(|p| p.into_inner());
                 continue;
             };
-            let device = match state.busy.get(lane) {
-                Some(true) => DeviceState::Busy,
-                _ => DeviceState::Idle,
-            };
+            let worker_state = state
+                .workers
+                .get(worker)
+                .copied()
+                .unwrap_or(WorkerState::Idle);
             let lengths = state.in_order().map(|j| j.text.len());
-            match self
-                .rule
-                .decide(lengths, oldest.enqueued_at.elapsed(), device, state.closed)
-            {
+            match self.rule.decide(
+                lengths,
+                oldest.enqueued_at.elapsed(),
+                worker_state,
+                state.closed,
+            ) {
                 Decision::Take(n) => {
                     let batch = state.take(n);
-                    self.metrics.queue_depth.set(state.len() as i64);
+                    self.depth_changed(&state);
                     // Another worker may be able to start on what is left.
                     if state.len() > 0 {
                         self.work_available.notify_all();
@@ -322,13 +339,20 @@ impl BatchQueue {
         let mut state = self.lock();
         state.closed = true;
         state.background.clear();
-        self.metrics.queue_depth.set(state.len() as i64);
+        self.depth_changed(&state);
         drop(state);
         self.work_available.notify_all();
     }
 
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    fn depth_changed(&self, state: &QueueState) {
+        self.metrics.emit(QueueChanged {
+            role: self.role,
+            depth: state.len(),
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -351,15 +375,17 @@ impl BatchQueue {
         });
         let dropped = before - state.len();
         if dropped > 0 {
-            self.metrics
-                .dropped_jobs
-                .with_label_values(&["deadline"])
-                .inc_by(expired as u64);
-            self.metrics
-                .dropped_jobs
-                .with_label_values(&["client_gone"])
-                .inc_by((dropped - expired) as u64);
-            self.metrics.queue_depth.set(state.len() as i64);
+            for (reason, texts) in [
+                (DropReason::Deadline, expired),
+                (DropReason::ClientGone, dropped - expired),
+            ] {
+                self.metrics.emit(TextsDropped {
+                    role: self.role,
+                    reason,
+                    texts,
+                });
+            }
+            self.depth_changed(state);
         }
     }
 
@@ -387,7 +413,7 @@ mod tests {
             preferred_batch_size: 1,
             max_wait: Duration::from_millis(1),
         };
-        BatchQueue::new(capacity, rule, Arc::new(Metrics::new()), 1)
+        BatchQueue::new(capacity, rule, Arc::new(Metrics::new()), Role::Champion, 1)
     }
 
     fn far() -> Instant {
@@ -464,7 +490,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod lane_tests {
+mod worker_state_tests {
     use std::sync::mpsc;
 
     use super::*;
@@ -478,7 +504,13 @@ mod lane_tests {
             preferred_batch_size,
             max_wait: Duration::from_millis(1),
         };
-        Arc::new(BatchQueue::new(100, rule, Arc::new(Metrics::new()), 1))
+        Arc::new(BatchQueue::new(
+            100,
+            rule,
+            Arc::new(Metrics::new()),
+            Role::Champion,
+            1,
+        ))
     }
 
     fn admit(q: &BatchQueue, texts: usize) -> Vec<oneshot::Receiver<JobResult>> {
@@ -497,7 +529,7 @@ mod lane_tests {
         receivers
     }
 
-    /// The sizes of the batches lane 0 takes, as it takes them.
+    /// The sizes of the batches worker 0 takes, as it takes them.
     fn taken_batches(q: &Arc<BatchQueue>) -> mpsc::Receiver<usize> {
         let (sizes, taken) = mpsc::channel();
         let q = q.clone();
@@ -514,7 +546,7 @@ mod lane_tests {
     #[test]
     fn while_the_device_is_busy_a_small_batch_grows_past_the_timer_then_goes_when_it_is_ready() {
         let q = queue(4);
-        q.set_busy(0, true);
+        q.set_worker_state(0, WorkerState::Busy);
         let taken = taken_batches(&q);
         let _first = admit(&q, 2);
         // 50 times max_wait: an idle device would have taken these long ago.
@@ -528,7 +560,7 @@ mod lane_tests {
             Err(mpsc::RecvTimeoutError::Timeout),
             "3 texts are still below the preferred 4"
         );
-        q.set_busy(0, false);
+        q.set_worker_state(0, WorkerState::Idle);
         assert_eq!(taken.recv_timeout(Duration::from_secs(10)), Ok(3));
         q.close();
     }
@@ -536,12 +568,12 @@ mod lane_tests {
     #[test]
     fn the_preferred_size_and_a_full_batch_go_at_once_while_the_device_is_busy() {
         let q = queue(4);
-        q.set_busy(0, true);
+        q.set_worker_state(0, WorkerState::Busy);
         let taken = taken_batches(&q);
         let _four = admit(&q, 4);
         assert_eq!(taken.recv_timeout(Duration::from_secs(10)), Ok(4));
         let never = queue(usize::MAX);
-        never.set_busy(0, true);
+        never.set_worker_state(0, WorkerState::Busy);
         let taken = taken_batches(&never);
         let _ten = admit(&never, 10);
         assert_eq!(
@@ -575,7 +607,7 @@ mod admission_tests {
             preferred_batch_size: 1,
             max_wait: Duration::from_secs(10),
         };
-        BatchQueue::new(100, rule, Arc::new(Metrics::new()), 1)
+        BatchQueue::new(100, rule, Arc::new(Metrics::new()), Role::Champion, 1)
     }
 
     #[test]

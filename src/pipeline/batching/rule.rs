@@ -27,9 +27,9 @@ pub struct BatchRule {
     pub max_wait: Duration,
 }
 
-/// Whether the device the batch is for is still running an earlier one.
+/// Whether the inference worker the batch is for still has an earlier batch on its device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceState {
+pub enum WorkerState {
     Idle,
     Busy,
 }
@@ -60,17 +60,17 @@ impl BatchRule {
         &self,
         lengths: impl IntoIterator<Item = usize>,
         oldest_wait: Duration,
-        device: DeviceState,
+        worker: WorkerState,
         draining: bool,
     ) -> Decision {
         let (count, full) = self.fitting_prefix(lengths);
         if full || draining || count >= self.preferred_batch_size {
             return Decision::Take(count);
         }
-        match device {
-            DeviceState::Busy => Decision::WaitForDevice,
-            DeviceState::Idle if oldest_wait >= self.max_wait => Decision::Take(count),
-            DeviceState::Idle => Decision::Wait(self.max_wait - oldest_wait),
+        match worker {
+            WorkerState::Busy => Decision::WaitForDevice,
+            WorkerState::Idle if oldest_wait >= self.max_wait => Decision::Take(count),
+            WorkerState::Idle => Decision::Wait(self.max_wait - oldest_wait),
         }
     }
 
@@ -95,7 +95,7 @@ impl BatchRule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use DeviceState::{Busy, Idle};
+    use WorkerState::{Busy, Idle};
 
     const RULE: BatchRule = BatchRule {
         max_batch_size: 4,
@@ -132,9 +132,9 @@ mod tests {
 
     #[test]
     fn the_preferred_size_goes_at_once_busy_or_idle() {
-        for device in [Idle, Busy] {
+        for worker in [Idle, Busy] {
             assert_eq!(
-                RULE.decide([10; 3], Duration::ZERO, device, false),
+                RULE.decide([10; 3], Duration::ZERO, worker, false),
                 Decision::Take(3)
             );
         }
@@ -146,18 +146,18 @@ mod tests {
             preferred_batch_size: usize::MAX,
             ..RULE
         };
-        for device in [Idle, Busy] {
+        for worker in [Idle, Busy] {
             assert_eq!(
-                no_preference.decide([1; 4], Duration::ZERO, device, false),
+                no_preference.decide([1; 4], Duration::ZERO, worker, false),
                 Decision::Take(4)
             );
             assert_eq!(
-                no_preference.decide([1; 9], Duration::ZERO, device, false),
+                no_preference.decide([1; 9], Duration::ZERO, worker, false),
                 Decision::Take(4)
             );
             // 2 x 40 = 80 fits; a third text of 50 would pad all three to 50 = 150 > 100.
             assert_eq!(
-                no_preference.decide([40, 40, 50], Duration::ZERO, device, false),
+                no_preference.decide([40, 40, 50], Duration::ZERO, worker, false),
                 Decision::Take(2)
             );
         }
@@ -189,9 +189,9 @@ mod tests {
 
     #[test]
     fn draining_takes_what_is_there_without_waiting() {
-        for device in [Idle, Busy] {
+        for worker in [Idle, Busy] {
             assert_eq!(
-                RULE.decide([10], Duration::ZERO, device, true),
+                RULE.decide([10], Duration::ZERO, worker, true),
                 Decision::Take(1)
             );
         }

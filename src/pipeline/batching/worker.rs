@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::queue::{BatchQueue, Job, JobError, JobOutput, Priority};
+use super::queue::{BatchQueue, Job, JobError, JobOutput};
+use super::rule::WorkerState;
+use crate::infra::events::{BatchFailed, BatchRan, Role};
 use crate::infra::metrics::Metrics;
 use crate::pipeline::inference::{Backend, PaddedBatch};
 
@@ -21,35 +23,35 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// One thread per backend. `priority` Background: the threads run at the operating
-    /// system's lowest priority, so they only get CPU the interactive work leaves (the shadow
-    /// challenger's workers).
+    /// One thread per backend. The challenger's threads run at the operating system's lowest
+    /// priority, so they only get CPU the champion's work leaves. (Which texts a batch takes
+    /// first is the queue's `Priority`, a separate thing.)
     pub fn spawn(
         backends: Vec<Box<dyn Backend>>,
         queue: Arc<BatchQueue>,
         pad_id: i64,
         metrics: Arc<Metrics>,
-        priority: Priority,
+        role: Role,
     ) -> Self {
         let running = Arc::new(AtomicUsize::new(backends.len()));
         let handles = backends
             .into_iter()
             .enumerate()
-            .map(|(lane, backend)| {
+            .map(|(worker, backend)| {
                 let (queue, metrics, running) = (queue.clone(), metrics.clone(), running.clone());
-                let name = match priority {
-                    Priority::Interactive => format!("inference-{lane}"),
-                    Priority::Background => format!("inference-bg-{lane}"),
+                let name = match role {
+                    Role::Champion => format!("inference-{worker}"),
+                    Role::Challenger => format!("inference-bg-{worker}"),
                 };
                 std::thread::Builder::new()
                     .name(name)
                     .spawn(move || {
                         // Counts down however the thread ends, a panic included.
                         let _alive = RunningGuard(running);
-                        if priority == Priority::Background {
+                        if role == Role::Challenger {
                             lower_priority();
                         }
-                        run_worker(backend, lane, &queue, pad_id, &metrics);
+                        run_worker(backend, worker, &queue, pad_id, &metrics, role);
                     })
                     .expect("spawning an inference thread failed; the OS is out of threads. This is a bug.")
             })
@@ -94,15 +96,16 @@ impl Drop for RunningGuard {
     }
 }
 
-/// Worker `lane`'s loop. On a pipelined device (a GPU) a second thread takes and pads the next
+/// Worker `worker`'s loop. On a pipelined device (a GPU) a second thread takes and pads the next
 /// batch while this one runs; the queue knows the device is busy meanwhile, so that batch
 /// keeps growing until the device is ready for it (see `rule`).
 fn run_worker(
     mut backend: Box<dyn Backend>,
-    lane: usize,
+    worker: usize,
     queue: &BatchQueue,
     pad_id: i64,
     metrics: &Metrics,
+    role: Role,
 ) {
     let device = backend.device();
     let assemble = |jobs: Vec<Job>| {
@@ -112,11 +115,11 @@ fn run_worker(
     };
     let mut infer = |(jobs, batch): (Vec<Job>, PaddedBatch)| {
         let started = Instant::now();
-        let texts = run_batch(backend.as_mut(), jobs, batch, metrics);
+        let texts = run_batch(backend.as_mut(), jobs, batch, metrics, role);
         queue.record_batch(texts, started.elapsed());
     };
     if !device.pipelined() {
-        while let Some(jobs) = queue.next_batch(lane) {
+        while let Some(jobs) = queue.next_batch(worker) {
             infer(assemble(jobs));
         }
         return;
@@ -126,16 +129,16 @@ fn run_worker(
     let (ready, assembled) = std::sync::mpsc::sync_channel(0);
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            while let Some(jobs) = queue.next_batch(lane) {
+            while let Some(jobs) = queue.next_batch(worker) {
                 if ready.send(assemble(jobs)).is_err() {
                     break;
                 }
             }
         });
         for next in assembled {
-            queue.set_busy(lane, true);
+            queue.set_worker_state(worker, WorkerState::Busy);
             infer(next);
-            queue.set_busy(lane, false);
+            queue.set_worker_state(worker, WorkerState::Idle);
         }
     });
 }
@@ -147,23 +150,9 @@ pub fn run_batch(
     jobs: Vec<Job>,
     batch: PaddedBatch,
     metrics: &Metrics,
+    role: Role,
 ) -> usize {
     let started = Instant::now();
-    for job in &jobs {
-        metrics
-            .queue_wait
-            .observe(started.duration_since(job.enqueued_at).as_secs_f64());
-    }
-    metrics.batch_size.observe(batch.texts as f64);
-    metrics.batch_tokens.observe(batch.padded_tokens() as f64);
-    metrics
-        .tokens
-        .with_label_values(&["real"])
-        .inc_by(batch.real_tokens() as u64);
-    metrics
-        .tokens
-        .with_label_values(&["padded"])
-        .inc_by(batch.padded_tokens() as u64);
 
     // One span per batch: a child of its first request, linked to every request it serves.
     let span = match jobs.first() {
@@ -181,10 +170,25 @@ pub fn run_batch(
     }
     let outcome = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| backend.infer(&batch))));
     let inference_time = started.elapsed();
-    metrics
-        .inference_duration
-        .observe(inference_time.as_secs_f64());
+    metrics.emit(BatchRan {
+        role,
+        texts: batch.texts,
+        real_tokens: batch.real_tokens(),
+        padded_tokens: batch.padded_tokens(),
+        queue_waits: jobs
+            .iter()
+            .map(|job| started.duration_since(job.enqueued_at)),
+        inference: inference_time,
+    });
     let texts = batch.texts;
+    let failed = |jobs: Vec<Job>, error: &str| {
+        metrics.emit(BatchFailed {
+            role,
+            texts: jobs.len(),
+            error,
+        });
+        fail_all(jobs, error);
+    };
     match outcome {
         Ok(Ok(logits)) => {
             // Filler rows past the texts are dropped by the zip.
@@ -199,26 +203,21 @@ pub fn run_batch(
                 let _ = job.reply.send(Ok(output));
             }
         }
-        Ok(Err(e)) => fail_all(jobs, &e.to_string(), metrics),
+        Ok(Err(e)) => failed(jobs, &e.to_string()),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "inference panicked".into());
-            fail_all(jobs, &format!("inference panicked: {message}"), metrics);
+            failed(jobs, &format!("inference panicked: {message}"));
         }
     }
     texts
 }
 
-fn fail_all(jobs: Vec<Job>, message: &str, metrics: &Metrics) {
-    tracing::error!(
-        error = message,
-        texts = jobs.len(),
-        "inference batch failed"
-    );
-    metrics.failed_batches.inc();
+/// Every job of a failed batch gets its error.
+fn fail_all(jobs: Vec<Job>, message: &str) {
     for job in jobs {
         let _ = job
             .reply
@@ -276,13 +275,19 @@ mod tests {
             preferred_batch_size: 1,
             max_wait: Duration::ZERO,
         };
-        let queue = Arc::new(BatchQueue::new(16, rule, metrics.clone(), 1));
+        let queue = Arc::new(BatchQueue::new(
+            16,
+            rule,
+            metrics.clone(),
+            Role::Champion,
+            1,
+        ));
         let pool = WorkerPool::spawn(
             vec![Box::new(FaultyBackend)],
             queue.clone(),
             1,
             metrics.clone(),
-            Priority::Interactive,
+            Role::Champion,
         );
 
         let replies = [5, 999, 7, 666, 8].map(|id| submit(&queue, id));
@@ -300,7 +305,10 @@ mod tests {
         assert!(
             matches!(&outcomes[3], Err(JobError::Inference(m)) if m.contains("injected failure"))
         );
-        assert_eq!(metrics.failed_batches.get(), 2);
+        assert_eq!(
+            metrics.sample("newscls_inference_failed_batches_total{role=\"champion\"}"),
+            2.0
+        );
         assert_eq!(pool.running(), 1, "the worker survived");
 
         queue.close();
@@ -319,6 +327,7 @@ mod tests {
                 max_wait: Duration::ZERO,
             },
             metrics.clone(),
+            Role::Champion,
             1,
         ));
         let pool = WorkerPool::spawn(
@@ -326,7 +335,7 @@ mod tests {
             queue.clone(),
             1,
             metrics,
-            Priority::Interactive,
+            Role::Champion,
         );
         assert_eq!(pool.running(), 1);
         queue.close();

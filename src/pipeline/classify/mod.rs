@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use crate::infra::config::{BatchingConfig, LimitsConfig};
 use crate::infra::device::Device;
+use crate::infra::events::{Role, Tokenized};
 use crate::infra::metrics::Metrics;
 use crate::pipeline::batching::worker::WorkerPool;
 pub use crate::pipeline::batching::Priority;
@@ -254,13 +255,13 @@ pub struct ServingModel {
 }
 
 impl ServingModel {
-    /// Starts the model's workers; `priority` Background runs them at the operating system's
-    /// lowest priority (the shadow challenger).
+    /// Starts the model's queue and workers; they report under `role`, and the challenger's
+    /// workers run at the operating system's lowest priority.
     fn start(
         model: LoadedModel,
         batching: &BatchingConfig,
         metrics: &Arc<Metrics>,
-        priority: Priority,
+        role: Role,
     ) -> Self {
         let inference_workers = model.backends.len();
         let batch_rule = BatchRule::new(batching, model.device);
@@ -268,6 +269,7 @@ impl ServingModel {
             batching.max_queue_size,
             batch_rule,
             metrics.clone(),
+            role,
             inference_workers,
         ));
         let workers = WorkerPool::spawn(
@@ -275,7 +277,7 @@ impl ServingModel {
             queue.clone(),
             model.tokenizer.pad_id(),
             metrics.clone(),
-            priority,
+            role,
         );
         Self {
             labels: model.spec.labels.clone().into(),
@@ -349,7 +351,7 @@ impl Classifier {
         limits: &LimitsConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let serving = ServingModel::start(model, batching, &metrics, Priority::Interactive);
+        let serving = ServingModel::start(model, batching, &metrics, Role::Champion);
         Self {
             serving: RwLock::new(Arc::new(serving)),
             batching: batching.clone(),
@@ -407,7 +409,7 @@ impl Classifier {
             model,
             &self.batching,
             &self.metrics,
-            Priority::Interactive,
+            Role::Champion,
         ));
         let old = std::mem::replace(
             &mut *self.serving.write().unwrap_or_else(|p| p.into_inner()),
@@ -657,9 +659,7 @@ impl Classifier {
         .await
         .map_err(|e| ClassifyError::Inference(format!("tokenizer thread failed: {e}")))?;
         let (texts, tokenized, elapsed) = outcome.ok_or_else(|| deadline.timeout_error())?;
-        self.metrics
-            .tokenize_duration
-            .observe(elapsed.as_secs_f64());
+        self.metrics.emit(Tokenized { elapsed });
         Ok((texts, tokenized?, elapsed))
     }
 }

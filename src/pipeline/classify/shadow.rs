@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::ServingModel;
 use crate::infra::config::{BatchingConfig, ShadowConfig};
+use crate::infra::events::{Role, ShadowAnswered, ShadowText};
 use crate::infra::metrics::Metrics;
 use crate::pipeline::batching::{Job, JobError, JobOutput, Priority};
 use crate::pipeline::model::LoadedModel;
@@ -46,7 +47,6 @@ pub struct Shadow {
     challenger: RwLock<Option<Arc<ServingModel>>>,
     /// The challenger's queue and worker count into these, never exported: the champion's
     /// queue depth and batch figures stay the champion's.
-    own_metrics: Arc<Metrics>,
     metrics: Arc<Metrics>,
     comparison: Mutex<Comparison>,
     /// Draws so far, for the sampling sequence.
@@ -118,7 +118,6 @@ impl Shadow {
                 ..batching.clone()
             },
             challenger: RwLock::new(None),
-            own_metrics: Arc::new(Metrics::new()),
             metrics,
             comparison: Mutex::new(Comparison::new(0)),
             draws: AtomicU64::new(0),
@@ -143,8 +142,8 @@ impl Shadow {
         let new = Arc::new(ServingModel::start(
             model,
             &self.batching,
-            &self.own_metrics,
-            Priority::Background,
+            &self.metrics,
+            Role::Challenger,
         ));
         let old = self
             .challenger
@@ -234,10 +233,9 @@ impl Shadow {
             for (reply, pick) in waiting {
                 let outcome = match reply.await {
                     Ok(Ok(output)) => {
-                        shadow
-                            .metrics
-                            .shadow_duration
-                            .observe(mirrored.elapsed().as_secs_f64());
+                        shadow.metrics.emit(ShadowAnswered {
+                            elapsed: mirrored.elapsed(),
+                        });
                         compare(
                             &champion_labels,
                             &pick.champion_logits,
@@ -318,17 +316,11 @@ impl Shadow {
                 difference,
             } => {
                 let agree = champion.0 == challenger.0;
-                self.metrics
-                    .shadow_texts
-                    .with_label_values(&[if agree { "agree" } else { "disagree" }])
-                    .inc();
-                self.metrics
-                    .shadow_label_pairs
-                    .with_label_values(&[&champion.0, &challenger.0])
-                    .inc();
-                self.metrics
-                    .shadow_score_difference
-                    .observe(f64::from(difference));
+                self.metrics.emit(ShadowText::Compared {
+                    champion: &champion.0,
+                    challenger: &challenger.0,
+                    difference,
+                });
                 *comparison
                     .pairs
                     .entry((champion.0.clone(), challenger.0.clone()))
@@ -351,17 +343,11 @@ impl Shadow {
                 }
             }
             Outcome::Dropped => {
-                self.metrics
-                    .shadow_texts
-                    .with_label_values(&["dropped"])
-                    .inc();
+                self.metrics.emit(ShadowText::Dropped);
                 comparison.dropped += 1;
             }
             Outcome::Failed => {
-                self.metrics
-                    .shadow_texts
-                    .with_label_values(&["failed"])
-                    .inc();
+                self.metrics.emit(ShadowText::Failed);
                 comparison.failed += 1;
             }
         }
@@ -606,8 +592,8 @@ mod tests {
         assert_eq!((summary.compared(), summary.dropped), (0, 0));
         shadow.record(compared(), None, 1);
         assert_eq!(shadow.summary().compared(), 1);
-        let disagreed = metrics.shadow_texts.with_label_values(&["disagree"]).get();
-        assert_eq!(disagreed, 3, "the metrics count every text");
+        let disagreed = metrics.sample("newscls_shadow_texts_total{outcome=\"disagree\"}");
+        assert_eq!(disagreed, 3.0, "the metrics count every text");
     }
 
     #[test]

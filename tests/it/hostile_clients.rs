@@ -2,14 +2,10 @@
 //! a large error, over HTTP or gRPC. Each case is answered with a clear 4xx (INVALID_ARGUMENT over
 //! gRPC) while the server's peak memory stays where it was.
 
-use newscls::frontends::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use newscls::frontends::grpc::proto::model_infer_request::{
-    InferInputTensor, InferRequestedOutputTensor,
-};
-use newscls::frontends::grpc::proto::{InferTensorContents, ModelInferRequest};
+use newscls::frontends::grpc::proto::ModelInferRequest;
 use serde_json::{json, Value};
 
-use crate::support::{peak_rss_kb, Server};
+use crate::support::{grpc_client, grpc_request_of, peak_rss_kb, Server};
 
 /// A body of about 2 MiB, the default `limits.max_body_bytes`.
 const BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -162,44 +158,10 @@ async fn echoed_input_in_errors_is_cut_short() {
     );
 }
 
-pub async fn grpc_client(server: &Server) -> GrpcInferenceServiceClient<tonic::transport::Channel> {
-    let url = server.grpc.clone().expect("the gRPC address is printed");
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    // The client's own 4 MiB receive limit would hide what the server is willing to send.
-    GrpcInferenceServiceClient::new(channel).max_decoding_message_size(usize::MAX)
-}
-
 /// A request for the 32 texts of [`texts`], asking for `outputs` copies of
 /// the probabilities.
 fn grpc_request(name: &str, outputs: usize) -> ModelInferRequest {
     grpc_request_of(name, outputs, texts())
-}
-
-pub fn grpc_request_of(name: &str, outputs: usize, texts: Vec<String>) -> ModelInferRequest {
-    ModelInferRequest {
-        model_name: name.to_string(),
-        inputs: vec![InferInputTensor {
-            name: "text".into(),
-            datatype: "BYTES".into(),
-            shape: vec![texts.len() as i64],
-            contents: Some(InferTensorContents {
-                bytes_contents: texts.into_iter().map(String::into_bytes).collect(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        outputs: (0..outputs)
-            .map(|_| InferRequestedOutputTensor {
-                name: "probabilities".into(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
 }
 
 #[tokio::test]

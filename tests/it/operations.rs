@@ -212,8 +212,8 @@ async fn every_front_door_drains_within_one_deadline() {
         .post(server.url("/predict"))
         .json(&json!({"inputs": "Stocks fell."}));
     let http = tokio::spawn(async move { request.send().await.map(|r| r.status()) });
-    let mut client = crate::hostile_clients::grpc_client(&server).await;
-    let call = crate::hostile_clients::grpc_request_of(&name, 1, vec!["Rates rose.".into()]);
+    let mut client = crate::support::grpc_client(&server).await;
+    let call = crate::support::grpc_request_of(&name, 1, vec!["Rates rose.".into()]);
     let grpc = tokio::spawn(async move { client.model_infer(call).await.map(|_| ()) });
     server.wait_for_queue_depth(2.0).await;
     let signalled = std::time::Instant::now();
@@ -455,7 +455,7 @@ async fn the_grpc_port_is_off_unless_set_and_listens_when_set() {
         "HTTP serves beside it"
     );
     // A call is reported as an HTTP request is: counted, timed, and logged on one line.
-    let mut client = crate::hostile_clients::grpc_client(&server).await;
+    let mut client = crate::support::grpc_client(&server).await;
     client
         .server_live(newscls::frontends::grpc::proto::ServerLiveRequest {})
         .await

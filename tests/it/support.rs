@@ -1,6 +1,12 @@
 //! Starts the real `newscls` binary on a free port and talks to it over real HTTP.
 
 use std::io::{BufRead, BufReader};
+
+use newscls::frontends::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use newscls::frontends::grpc::proto::model_infer_request::{
+    InferInputTensor, InferRequestedOutputTensor,
+};
+use newscls::frontends::grpc::proto::{InferTensorContents, ModelInferRequest};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -671,5 +677,41 @@ pub async fn wait_for_info(
             server.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A gRPC client of the server's KServe v2 listener (`--grpc-port`).
+pub async fn grpc_client(server: &Server) -> GrpcInferenceServiceClient<tonic::transport::Channel> {
+    let url = server.grpc.clone().expect("the gRPC address is printed");
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    // The client's own 4 MiB receive limit would hide what the server is willing to send.
+    GrpcInferenceServiceClient::new(channel).max_decoding_message_size(usize::MAX)
+}
+
+/// A `ModelInfer` request for `texts`, asking for `outputs` copies of the probabilities.
+pub fn grpc_request_of(name: &str, outputs: usize, texts: Vec<String>) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: name.to_string(),
+        inputs: vec![InferInputTensor {
+            name: "text".into(),
+            datatype: "BYTES".into(),
+            shape: vec![texts.len() as i64],
+            contents: Some(InferTensorContents {
+                bytes_contents: texts.into_iter().map(String::into_bytes).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        outputs: (0..outputs)
+            .map(|_| InferRequestedOutputTensor {
+                name: "probabilities".into(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
     }
 }

@@ -148,6 +148,11 @@ fn main() {
             stream::the_stream_is_mirrored_to_a_shadow_challenger,
         ),
         needs_tool(
+            "stream::every_front_door_drains_under_one_deadline",
+            stream::missing(),
+            stream::every_front_door_drains_under_one_deadline,
+        ),
+        needs_tool(
             "browser::demo_page_classifies_an_example_and_shows_errors_in_a_real_browser",
             browser::missing(),
             || {

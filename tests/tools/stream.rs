@@ -244,22 +244,30 @@ fn serve(broker: &Broker, group: &str) -> Server {
 }
 
 fn serve_with(broker: &Broker, group: &str, env: &[(&str, &str)]) -> Server {
+    serve_with_args(broker, group, &[], env)
+}
+
+fn serve_with_args(broker: &Broker, group: &str, args: &[&str], given: &[(&str, &str)]) -> Server {
     // A killed member's partitions move on after the session timeout: 6 s instead of 45 s.
     // One result per produce batch: Tansu 0.6 skips or stalls on fetches that start inside a
     // batch, which would hide results from the reader.
-    let config = std::env::temp_dir().join(format!("newscls-stream-{}.yaml", std::process::id()));
+    // A folder of its own: stream tests run side by side in one process.
+    let folder = TempDir::new("stream-config");
+    let config = folder.path().join("config.yaml");
     std::fs::write(
         &config,
         "stream:\n  kafka:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"1000\"\n    batch.num.messages: \"1\"\n",
     )
     .expect("write config");
     let path = config.to_str().expect("utf-8").to_string();
-    let mut env = env.to_vec();
+    // Each message's deadline is the server's timeout: a minute, so that a message queued behind
+    // the other tests' work on two shared cores is answered rather than retried past its deadline.
+    let mut env = vec![("NEWSCLS__SERVER__TIMEOUT", "60")];
+    env.extend_from_slice(given);
     env.push(("NEWSCLS__STREAM__BROKERS", broker.address.as_str()));
     env.push(("NEWSCLS__STREAM__GROUP_ID", group));
-    let server = Server::start(&["--config", &path], &env);
-    let _ = std::fs::remove_file(config);
-    server
+    let args = [&["--config", path.as_str()], args].concat();
+    Server::start(&args, &env)
 }
 
 pub fn stream_mode_end_to_end() {
@@ -904,4 +912,95 @@ async fn scale_out() {
         after.iter().all(|(partitions, _)| !partitions.is_empty()),
         "after the rebalance every replica owns partitions: {after:?}"
     );
+}
+
+pub fn every_front_door_drains_under_one_deadline() {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(drained());
+}
+
+/// SIGTERM while HTTP, gRPC and the stream all hold accepted work: every door stops at once and
+/// drains under the one `server.drain_timeout`, so the process exits within it with every
+/// request answered, every message's result produced and every offset committed.
+async fn drained() {
+    const DRAIN_SECONDS: u64 = 20;
+    const MESSAGES: usize = 20;
+    let broker = Broker::start();
+    let texts = articles();
+    // Texts wait for the batch timer (5 s) and nothing else: every door's work is still queued
+    // when the signal comes.
+    let server = serve_with_args(
+        &broker,
+        "g-drain",
+        &[
+            "--grpc-port",
+            "0",
+            "--max-wait-ms",
+            "5000",
+            "--preferred-batch-size",
+            "1000",
+            "--max-batch-size",
+            "1000",
+        ],
+        &[
+            ("NEWSCLS__SERVER__DRAIN_TIMEOUT", "20"),
+            ("NEWSCLS__BATCHING__MAX_BATCH_TOKENS", "1000000"),
+        ],
+    );
+    let producer = broker.producer();
+    broker.send_articles(&producer, &texts, 'd', 0..MESSAGES);
+    wait_until("the messages consumed", || async {
+        consumed(&server).await >= MESSAGES as f64
+    })
+    .await;
+    let name = server.model_name().await;
+    let request = server
+        .client
+        .post(server.url("/predict"))
+        .json(&json!({"inputs": "Stocks fell as rates rose."}));
+    let http = tokio::spawn(async move { request.send().await.map(|r| r.status()) });
+    let mut client = crate::support::grpc_client(&server).await;
+    let call = crate::support::grpc_request_of(&name, 1, vec!["The striker scored twice.".into()]);
+    let grpc = tokio::spawn(async move { client.model_infer(call).await.map(|_| ()) });
+    server.wait_for_queue_depth((MESSAGES + 2) as f64).await;
+    assert_eq!(
+        produced(&server).await,
+        0.0,
+        "a result went out before the signal: the test would prove nothing"
+    );
+
+    let signalled = Instant::now();
+    send_signal(server.pid(), "TERM");
+    let status = server
+        .wait_exit(Duration::from_secs(DRAIN_SECONDS + 10))
+        .expect("exited");
+    let took = signalled.elapsed();
+    println!(
+        "drain: HTTP, gRPC and {MESSAGES} stream messages in flight: exited {took:?} after SIGTERM"
+    );
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took < Duration::from_secs(DRAIN_SECONDS + 1),
+        "exited {took:?} after SIGTERM with a {DRAIN_SECONDS} s drain window"
+    );
+    assert_eq!(
+        http.await.expect("joined").expect("HTTP answered"),
+        200,
+        "the accepted HTTP request was answered"
+    );
+    grpc.await
+        .expect("joined")
+        .expect("the accepted gRPC call was answered");
+    let results = broker.read_all("news-classified", MESSAGES, Duration::from_secs(10));
+    let mut keys: Vec<String> = results.iter().map(|r| r.0.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), MESSAGES, "a result for every message: {keys:?}");
+    for (partition, committed, end) in broker.committed("g-drain") {
+        assert_eq!(
+            committed, end,
+            "partition {partition}: committed up to its end"
+        );
+    }
 }

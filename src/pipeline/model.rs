@@ -89,6 +89,32 @@ struct HfConfig {
     id2label: Option<BTreeMap<String, String>>,
     model_version: Option<String>,
     max_length: Option<usize>,
+    /// What the exporter trained the head for (Hugging Face's `problem_type`); absent for most
+    /// single-label exports.
+    problem_type: Option<String>,
+}
+
+/// The one `problem_type` newscls serves: one label per text, its scores a softmax.
+const SINGLE_LABEL: &str = "single_label_classification";
+
+/// Refuses a head newscls would serve wrong: softmax over a regression output or over labels
+/// trained to be independent (`multi_label_classification`, sigmoid per label) gives answers
+/// that look right and are not.
+fn check_problem_type(problem_type: Option<&str>) -> Result<(), String> {
+    match problem_type {
+        None | Some(SINGLE_LABEL) => Ok(()),
+        Some("multi_label_classification") => Err(
+            "problem_type is multi_label_classification: newscls serves single-label \
+             classifiers (softmax over the labels), and would make independent labels compete; \
+             export the model with problem_type single_label_classification, or serve it with a \
+             server that applies a sigmoid per label"
+                .into(),
+        ),
+        Some(other) => Err(format!(
+            "problem_type is {other:?}: newscls serves single-label classifiers \
+             ({SINGLE_LABEL:?}, or no problem_type)"
+        )),
+    }
 }
 
 impl ModelSpec {
@@ -119,6 +145,12 @@ impl ModelSpec {
         let config: HfConfig = serde_json::from_str(&text).map_err(|e| LoadError::ModelFile {
             path: config_path.clone(),
             reason: format!("not valid JSON: {e}"),
+        })?;
+        check_problem_type(config.problem_type.as_deref()).map_err(|reason| {
+            LoadError::ModelFile {
+                path: config_path.clone(),
+                reason,
+            }
         })?;
         let labels = labels_in_order(config.id2label).map_err(|reason| LoadError::ModelFile {
             path: config_path,
@@ -426,6 +458,16 @@ fn labels_in_order(id2label: Option<BTreeMap<String, String>>) -> Result<Vec<Str
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_single_label_heads_are_served() {
+        assert!(check_problem_type(None).is_ok());
+        assert!(check_problem_type(Some("single_label_classification")).is_ok());
+        let multi = check_problem_type(Some("multi_label_classification")).expect_err("refused");
+        assert!(multi.contains("sigmoid"), "{multi}");
+        assert!(check_problem_type(Some("regression")).is_err());
+    }
+
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {

@@ -84,6 +84,27 @@ fn labels_that_do_not_match_the_model() {
 }
 
 #[test]
+fn a_problem_type_newscls_does_not_serve_is_refused_by_name() {
+    let shipped: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo_path(MODEL_DIR).join("config.json")).expect("config.json"),
+    )
+    .expect("json");
+    for (problem_type, expected) in [
+        (
+            "multi_label_classification",
+            &["problem_type", "multi_label_classification", "single-label", "sigmoid"][..],
+        ),
+        ("regression", &["problem_type", "\"regression\"", "single-label"][..]),
+    ] {
+        let mut config = shipped.clone();
+        config["problem_type"] = problem_type.into();
+        let bytes = serde_json::to_vec(&config).expect("json");
+        let dir = broken_model(problem_type, "config.json", Some(&bytes));
+        assert_fails_with(&["--model-dir", utf8(&dir)], &[], expected);
+    }
+}
+
+#[test]
 fn wrong_onnxruntime_library() {
     assert_fails_with(
         &[],

@@ -65,6 +65,8 @@ pub struct Pipeline {
     pub version: String,
     /// The ONNX file and the device it runs on, for reports: `model_quantized.onnx on cpu`.
     pub served_by: String,
+    /// The model's calibration temperature, which its scores were computed with.
+    pub temperature: f32,
 }
 
 impl Pipeline {
@@ -78,6 +80,7 @@ impl Pipeline {
             serving.spec.version.clone(),
         );
         let served_by = format!("{} on {}", serving.file.display(), serving.device.name());
+        let temperature = serving.spec.temperature;
         classifier.mark_ready();
         Ok(Self {
             classifier,
@@ -86,6 +89,7 @@ impl Pipeline {
             name,
             version,
             served_by,
+            temperature,
         })
     }
 

@@ -64,6 +64,10 @@ pub struct ModelSpec {
     pub max_length: Option<usize>,
     /// The ONNX files found, in the order of [`Precision`].
     pub variants: Vec<Variant>,
+    /// Logits are divided by it before softmax or sigmoid, so that a score means what it says
+    /// (a 0.9 right nine times in ten): `calibration.temperature` in config.json, fitted on
+    /// held-out data at export (`newscls eval --fit-temperature`); 1 when absent.
+    pub temperature: f32,
 }
 
 /// One ONNX file of a model directory.
@@ -92,6 +96,14 @@ struct HfConfig {
     /// What the exporter trained the head for (Hugging Face's `problem_type`); absent for most
     /// single-label exports.
     problem_type: Option<String>,
+    /// newscls's own block: how the scores were calibrated. (Not a top-level `temperature`:
+    /// Hugging Face configs use that name for text generation.)
+    calibration: Option<CalibrationConfig>,
+}
+
+#[derive(Deserialize)]
+struct CalibrationConfig {
+    temperature: f32,
 }
 
 /// The one `problem_type` newscls serves: one label per text, its scores a softmax.
@@ -152,6 +164,15 @@ impl ModelSpec {
                 reason,
             }
         })?;
+        let temperature = config.calibration.map_or(1.0, |c| c.temperature);
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(LoadError::ModelFile {
+                path: config_path,
+                reason: format!(
+                    "calibration.temperature must be a positive number, not {temperature}"
+                ),
+            });
+        }
         let labels = labels_in_order(config.id2label).map_err(|reason| LoadError::ModelFile {
             path: config_path,
             reason,
@@ -177,6 +198,7 @@ impl ModelSpec {
             labels,
             max_length: config.max_length,
             variants,
+            temperature,
         })
     }
 
@@ -506,6 +528,7 @@ mod tests {
                     precision: *precision,
                 })
                 .collect(),
+            temperature: 1.0,
         }
     }
 

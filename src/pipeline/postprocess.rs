@@ -13,10 +13,13 @@ pub enum ScoreFunction {
 }
 
 impl ScoreFunction {
-    pub fn apply(self, logits: &[f32]) -> Vec<f32> {
+    /// Scores of `logits` divided by the model's `temperature` (its calibration; 1 leaves them
+    /// as they are). `None` returns the logits untouched, whatever the temperature.
+    pub fn apply(self, logits: &[f32], temperature: f32) -> Vec<f32> {
+        let scaled = || logits.iter().map(move |&x| x / temperature);
         match self {
-            ScoreFunction::Softmax => softmax(logits),
-            ScoreFunction::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
+            ScoreFunction::Softmax => softmax(&scaled().collect::<Vec<f32>>()),
+            ScoreFunction::Sigmoid => scaled().map(|x| 1.0 / (1.0 + (-x).exp())).collect(),
             ScoreFunction::None => logits.to_vec(),
         }
     }
@@ -58,9 +61,29 @@ mod tests {
 
     #[test]
     fn sigmoid_scores_each_label_alone_and_none_keeps_logits() {
-        let s = ScoreFunction::Sigmoid.apply(&[0.0, 100.0]);
+        let s = ScoreFunction::Sigmoid.apply(&[0.0, 100.0], 1.0);
         assert!((s[0] - 0.5).abs() < 1e-6 && (s[1] - 1.0).abs() < 1e-6);
-        assert_eq!(ScoreFunction::None.apply(&[1.5, -2.0]), vec![1.5, -2.0]);
+        assert_eq!(
+            ScoreFunction::None.apply(&[1.5, -2.0], 1.0),
+            vec![1.5, -2.0]
+        );
+    }
+
+    #[test]
+    fn a_temperature_softens_the_scores_and_keeps_the_ranking() {
+        let logits = [2.0, 0.0, 1.0];
+        let plain = ScoreFunction::Softmax.apply(&logits, 1.0);
+        let softer = ScoreFunction::Softmax.apply(&logits, 2.0);
+        assert_eq!(softer, softmax(&[1.0, 0.0, 0.5]));
+        assert!(softer[0] < plain[0], "{softer:?} vs {plain:?}");
+        assert_eq!(ranked(&softer, None)[0].0, ranked(&plain, None)[0].0);
+        let sigmoid = ScoreFunction::Sigmoid.apply(&[2.0], 2.0);
+        assert!((sigmoid[0] - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+        assert_eq!(
+            ScoreFunction::None.apply(&logits, 2.0),
+            logits.to_vec(),
+            "raw scores stay raw"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! One test binary (so it links once); each test starts its own server on a free port, so they
 //! run in parallel and none depends on another's state.
 
+mod calibration;
 mod contract;
 mod demo;
 mod determinism;

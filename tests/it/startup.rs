@@ -92,9 +92,17 @@ fn a_problem_type_newscls_does_not_serve_is_refused_by_name() {
     for (problem_type, expected) in [
         (
             "multi_label_classification",
-            &["problem_type", "multi_label_classification", "single-label", "sigmoid"][..],
+            &[
+                "problem_type",
+                "multi_label_classification",
+                "single-label",
+                "sigmoid",
+            ][..],
         ),
-        ("regression", &["problem_type", "\"regression\"", "single-label"][..]),
+        (
+            "regression",
+            &["problem_type", "\"regression\"", "single-label"][..],
+        ),
     ] {
         let mut config = shipped.clone();
         config["problem_type"] = problem_type.into();

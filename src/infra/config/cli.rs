@@ -137,6 +137,11 @@ pub struct EvalArgs {
     /// How many differing texts to show with --compare-uri
     #[arg(long, default_value_t = 10)]
     pub show: usize,
+    /// Also fit the calibration temperature on these rows (use held-out data, e.g. the
+    /// validation split): the one that makes the scores' likelihood of the true labels highest,
+    /// for `calibration.temperature` in the model's config.json
+    #[arg(long)]
+    pub fit_temperature: bool,
 }
 
 flags! {

@@ -554,7 +554,7 @@ impl Classifier {
             .iter()
             .zip(tokens)
             .map(|(output, tokens)| {
-                let scores = scores.apply(&output.logits);
+                let scores = scores.apply(&output.logits, model.spec.temperature);
                 TextScores {
                     ranked: ranked(&scores, top_k)
                         .into_iter()
@@ -625,7 +625,7 @@ impl Classifier {
             .collect();
         plan.shadow.mirror(
             plan.challenger,
-            champion.labels.clone(),
+            (champion.labels.clone(), champion.spec.temperature),
             picks,
             side,
             self.tokenize_permits.clone(),

@@ -200,7 +200,7 @@ impl Shadow {
     pub(super) fn mirror(
         self: &Arc<Self>,
         challenger: Arc<ServingModel>,
-        champion_labels: Arc<[String]>,
+        (champion_labels, champion_temperature): (Arc<[String]>, f32),
         picks: Vec<Pick>,
         side: TruncationSide,
         tokenize_permits: Arc<tokio::sync::Semaphore>,
@@ -237,9 +237,9 @@ impl Shadow {
                             elapsed: mirrored.elapsed(),
                         });
                         compare(
-                            &champion_labels,
+                            (&champion_labels, champion_temperature),
                             &pick.champion_logits,
-                            &challenger.labels,
+                            (&challenger.labels, challenger.spec.temperature),
                             &output,
                         )
                     }
@@ -375,14 +375,16 @@ impl Shadow {
 }
 
 /// The comparison of one text: top labels by name, and the score difference on the champion's.
+/// Each side is its labels and its calibration temperature: the scores compared are the ones
+/// each version would answer with.
 fn compare(
-    champion_labels: &[String],
+    (champion_labels, champion_temperature): (&[String], f32),
     champion_logits: &[f32],
-    challenger_labels: &[String],
+    (challenger_labels, challenger_temperature): (&[String], f32),
     output: &JobOutput,
 ) -> Outcome {
-    let champion_scores = ScoreFunction::Softmax.apply(champion_logits);
-    let challenger_scores = ScoreFunction::Softmax.apply(&output.logits);
+    let champion_scores = ScoreFunction::Softmax.apply(champion_logits, champion_temperature);
+    let challenger_scores = ScoreFunction::Softmax.apply(&output.logits, challenger_temperature);
     let (Some(c), Some(d)) = (best(&champion_scores), best(&challenger_scores)) else {
         return Outcome::Failed;
     };
@@ -555,15 +557,23 @@ mod tests {
             champion: c,
             challenger: d,
             difference,
-        } = compare(&champion, &[2.0, 0.0], &challenger, &output(vec![0.0, 2.0]))
+        } = compare(
+            (&champion, 1.0),
+            &[2.0, 0.0],
+            (&challenger, 1.0),
+            &output(vec![0.0, 2.0]),
+        )
         else {
             panic!("compared");
         };
         assert_eq!((c.0.as_str(), d.0.as_str()), ("a", "a"));
         assert!(difference < 1e-6, "same scores for a: {difference}");
-        let Outcome::Compared { challenger: d, .. } =
-            compare(&champion, &[2.0, 0.0], &challenger, &output(vec![2.0, 0.0]))
-        else {
+        let Outcome::Compared { challenger: d, .. } = compare(
+            (&champion, 1.0),
+            &[2.0, 0.0],
+            (&challenger, 1.0),
+            &output(vec![2.0, 0.0]),
+        ) else {
             panic!("compared");
         };
         assert_eq!(d.0, "b");

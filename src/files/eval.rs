@@ -18,6 +18,7 @@ use super::format::{Chunk, ChunkWriter, Fields, FileError, RowResult};
 use super::{open_reader, resolve_format, FilesError, Outcome, Pipeline};
 use crate::infra::config::{Config, EvalArgs};
 use crate::infra::device::{FloatKernels, IntegerKernels};
+use crate::pipeline::postprocess::{ranked, softmax};
 
 /// Characters of a differing text shown in the comparison.
 const EXCERPT_CHARS: usize = 100;
@@ -177,7 +178,7 @@ pub fn fit_temperature(
                     .iter()
                     .map(|&p| (f64::from(p).max(1e-30).ln() * scale) as f32)
                     .collect();
-                crate::pipeline::postprocess::softmax(&logs)
+                softmax(&logs)
             })
         })
         .collect();
@@ -229,18 +230,8 @@ pub fn calibration(labels: &[String], gold: &[String], scores: &[Option<Vec<f32>
             continue;
         };
         let truth = labels.iter().position(|l| l == truth);
-        let (top, confidence) =
-            scores
-                .iter()
-                .copied()
-                .enumerate()
-                .fold((0, f32::MIN), |best, (k, score)| {
-                    if score > best.1 {
-                        (k, score)
-                    } else {
-                        best
-                    }
-                });
+        // The label the row was answered with: the service's own ranking, best first.
+        let (top, confidence) = ranked(scores, Some(1))[0];
         let confidence = f64::from(confidence).clamp(0.0, 1.0);
         let bin =
             ((confidence * CALIBRATION_BINS as f64).ceil() as usize).clamp(1, CALIBRATION_BINS) - 1;
@@ -687,9 +678,7 @@ mod tests {
         };
         for _ in 0..20_000 {
             let logits: Vec<f32> = (0..3).map(|_| (uniform() * 8.0 - 4.0) as f32).collect();
-            let calibrated = crate::pipeline::postprocess::softmax(
-                &logits.iter().map(|x| x / 2.0).collect::<Vec<f32>>(),
-            );
+            let calibrated = softmax(&logits.iter().map(|x| x / 2.0).collect::<Vec<f32>>());
             let draw = uniform() as f32;
             let truth = if draw < calibrated[0] {
                 0
@@ -699,7 +688,7 @@ mod tests {
                 2
             };
             gold.push(labels[truth].clone());
-            scores.push(Some(crate::pipeline::postprocess::softmax(&logits)));
+            scores.push(Some(softmax(&logits)));
         }
         let fit = fit_temperature(&labels, &gold, &scores, 1.0).expect("rows");
         assert!((fit.temperature - 2.0).abs() < 0.1, "{fit:?}");
@@ -715,7 +704,7 @@ mod tests {
             .map(|row| {
                 row.as_ref().map(|p| {
                     let logs: Vec<f32> = p.iter().map(|x| x.ln() / 2.0).collect();
-                    crate::pipeline::postprocess::softmax(&logs)
+                    softmax(&logs)
                 })
             })
             .collect();

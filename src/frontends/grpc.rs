@@ -1,12 +1,12 @@
 //! The KServe v2 protocol over gRPC (`inference.GRPCInferenceService`, proto/grpc_service.proto),
 //! as `tritonclient.grpc` and KServe's clients speak it, on `server.grpc_port`.
 //!
-//! Same model, same [`Classifier`](crate::pipeline::classify::Classifier), same protocol ([`crate::frontends::v2`],
-//! shared with the HTTP v2 routes): one `BYTES` input `text`, outputs `label` (`BYTES`) and
-//! `probabilities` (`FP32`, `[texts, labels]`); the texts come from `raw_input_contents` (Triton's default) or typed
-//! `bytes_contents`, and the answer comes back the same way it was asked (raw if the inputs
-//! were raw). A gRPC deadline tightens the request's
-//! deadline as `x-request-timeout` does; refusals map to gRPC codes in `status()`, the one place
+//! Same model, same [`Classifier`](crate::pipeline::classify::Classifier), same protocol
+//! ([`crate::frontends::v2`], shared with the HTTP v2 routes): one `BYTES` input `text`, outputs
+//! `label` (`BYTES`) and `probabilities` (`FP32`, `[texts, labels]`); the texts come from
+//! `raw_input_contents` (Triton's default) or typed `bytes_contents`, and the answer comes back
+//! the same way it was asked (raw if the inputs were raw). A gRPC deadline tightens the
+//! request's deadline as `x-request-timeout` does; refusals map to gRPC codes in `status()`, the one place
 //! for it: overload is RESOURCE_EXHAUSTED, a deadline DEADLINE_EXCEEDED, not ready UNAVAILABLE.
 //! The server runs on its own threads; SIGTERM stops it accepting, and calls in flight finish
 //! before the classifier shuts down. Each call has a `request` span (continuing a W3C

@@ -119,7 +119,9 @@ impl Event for RequestCompleted<'_> {
     }
 }
 
-/// A request's texts were tokenized (the champion's tokenizer; the challenger reuses its ids).
+/// A request's texts were tokenized by the champion's tokenizer. (The challenger reuses those
+/// ids, or, when its tokenizer file differs, tokenizes its mirrored texts again off the request
+/// path; that is not timed here.)
 pub struct Tokenized {
     pub elapsed: Duration,
 }

@@ -3,10 +3,10 @@
 //! Server and model metadata, liveness and readiness, and `infer` with one `BYTES` input,
 //! `text`, and two outputs: `label` (`BYTES`, the top label per text) and `probabilities`
 //! (`FP32`, `[texts, labels]` in the model's label order). Tensors travel as JSON, or in the
-//! binary tensor data extension ([`crate::frontends::v2::binary`]), both ways, as `tritonclient.http`
-//! sends and asks for them by default. Errors take the protocol's `{"error": "..."}` form.
-//! The protocol itself (checks, output selection, the answer's tensors) is [`crate::frontends::v2`]'s,
-//! shared with gRPC; this module is its HTTP transport.
+//! binary tensor data extension ([`crate::frontends::v2::binary`]), both ways, as
+//! `tritonclient.http` sends and asks for them by default. Errors take the protocol's
+//! `{"error": "..."}` form. The protocol itself (checks, output selection, the answer's tensors)
+//! is [`crate::frontends::v2`]'s, shared with gRPC; this module is its HTTP transport.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};

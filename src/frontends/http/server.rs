@@ -78,7 +78,8 @@ impl HttpDoor {
         Ok(door)
     }
 
-    /// The door of a server already listening on `listener`.
+    /// The door of a server that is bound: its task is spawned here, and its handle kept to stop
+    /// it.
     fn serving(
         name: &'static str,
         server: actix_web::dev::Server,

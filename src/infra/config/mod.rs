@@ -4,9 +4,10 @@
 //! The file comes from `--config`, else `NEWSCLS_CONFIG`, else `config/default.yaml` in the
 //! working directory or the installation; every key has a built-in default, so a partial file is
 //! fine. A relative path resolves against where it was written ([`paths`]): the working directory
-//! for flags and variables, the file's directory for the file, the installation for defaults. Unknown keys and invalid
-//! values stop startup with a message that names the key: a typo must never be silently ignored
-//! (the service this one replaces ignored its timeout setting that way).
+//! for flags and variables, the file's directory for the file, the installation for defaults.
+//! Unknown keys and invalid values stop startup with a message that names the key: a typo must
+//! never be silently ignored (the service this one replaces ignored its timeout setting that
+//! way).
 
 mod batching;
 mod cli;

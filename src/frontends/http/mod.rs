@@ -146,21 +146,7 @@ const ROUTE_ERRORS: &[(&str, &str, &[ErrorType])] = {
     &[
         ("post", "/predict", CLASSIFY),
         ("post", "/", CLASSIFY),
-        (
-            "post",
-            "/classify",
-            &[
-                MalformedJson,
-                PayloadTooLarge,
-                UnsupportedMediaType,
-                NotFound,
-                Validation,
-                Overloaded,
-                Inference,
-                NotReady,
-                Timeout,
-            ],
-        ),
+        ("post", "/classify", CLASSIFY),
         (
             "post",
             "/v2/models/{name}/infer",

@@ -827,6 +827,28 @@ async fn owned(server: &Server) -> Vec<i32> {
         .collect()
 }
 
+/// Waits (a minute at most) until the group has spread the six partitions over `replicas`, each
+/// owning some; returns each replica's partitions.
+async fn settled(replicas: &[Server]) -> Vec<Vec<i32>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut assignment = Vec::new();
+        for replica in replicas {
+            assignment.push(owned(replica).await);
+        }
+        let total: usize = assignment.iter().map(Vec::len).sum();
+        if total == 6 && assignment.iter().all(|a| !a.is_empty()) {
+            return assignment;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not spread six partitions over {} replicas: {assignment:?}",
+            replicas.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 pub fn three_replicas_share_six_partitions_and_survive_a_kill() {
     tokio::runtime::Runtime::new()
         .expect("runtime")
@@ -844,23 +866,7 @@ async fn scale_out() {
     let replica = GroupReplica::new();
     let env = replica.env();
     let mut replicas: Vec<Server> = (0..3).map(|_| serve_with(&broker, "g3", &env)).collect();
-    // The group settles: six partitions, each replica owning some.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let assignment = loop {
-        let mut assignment = Vec::new();
-        for replica in &replicas {
-            assignment.push(owned(replica).await);
-        }
-        let total: usize = assignment.iter().map(Vec::len).sum();
-        if total == 6 && assignment.iter().all(|a| !a.is_empty()) {
-            break assignment;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the group did not spread six partitions over three replicas: {assignment:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let assignment = settled(&replicas).await;
     eprintln!("stream scale-out: partitions per replica {assignment:?}");
 
     // In flushed steps: each produce request carries one message to Tansu.
@@ -899,6 +905,9 @@ async fn scale_out() {
         3000,
         "every article classified across the kill ({results} results)"
     );
+    // A rebalance may still be under way (the replacement joined while the survivors worked):
+    // the group settles again, each replica owning some of the six partitions.
+    settled(&replicas).await;
     let mut after = Vec::new();
     for replica in &replicas {
         after.push((owned(replica).await, consumed(replica).await));

@@ -123,13 +123,22 @@ impl InferenceService {
         result.map(Response::new)
     }
 
-    /// The request's deadline: the server's timeout, tightened by a gRPC deadline.
-    fn deadline(&self, metadata: &tonic::metadata::MetadataMap) -> Deadline {
+    /// The request's deadline: the server's timeout, tightened by a gRPC deadline, both counted
+    /// from the call's arrival at the transport (see [`StampArrival`]).
+    fn deadline(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        extensions: &tonic::Extensions,
+    ) -> Deadline {
         let client = metadata
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(grpc_timeout);
-        Deadline::after(client.map_or(self.timeout, |c| c.min(self.timeout)))
+        let budget = client.map_or(self.timeout, |c| c.min(self.timeout));
+        match extensions.get::<Arrived>() {
+            Some(Arrived(at)) => Deadline::from(*at, budget),
+            None => Deadline::after(budget),
+        }
     }
 
     async fn infer(
@@ -149,6 +158,44 @@ impl InferenceService {
             .await
             .map_err(status)?;
         Ok(answer(request.id, classification, &wanted))
+    }
+}
+
+/// When a call reached the transport.
+#[derive(Debug, Clone, Copy)]
+struct Arrived(Instant);
+
+/// Stamps each call with the instant it reached the service, so that a gRPC deadline runs out
+/// in the classifier no later than in tonic's transport. Tonic enforces `grpc-timeout` itself,
+/// with a timer started just after this stamp, and answers CANCELLED ("Timeout expired") when
+/// its timer wins; clients expect DEADLINE_EXCEEDED, which the classifier's own timer answers.
+/// Counted from this stamp, that timer is due no later than tonic's, and tonic polls the call
+/// before its timer.
+#[derive(Debug, Clone)]
+struct StampArrival<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for StampArrival<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for StampArrival<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: tonic::codegen::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(Arrived(Instant::now()));
+        self.0.call(request)
     }
 }
 
@@ -344,8 +391,8 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        let (metadata, _, body) = request.into_parts();
-        let deadline = self.deadline(&metadata);
+        let (metadata, extensions, body) = request.into_parts();
+        let deadline = self.deadline(&metadata, &extensions);
         self.observe("ModelInfer", &metadata, self.infer(body, deadline))
             .await
     }
@@ -425,9 +472,11 @@ pub fn start(
                         return;
                     }
                 };
-                let service = GrpcInferenceServiceServer::new(service)
-                    .max_decoding_message_size(max_body)
-                    .max_encoding_message_size(max_answer);
+                let service = StampArrival(
+                    GrpcInferenceServiceServer::new(service)
+                        .max_decoding_message_size(max_body)
+                        .max_encoding_message_size(max_answer),
+                );
                 let seconds = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
                 let mut builder = tonic::transport::Server::builder()
                     .max_concurrent_streams(limits.max_concurrent_streams)

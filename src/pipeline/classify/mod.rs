@@ -106,8 +106,13 @@ pub struct Deadline {
 impl Deadline {
     /// `budget` from now.
     pub fn after(budget: Duration) -> Self {
+        Self::from(Instant::now(), budget)
+    }
+
+    /// `budget` from `start` (when the call arrived).
+    pub fn from(start: Instant, budget: Duration) -> Self {
         Self {
-            at: Instant::now() + budget,
+            at: start + budget,
             budget,
         }
     }

@@ -7,6 +7,12 @@
 //! of 0.9 is right nine times in ten) is measured on the scores the service answers with:
 //! expected calibration error over 15 equal-width confidence bins, and the multi-class Brier
 //! score.
+//!
+//! A multi-label model is scored on label sets: each row's true labels (a JSON list, or names
+//! joined by commas) against the labels it was given. Accuracy is then the share of rows whose
+//! set is exactly right; per-label precision, recall and F1 count each label's decisions, and
+//! micro-F1 pools them (scikit-learn's `average="micro"`). Its calibration is not measured: a
+//! row has no single confidence to bin.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
@@ -31,9 +37,22 @@ struct Tally {
     predicted: Vec<Option<String>>,
     /// Every label's score, in the model's label order; `None` where the row got an error.
     scores: Vec<Option<Vec<f32>>>,
+    /// A multi-label model's labels per row; `None` where the row got an error (or the model is
+    /// single-label).
+    assigned: Vec<Option<Vec<String>>>,
     ids: Vec<String>,
     excerpts: Vec<String>,
     errors: Vec<String>,
+}
+
+impl Tally {
+    /// Row `i`'s answer: its label, or a multi-label model's labels joined by commas.
+    fn answer(&self, i: usize) -> Option<String> {
+        match self.assigned.get(i).cloned().flatten() {
+            Some(labels) => Some(labels.join(",")),
+            None => self.predicted.get(i).cloned().flatten(),
+        }
+    }
 }
 
 /// Collects a run's rows; shared with the caller, which reads it once the run ends.
@@ -48,6 +67,7 @@ impl ChunkWriter for Collector {
                 .predicted
                 .push(result.top.as_ref().map(|(label, _)| label.clone()));
             tally.scores.push(result.scores.clone());
+            tally.assigned.push(result.labels.clone());
             tally.ids.push(row.id.clone());
             if let Some(error) = &result.error {
                 tally.errors.push(format!("{}: {error}", row.id));
@@ -91,8 +111,12 @@ pub struct Report {
     pub rows: usize,
     /// Rows without a usable text or label; they count as wrong.
     pub errors: usize,
+    /// For a multi-label model: rows whose label set is exactly right.
     pub accuracy: f64,
     pub macro_f1: f64,
+    /// A multi-label model's F1 over every label decision pooled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_f1: Option<f64>,
     pub labels: Vec<LabelReport>,
     /// Rows: gold label; columns: predicted label, both in `confusion_labels` order.
     pub confusion_labels: Vec<String>,
@@ -346,12 +370,93 @@ pub fn score(model_labels: &[String], gold: &[String], predicted: &[Option<Strin
             correct as f64 / gold.len() as f64
         },
         macro_f1,
+        micro_f1: None,
         labels: per_label,
         confusion_labels: labels,
         confusion,
         temperature: 1.0,
         calibration: Calibration::default(),
         temperature_fit: None,
+    }
+}
+
+/// A row's true labels for a multi-label model: a JSON list of names, or names joined by commas
+/// (a CSV cell); blanks dropped.
+pub fn gold_set(field: &str) -> BTreeSet<String> {
+    match serde_json::from_str::<Vec<String>>(field) {
+        Ok(list) => list.into_iter().filter(|l| !l.trim().is_empty()).collect(),
+        Err(_) => field
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+    }
+}
+
+/// A multi-label model's figures: exact-set accuracy, per-label precision/recall/F1 over each
+/// label's decisions, macro-F1 over the labels that occur (in the gold or the predicted sets)
+/// and micro-F1 over all decisions pooled. A row with an error counts as no label predicted.
+pub fn score_multi_label(
+    model_labels: &[String],
+    gold: &[BTreeSet<String>],
+    predicted: &[Option<Vec<String>>],
+) -> Report {
+    let mut labels: Vec<String> = model_labels.to_vec();
+    for label in gold.iter().flatten() {
+        if !labels.contains(label) {
+            labels.push(label.clone());
+        }
+    }
+    let predicted: Vec<BTreeSet<String>> = predicted
+        .iter()
+        .map(|p| p.iter().flatten().cloned().collect())
+        .collect();
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let f1 = |p: f64, r: f64| ratio(2.0 * p * r, p + r);
+    let (mut pooled_tp, mut pooled_predicted, mut pooled_gold) = (0u64, 0u64, 0u64);
+    let mut occurring = 0usize;
+    let mut f1_sum = 0.0;
+    let per_label: Vec<LabelReport> = labels
+        .iter()
+        .map(|label| {
+            let in_gold = gold.iter().filter(|g| g.contains(label)).count() as u64;
+            let in_predicted = predicted.iter().filter(|p| p.contains(label)).count() as u64;
+            let tp = gold
+                .iter()
+                .zip(&predicted)
+                .filter(|(g, p)| g.contains(label) && p.contains(label))
+                .count() as u64;
+            pooled_tp += tp;
+            pooled_predicted += in_predicted;
+            pooled_gold += in_gold;
+            let precision = ratio(tp as f64, in_predicted as f64);
+            let recall = ratio(tp as f64, in_gold as f64);
+            let report = LabelReport {
+                label: label.clone(),
+                precision,
+                recall,
+                f1: f1(precision, recall),
+                support: in_gold,
+            };
+            if in_gold + in_predicted > 0 {
+                occurring += 1;
+                f1_sum += report.f1;
+            }
+            report
+        })
+        .collect();
+    let exact = gold.iter().zip(&predicted).filter(|(g, p)| g == p).count();
+    let micro_precision = ratio(pooled_tp as f64, pooled_predicted as f64);
+    let micro_recall = ratio(pooled_tp as f64, pooled_gold as f64);
+    Report {
+        accuracy: ratio(exact as f64, gold.len() as f64),
+        macro_f1: ratio(f1_sum, occurring as f64),
+        micro_f1: Some(f1(micro_precision, micro_recall)),
+        labels: per_label,
+        confusion_labels: Vec::new(),
+        confusion: Vec::new(),
+        ..score(&[], &[], &[])
     }
 }
 
@@ -391,8 +496,25 @@ fn evaluate(
     for error in tally.errors.iter().take(3) {
         eprintln!("newscls eval: row {error} (counted as wrong)");
     }
-    let mut report = score(&pipeline.labels, &tally.gold, &tally.predicted);
-    report.calibration = calibration(&pipeline.labels, &tally.gold, &tally.scores);
+    let mut report = if pipeline.head.is_multi_label() {
+        if args.fit_temperature {
+            return Err(FilesError::Usage(
+                "--fit-temperature fits a single-label model's softmax; this model is \
+                 multi-label"
+                    .into(),
+            ));
+        }
+        let gold: Vec<BTreeSet<String>> = tally.gold.iter().map(|g| gold_set(g)).collect();
+        Report {
+            rows: gold.len(),
+            errors: tally.assigned.iter().filter(|p| p.is_none()).count(),
+            ..score_multi_label(&pipeline.labels, &gold, &tally.assigned)
+        }
+    } else {
+        let mut report = score(&pipeline.labels, &tally.gold, &tally.predicted);
+        report.calibration = calibration(&pipeline.labels, &tally.gold, &tally.scores);
+        report
+    };
     report.temperature = pipeline.temperature;
     if args.fit_temperature {
         report.temperature_fit = fit_temperature(
@@ -455,7 +577,7 @@ pub fn eval(config: &Config, args: &EvalArgs) -> Result<Vec<Report>, FilesError>
         )));
     }
     let differing: Vec<usize> = (0..first_tally.predicted.len())
-        .filter(|&i| first_tally.predicted[i] != second_tally.predicted.get(i).cloned().flatten())
+        .filter(|&i| first_tally.answer(i) != second_tally.answer(i))
         .collect();
     let shown: Vec<serde_json::Value> = differing
         .iter()
@@ -464,8 +586,8 @@ pub fn eval(config: &Config, args: &EvalArgs) -> Result<Vec<Report>, FilesError>
             serde_json::json!({
                 "id": first_tally.ids[i],
                 "gold": first_tally.gold[i],
-                "first": first_tally.predicted[i],
-                "second": second_tally.predicted[i],
+                "first": first_tally.answer(i),
+                "second": second_tally.answer(i),
                 "text": first_tally.excerpts[i],
             })
         })
@@ -535,6 +657,12 @@ pub fn render(report: &Report) -> String {
         report.calibration.ece,
         report.calibration.brier
     );
+    if let Some(micro_f1) = report.micro_f1 {
+        out += &format!(
+            "multi-label: accuracy is exact label sets; micro-F1 {micro_f1:.3} (calibration \
+             not measured)\n"
+        );
+    }
     if let Some(fit) = &report.temperature_fit {
         out += &format!(
             "fitted temperature {:.4} on {} rows (calibration.temperature in config.json): \
@@ -556,6 +684,9 @@ pub fn render(report: &Report) -> String {
             "| {} | {:.3} | {:.3} | {:.3} | {} |\n",
             label.label, label.precision, label.recall, label.f1, label.support
         );
+    }
+    if report.confusion.is_empty() {
+        return out;
     }
     out += "\nConfusion matrix (rows: true label, columns: predicted):\n\n| true \\ predicted | ";
     out += &report.confusion_labels.join(" | ");
@@ -612,6 +743,29 @@ pub fn render_side_by_side(first: &Report, second: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn multi_label_rows_are_scored_on_label_sets() {
+        let labels: Vec<String> = ["a", "b", "c"].iter().map(|l| l.to_string()).collect();
+        assert_eq!(gold_set(r#"["b", "a"]"#), gold_set("a, b"));
+        assert_eq!(gold_set(""), BTreeSet::new());
+        let gold = vec![gold_set("a,b"), gold_set("c"), gold_set("a")];
+        let predicted = vec![
+            Some(vec!["b".to_string(), "a".to_string()]),
+            Some(vec!["c".to_string(), "a".to_string()]),
+            None,
+        ];
+        let report = score_multi_label(&labels, &gold, &predicted);
+        // Exact: the first row only. Pooled: 3 right of 4 given, of 4 true.
+        assert!((report.accuracy - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(report.micro_f1, Some(0.75));
+        let a = &report.labels[0];
+        assert_eq!((a.precision, a.recall, a.support), (0.5, 0.5, 2));
+        assert_eq!(report.labels[2].f1, 1.0);
+        // Macro: the mean of a (0.5), b (1.0) and c (1.0).
+        assert!((report.macro_f1 - 2.5 / 3.0).abs() < 1e-12);
+        assert!(report.confusion.is_empty());
+    }
+
     use super::*;
 
     fn strings(items: &[&str]) -> Vec<String> {

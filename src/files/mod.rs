@@ -25,6 +25,7 @@ use crate::infra::config::{ClassifyArgs, Config, FileFormat, LimitsConfig};
 use crate::infra::metrics::Metrics;
 use crate::lifecycle::reload::ReloadError;
 use crate::pipeline::classify::{check_text, Classifier, ClassifyError, ClassifyRequest, Deadline};
+use crate::pipeline::model::Head;
 use format::{
     format_of, Chunk, ChunkData, ChunkReader, ChunkWriter, CsvReader, CsvWriter, Fields, FileError,
     InputRow, JsonlReader, JsonlWriter, ParquetReader, ParquetWriter, RowResult, WriteOptions,
@@ -67,6 +68,8 @@ pub struct Pipeline {
     pub served_by: String,
     /// The model's calibration temperature, which its scores were computed with.
     pub temperature: f32,
+    /// What its head was trained for (single- or multi-label), with its thresholds.
+    pub head: Head,
 }
 
 impl Pipeline {
@@ -81,6 +84,7 @@ impl Pipeline {
         );
         let served_by = format!("{} on {}", serving.file.display(), serving.device.name());
         let temperature = serving.spec.temperature;
+        let head = serving.spec.head.clone();
         classifier.mark_ready();
         Ok(Self {
             classifier,
@@ -90,6 +94,7 @@ impl Pipeline {
             version,
             served_by,
             temperature,
+            head,
         })
     }
 
@@ -99,6 +104,7 @@ impl Pipeline {
             .iter()
             .map(|row| RowResult {
                 top: None,
+                labels: None,
                 scores: None,
                 error: self.row_error(row),
             })
@@ -133,6 +139,7 @@ impl Pipeline {
                             .map(|best| (best.label.clone(), best.score));
                         results[i] = RowResult {
                             top,
+                            labels: classification.multi_label.then(|| text.assigned.clone()),
                             scores: Some(text.scores),
                             error: None,
                         };
@@ -319,6 +326,7 @@ pub fn classify(config: &Config, args: &ClassifyArgs) -> Result<Outcome, FilesEr
         model: args
             .with_model
             .then(|| (pipeline.name.clone(), pipeline.version.clone())),
+        multi_label: pipeline.head.is_multi_label(),
     };
     let append = args.resume && output.is_some_and(Path::exists);
     let sink = format::open_output(output, append)?;

@@ -275,7 +275,7 @@ fn answer(id: String, classification: Classification, wanted: &[Selected]) -> Mo
             }
             false => Some(match tensor.data {
                 TensorData::Labels(labels) => InferTensorContents {
-                    bytes_contents: labels.iter().map(|l| l.as_bytes().to_vec()).collect(),
+                    bytes_contents: labels.into_iter().map(String::into_bytes).collect(),
                     ..Default::default()
                 },
                 TensorData::Scores(scores) => InferTensorContents {

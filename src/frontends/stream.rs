@@ -636,16 +636,23 @@ impl Stream {
                     self.metrics.emit(StreamClassified {
                         batch_size: classification.timing.largest_batch,
                     });
-                    let scores = classification.texts.into_iter().next().map(|t| t.ranked);
-                    let scores = scores.unwrap_or_default();
-                    return Some(Ok(json!({
+                    let multi_label = classification.multi_label;
+                    let text = classification.texts.into_iter().next();
+                    let (scores, assigned) =
+                        text.map(|t| (t.ranked, t.assigned)).unwrap_or_default();
+                    let mut result = json!({
                         "id": id,
                         "label": scores.first().map(|s| s.label.clone()),
                         "scores": scores.iter().map(|s| (s.label.clone(), json!(s.score))).collect::<serde_json::Map<_, _>>(),
                         "model": classification.model.name,
                         "model_version": classification.model.version,
                         "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
-                    })));
+                    });
+                    // A multi-label model's answer: the labels over their thresholds.
+                    if multi_label {
+                        result["labels"] = json!(assigned);
+                    }
+                    return Some(Ok(result));
                 }
                 Err(error) => error,
             };

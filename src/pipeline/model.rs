@@ -29,6 +29,7 @@ use crate::pipeline::inference::onnx::{
     default_library_path, init_runtime, runtime_version, OnnxBackend, OnnxOptions,
 };
 use crate::pipeline::inference::{Backend, PaddedBatch, SetupError};
+use crate::pipeline::postprocess::{ranked, ScoreFunction};
 use crate::pipeline::tokenize::{TextTokenizer, TokenizedText, TokenizerLoadError};
 
 /// Why a model could not be loaded. At startup the process exits with this as one line.
@@ -68,6 +69,8 @@ pub struct ModelSpec {
     /// (a 0.9 right nine times in ten): `calibration.temperature` in config.json, fitted on
     /// held-out data at export (`newscls eval --fit-temperature`); 1 when absent.
     pub temperature: f32,
+    /// What the head was trained for: one label per text, or independent labels.
+    pub head: Head,
 }
 
 /// One ONNX file of a model directory.
@@ -96,6 +99,8 @@ struct HfConfig {
     /// What the exporter trained the head for (Hugging Face's `problem_type`); absent for most
     /// single-label exports.
     problem_type: Option<String>,
+    /// A multi-label head's decision thresholds, label name to probability.
+    label_thresholds: Option<BTreeMap<String, f32>>,
     /// newscls's own block: how the scores were calibrated. (Not a top-level `temperature`:
     /// Hugging Face configs use that name for text generation.)
     calibration: Option<CalibrationConfig>,
@@ -106,26 +111,109 @@ struct CalibrationConfig {
     temperature: f32,
 }
 
-/// The one `problem_type` newscls serves: one label per text, its scores a softmax.
-const SINGLE_LABEL: &str = "single_label_classification";
+/// What the classification head was trained for, from config.json's `problem_type`: it decides
+/// how logits become scores by default and which labels a text is given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Head {
+    /// One label per text (`single_label_classification`, or no `problem_type`): the labels
+    /// compete in a softmax, and a text's label is the best one.
+    SingleLabel,
+    /// Independent labels (`multi_label_classification`): a sigmoid per label, and a text is
+    /// given every label whose score reaches its threshold (`label_thresholds` in config.json,
+    /// label name to threshold; 0.5 for a label it does not name). Thresholds are in label order.
+    MultiLabel { thresholds: Vec<f32> },
+}
 
-/// Refuses a head newscls would serve wrong: softmax over a regression output or over labels
-/// trained to be independent (`multi_label_classification`, sigmoid per label) gives answers
-/// that look right and are not.
-fn check_problem_type(problem_type: Option<&str>) -> Result<(), String> {
-    match problem_type {
-        None | Some(SINGLE_LABEL) => Ok(()),
-        Some("multi_label_classification") => Err(
-            "problem_type is multi_label_classification: newscls serves single-label \
-             classifiers (softmax over the labels), and would make independent labels compete; \
-             export the model with problem_type single_label_classification, or serve it with a \
-             server that applies a sigmoid per label"
-                .into(),
-        ),
-        Some(other) => Err(format!(
-            "problem_type is {other:?}: newscls serves single-label classifiers \
-             ({SINGLE_LABEL:?}, or no problem_type)"
-        )),
+/// Hugging Face's name for each [`Head`].
+pub const SINGLE_LABEL: &str = "single_label_classification";
+pub const MULTI_LABEL: &str = "multi_label_classification";
+
+/// A label's threshold when `label_thresholds` does not name it: a sigmoid's even odds, the
+/// decision rule a multi-label head is trained for.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
+impl Head {
+    /// The head `problem_type` names, with its thresholds. Refuses a head newscls would serve
+    /// wrong (a regression output read as class scores looks right and is not), thresholds for
+    /// a single-label head, and thresholds that are not labels or not in (0, 1).
+    fn read(
+        problem_type: Option<&str>,
+        thresholds: Option<&BTreeMap<String, f32>>,
+        labels: &[String],
+    ) -> Result<Self, String> {
+        match problem_type {
+            None | Some(SINGLE_LABEL) => match thresholds {
+                Some(_) => Err(format!(
+                    "label_thresholds are for a {MULTI_LABEL:?} head; this one is single-label \
+                     (its text's label is the best one)"
+                )),
+                None => Ok(Head::SingleLabel),
+            },
+            Some(MULTI_LABEL) => {
+                let given = thresholds.cloned().unwrap_or_default();
+                if let Some(unknown) = given.keys().find(|name| !labels.contains(name)) {
+                    return Err(format!(
+                        "label_thresholds names {unknown:?}, which is not one of id2label's labels"
+                    ));
+                }
+                if let Some((name, t)) = given.iter().find(|(_, t)| !(**t > 0.0 && **t < 1.0)) {
+                    return Err(format!(
+                        "label_thresholds[{name:?}] is {t}: a threshold is a probability \
+                         strictly between 0 and 1"
+                    ));
+                }
+                Ok(Head::MultiLabel {
+                    thresholds: labels
+                        .iter()
+                        .map(|label| given.get(label).copied().unwrap_or(DEFAULT_THRESHOLD))
+                        .collect(),
+                })
+            }
+            Some(other) => Err(format!(
+                "problem_type is {other:?}: newscls serves classifiers ({SINGLE_LABEL:?}, \
+                 {MULTI_LABEL:?}, or no problem_type)"
+            )),
+        }
+    }
+
+    /// Hugging Face's `problem_type` for this head.
+    pub fn problem_type(&self) -> &'static str {
+        match self {
+            Head::SingleLabel => SINGLE_LABEL,
+            Head::MultiLabel { .. } => MULTI_LABEL,
+        }
+    }
+
+    pub fn is_multi_label(&self) -> bool {
+        matches!(self, Head::MultiLabel { .. })
+    }
+
+    /// How logits become scores unless a caller asks otherwise: what the head was trained with.
+    pub fn default_scores(&self) -> ScoreFunction {
+        match self {
+            Head::SingleLabel => ScoreFunction::Softmax,
+            Head::MultiLabel { .. } => ScoreFunction::Sigmoid,
+        }
+    }
+
+    /// The labels a text is given, as indexes best first: the best label for a single-label
+    /// head; for a multi-label head every label whose calibrated sigmoid reaches its threshold
+    /// (possibly none). Read from the logits, whatever scores the caller asked to see.
+    pub fn assign(&self, logits: &[f32], temperature: f32) -> Vec<usize> {
+        match self {
+            Head::SingleLabel => ranked(logits, Some(1))
+                .into_iter()
+                .map(|(index, _)| index)
+                .collect(),
+            Head::MultiLabel { thresholds } => {
+                let scores = ScoreFunction::Sigmoid.apply(logits, temperature);
+                ranked(&scores, None)
+                    .into_iter()
+                    .filter(|&(index, score)| thresholds.get(index).is_some_and(|t| score >= *t))
+                    .map(|(index, _)| index)
+                    .collect()
+            }
+        }
     }
 }
 
@@ -158,12 +246,6 @@ impl ModelSpec {
             path: config_path.clone(),
             reason: format!("not valid JSON: {e}"),
         })?;
-        check_problem_type(config.problem_type.as_deref()).map_err(|reason| {
-            LoadError::ModelFile {
-                path: config_path.clone(),
-                reason,
-            }
-        })?;
         let temperature = config.calibration.map_or(1.0, |c| c.temperature);
         if !(temperature.is_finite() && temperature > 0.0) {
             return Err(LoadError::ModelFile {
@@ -174,6 +256,15 @@ impl ModelSpec {
             });
         }
         let labels = labels_in_order(config.id2label).map_err(|reason| LoadError::ModelFile {
+            path: config_path.clone(),
+            reason,
+        })?;
+        let head = Head::read(
+            config.problem_type.as_deref(),
+            config.label_thresholds.as_ref(),
+            &labels,
+        )
+        .map_err(|reason| LoadError::ModelFile {
             path: config_path,
             reason,
         })?;
@@ -199,6 +290,7 @@ impl ModelSpec {
             max_length: config.max_length,
             variants,
             temperature,
+            head,
         })
     }
 
@@ -481,16 +573,61 @@ fn labels_in_order(id2label: Option<BTreeMap<String, String>>) -> Result<Vec<Str
 #[cfg(test)]
 mod tests {
 
-    #[test]
-    fn only_single_label_heads_are_served() {
-        assert!(check_problem_type(None).is_ok());
-        assert!(check_problem_type(Some("single_label_classification")).is_ok());
-        let multi = check_problem_type(Some("multi_label_classification")).expect_err("refused");
-        assert!(multi.contains("sigmoid"), "{multi}");
-        assert!(check_problem_type(Some("regression")).is_err());
+    use super::*;
+
+    fn labels(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
     }
 
-    use super::*;
+    #[test]
+    fn the_problem_type_picks_the_head_and_regression_is_refused() {
+        let ab = labels(&["a", "b"]);
+        assert_eq!(Head::read(None, None, &ab), Ok(Head::SingleLabel));
+        assert_eq!(
+            Head::read(Some(SINGLE_LABEL), None, &ab),
+            Ok(Head::SingleLabel)
+        );
+        let thresholds = BTreeMap::from([("b".to_string(), 0.3)]);
+        assert_eq!(
+            Head::read(Some(MULTI_LABEL), Some(&thresholds), &ab),
+            Ok(Head::MultiLabel {
+                thresholds: vec![DEFAULT_THRESHOLD, 0.3]
+            })
+        );
+        let regression = Head::read(Some("regression"), None, &ab).expect_err("refused");
+        assert!(regression.contains("regression"), "{regression}");
+        let on_single = Head::read(None, Some(&thresholds), &ab).expect_err("refused");
+        assert!(on_single.contains("single-label"), "{on_single}");
+        let unknown = BTreeMap::from([("c".to_string(), 0.3)]);
+        let unknown = Head::read(Some(MULTI_LABEL), Some(&unknown), &ab).expect_err("refused");
+        assert!(unknown.contains("\"c\""), "{unknown}");
+        for bad in [0.0, 1.0, f32::NAN, -0.5] {
+            let map = BTreeMap::from([("a".to_string(), bad)]);
+            assert!(
+                Head::read(Some(MULTI_LABEL), Some(&map), &ab).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_multi_label_head_gives_every_label_over_its_threshold_best_first() {
+        let head = Head::MultiLabel {
+            thresholds: vec![0.5, 0.5, 0.9, 0.5],
+        };
+        // Sigmoids: 0.88, 0.27, 0.88 (under its 0.9), 0.95.
+        assert_eq!(head.assign(&[2.0, -1.0, 2.0, 3.0], 1.0), vec![3, 0]);
+        assert_eq!(
+            head.assign(&[-2.0, -1.0, -2.0, -3.0], 1.0),
+            Vec::<usize>::new()
+        );
+        // 2.5 reaches its 0.9 (0.92) at temperature 1, not at 4 (0.65).
+        assert_eq!(head.assign(&[2.0, -1.0, 2.5, 3.0], 1.0), vec![3, 2, 0]);
+        assert_eq!(head.assign(&[2.0, -1.0, 2.5, 3.0], 4.0), vec![3, 0]);
+        assert_eq!(Head::SingleLabel.assign(&[0.1, 2.0, 1.0], 1.0), vec![1]);
+        assert_eq!(head.default_scores(), ScoreFunction::Sigmoid);
+        assert_eq!(Head::SingleLabel.default_scores(), ScoreFunction::Softmax);
+    }
 
     fn map(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
         Some(
@@ -529,6 +666,7 @@ mod tests {
                 })
                 .collect(),
             temperature: 1.0,
+            head: Head::SingleLabel,
         }
     }
 

@@ -14,6 +14,7 @@ mod graph_capture;
 mod hostile_clients;
 mod hostile_registry;
 mod layering;
+mod multi_label;
 mod operations;
 mod overload;
 mod parity;

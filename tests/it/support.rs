@@ -277,15 +277,24 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     command
 }
 
-/// Runs the binary to completion (for startup failures).
+/// Runs the binary to completion (for startup failures). One that is still running after two
+/// minutes (it started when it should not have) is killed, and its output has no exit code.
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = command(args, env);
     command.stdin(Stdio::null());
-    let child = command
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn newscls");
+    let started = Instant::now();
+    while child.try_wait().expect("wait for newscls").is_none() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     child.wait_with_output().expect("wait for newscls")
 }
 

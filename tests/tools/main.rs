@@ -148,6 +148,11 @@ fn main() {
             stream::the_stream_is_mirrored_to_a_shadow_challenger,
         ),
         needs_tool(
+            "stream::a_multi_label_models_results_carry_its_labels",
+            stream::missing(),
+            stream::a_multi_label_models_results_carry_its_labels,
+        ),
+        needs_tool(
             "stream::every_front_door_drains_under_one_deadline",
             stream::missing(),
             stream::every_front_door_drains_under_one_deadline,

@@ -723,6 +723,54 @@ async fn mirrored() {
     assert_eq!(server.get_json("/shadow").await["compared"], 60);
 }
 
+pub fn a_multi_label_models_results_carry_its_labels() {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(multi_label());
+}
+
+/// A multi-label model (`problem_type: multi_label_classification`) streams `labels`, the
+/// labels over their thresholds, as `/classify` gives them for the same text.
+async fn multi_label() {
+    let broker = Broker::start();
+    let texts = articles();
+    let model = TempDir::new("stream-multi-label");
+    write_fast_model_dir(model.path());
+    let path = model.path().join("config.json");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config.json")).expect("json");
+    config["problem_type"] = "multi_label_classification".into();
+    std::fs::write(&path, config.to_string()).expect("write config.json");
+    let dir = model.path().to_str().expect("utf-8");
+    let server = serve_with_args(&broker, "g-multi-label", &["--model-dir", dir], &[]);
+    let producer = broker.producer();
+    broker.send_articles(&producer, &texts, 'm', 0..20);
+    let results = broker.read_all("news-classified", 20, Duration::from_secs(60));
+    assert_eq!(results.len(), 20, "one result per article");
+    let mut labels_given = 0;
+    for (key, payload, _, _) in &results {
+        let result: Value = serde_json::from_slice(payload).expect("result JSON");
+        let i: usize = key[1..].parse().expect("an index");
+        let answer: Value = server
+            .client
+            .post(server.url("/classify"))
+            .json(&json!({ "input": texts[i % texts.len()] }))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        let labels = result["labels"].as_array().expect("labels: a list");
+        labels_given += labels.len();
+        assert_eq!(
+            result["labels"], answer["data"][0]["labels"],
+            "{key}: {result}"
+        );
+    }
+    assert!(labels_given > 0, "some label reaches 0.5");
+}
+
 /// Polls `reached` every 20 ms until it holds; fails the test after a minute.
 async fn wait_until<F: std::future::Future<Output = bool>>(
     what: &str,

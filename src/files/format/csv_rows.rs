@@ -228,7 +228,7 @@ impl<W: Write> CsvWriter<W> {
         let kept: Vec<usize> = input_headers
             .iter()
             .enumerate()
-            .filter(|(_, h)| !WRITTEN.iter().any(|w| w.as_bytes() == *h))
+            .filter(|(_, h)| !std::str::from_utf8(h).is_ok_and(|h| options.writes(h)))
             .map(|(i, _)| i)
             .collect();
         let add_id = !input_headers
@@ -257,6 +257,9 @@ impl<W: Write> CsvWriter<W> {
 /// The columns CSV and Parquet outputs gain, in order.
 fn added_columns(options: &WriteOptions) -> Vec<String> {
     let mut columns = vec!["label".to_string(), "score".to_string()];
+    if options.multi_label {
+        columns.push("labels".to_string());
+    }
     if options.all_scores {
         columns.extend(options.labels.iter().map(|l| format!("score_{l}")));
     }
@@ -289,6 +292,10 @@ impl<W: Write> ChunkWriter for CsvWriter<W> {
             };
             cells.push(label.into_bytes());
             cells.push(score.into_bytes());
+            if self.options.multi_label {
+                let labels = result.labels.as_deref().unwrap_or_default();
+                cells.push(labels.join(",").into_bytes());
+            }
             if self.options.all_scores {
                 let scores = result.scores.as_deref().unwrap_or_default();
                 for index in 0..self.options.labels.len() {

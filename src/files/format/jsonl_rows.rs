@@ -212,13 +212,17 @@ impl<W: Write> ChunkWriter for JsonlWriter<W> {
                 field(&mut out, &options.id_field, &json_string_or_number(&row.id));
             }
             for (key, value) in fields {
-                if !WRITTEN.contains(&key.as_str()) {
+                if !options.writes(key) {
                     field(&mut out, key, value.get());
                 }
             }
             if let Some((label, score)) = &result.top {
                 field(&mut out, "label", &json_text(label));
                 field(&mut out, "score", &json_number(*score));
+            }
+            if let Some(labels) = &result.labels {
+                let labels: Vec<String> = labels.iter().map(|l| json_text(l)).collect();
+                field(&mut out, "labels", &format!("[{}]", labels.join(",")));
             }
             if let (true, Some(scores)) = (options.all_scores, &result.scores) {
                 // In the model's label order, which a JSON map would not keep.

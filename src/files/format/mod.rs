@@ -42,7 +42,8 @@ pub const CHUNK_ROWS: usize = 256;
 /// Rows per Parquet row group written: what the writer holds in memory at most.
 const ROW_GROUP_ROWS: usize = 8192;
 
-/// Output fields the classifier writes; an input field of the same name is replaced.
+/// Output fields the classifier writes; an input field of the same name is replaced. A
+/// multi-label model's answers add `labels` ([`WriteOptions::writes`]).
 const WRITTEN: &[&str] = &["label", "score", "scores", "model", "error"];
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,8 @@ pub struct Chunk {
 pub struct RowResult {
     /// The top label and its score.
     pub top: Option<(String, f32)>,
+    /// A multi-label model's labels over their thresholds, best first.
+    pub labels: Option<Vec<String>>,
     /// Every label's score in the model's label order (with --all-scores).
     pub scores: Option<Vec<f32>>,
     pub error: Option<String>,
@@ -154,6 +157,16 @@ pub struct WriteOptions {
     pub all_scores: bool,
     /// The model's name and version (with --with-model).
     pub model: Option<(String, String)>,
+    /// The model is multi-label: each row also gets `labels`, the labels over their
+    /// thresholds (a list in JSONL; joined by commas in CSV and Parquet, as KServe's `label`).
+    pub multi_label: bool,
+}
+
+impl WriteOptions {
+    /// Whether the output has its own field `name`, replacing an input field of that name.
+    pub fn writes(&self, name: &str) -> bool {
+        WRITTEN.contains(&name) || (self.multi_label && name == "labels")
+    }
 }
 
 // --- Resuming ------------------------------------------------------------------------------------
@@ -348,6 +361,7 @@ mod tests {
             id_field: "id".into(),
             labels: vec!["x".into(), "y".into()],
             all_scores: true,
+            multi_label: false,
             model: None,
         };
         let results: Vec<RowResult> = chunk
@@ -356,11 +370,13 @@ mod tests {
             .map(|r| match &r.text {
                 Ok(_) => RowResult {
                     top: Some(("y".into(), 0.75)),
+                    labels: None,
                     scores: Some(vec![0.25, 0.75]),
                     error: None,
                 },
                 Err(e) => RowResult {
                     top: None,
+                    labels: None,
                     scores: None,
                     error: Some(e.clone()),
                 },

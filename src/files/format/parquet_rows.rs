@@ -402,7 +402,7 @@ impl<W: Write + Send> ChunkWriter for ParquetWriter<W> {
             )));
         }
         for (field, column) in schema.fields().iter().zip(batch.columns()) {
-            if !WRITTEN.contains(&field.name().as_str()) {
+            if !options.writes(field.name()) {
                 fields.push(field.clone());
                 columns.push(column.clone());
             }
@@ -417,6 +417,10 @@ impl<W: Write + Send> ChunkWriter for ParquetWriter<W> {
         columns.push(text(&|r| r.top.as_ref().map(|(l, _)| l.clone())));
         fields.push(Arc::new(Field::new("score", DataType::Float32, true)));
         columns.push(number(&|r| r.top.as_ref().map(|(_, s)| *s)));
+        if options.multi_label {
+            fields.push(Arc::new(Field::new("labels", DataType::Utf8, true)));
+            columns.push(text(&|r| r.labels.as_ref().map(|l| l.join(","))));
+        }
         if options.all_scores {
             for (index, label) in options.labels.iter().enumerate() {
                 fields.push(Arc::new(Field::new(

@@ -368,7 +368,7 @@ fn check_model(name: &str, version: &str, path: &ModelPath) -> Result<(), V2Erro
     )?)
 }
 
-fn json_data(data: TensorData<'_>) -> Value {
+fn json_data(data: TensorData) -> Value {
     match data {
         TensorData::Labels(labels) => Value::from(labels),
         TensorData::Scores(scores) => Value::from(scores),

@@ -210,9 +210,11 @@ impl PredictRequest {
                         .into(),
                 ))
             }
-            (true, _) | (false, Some(FunctionToApply::None)) => ScoreFunction::None,
-            (false, Some(FunctionToApply::Sigmoid)) => ScoreFunction::Sigmoid,
-            (false, _) => ScoreFunction::Softmax,
+            (true, _) | (false, Some(FunctionToApply::None)) => Some(ScoreFunction::None),
+            (false, Some(FunctionToApply::Sigmoid)) => Some(ScoreFunction::Sigmoid),
+            (false, Some(FunctionToApply::Softmax)) => Some(ScoreFunction::Softmax),
+            // The head's own: softmax, or a sigmoid per label for a multi-label model.
+            (false, None) => None,
         };
         let truncation_side = match self.truncation_direction {
             Some(TruncationDirection::Left) => TruncationSide::Left,
@@ -546,10 +548,14 @@ mod tests {
                 .expect("valid");
         assert_eq!((request.texts.len(), single), (1, false));
         assert_eq!(request.top_k, Some(2));
-        assert_eq!(request.scores, ScoreFunction::Sigmoid);
+        assert_eq!(request.scores, Some(ScoreFunction::Sigmoid));
         let (request, single) = parts(r#"{"inputs": "x"}"#).expect("valid");
         assert!(single, "TEI's shape without parameters");
-        assert_eq!(request.scores, ScoreFunction::Softmax);
+        assert_eq!(request.scores, None, "the head's own function");
+        let (request, _) =
+            parts(r#"{"inputs": "x", "parameters": {"function_to_apply": "softmax"}}"#)
+                .expect("valid");
+        assert_eq!(request.scores, Some(ScoreFunction::Softmax));
         let err = serde_json::from_str::<PredictRequest>(
             r#"{"inputs": "x", "parameters": {"top_k": 1, "temperature": 2}}"#,
         )
@@ -567,7 +573,7 @@ mod tests {
             (request.texts, single),
             (vec!["a".to_string(), "b".to_string()], false)
         );
-        assert_eq!(request.scores, ScoreFunction::None);
+        assert_eq!(request.scores, Some(ScoreFunction::None));
         assert_eq!(request.truncation_side, TruncationSide::Left);
         let pair = parts(r#"{"inputs": [["a", "b"]]}"#).expect_err("a pair");
         assert!(pair.to_string().contains("text pair"), "{pair}");

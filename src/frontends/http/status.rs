@@ -12,6 +12,7 @@ use crate::infra::events::AdminRefused;
 use crate::lifecycle::reload::{Busy, Outcome};
 use crate::pipeline::batching::BatchRule;
 use crate::pipeline::inference::graph_capture::GraphCounts;
+use crate::pipeline::model::Head;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -48,6 +49,13 @@ pub struct ModelInfo {
     #[schema(example = "2026.11.30")]
     pub version: String,
     pub labels: Vec<String>,
+    /// What the head was trained for: `single_label_classification` (softmax, one label per
+    /// text) or `multi_label_classification` (a sigmoid per label, every label over its
+    /// threshold).
+    #[schema(example = "single_label_classification")]
+    pub problem_type: String,
+    /// A multi-label model's thresholds, in `labels` order; null for a single-label model.
+    pub label_thresholds: Option<Vec<f32>>,
     /// Tokens per text, special tokens included; longer texts are truncated.
     pub max_length: usize,
     /// The ONNX file in use, relative to the model directory.
@@ -159,6 +167,11 @@ pub async fn info(state: web::Data<ApiState>) -> HttpResponse {
             name: model.spec.name.clone(),
             version: model.spec.version.clone(),
             labels: model.spec.labels.clone(),
+            problem_type: model.spec.head.problem_type().to_string(),
+            label_thresholds: match &model.spec.head {
+                Head::SingleLabel => None,
+                Head::MultiLabel { thresholds } => Some(thresholds.clone()),
+            },
             max_length: model.tokenizer.max_length(),
             file: model.file.display().to_string(),
             provider: model.device.name().to_string(),

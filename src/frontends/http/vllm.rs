@@ -85,8 +85,13 @@ pub struct ClassifyData {
     pub index: usize,
     /// The most probable label.
     pub label: String,
-    /// Every label's probability, in the model's label order (`/info` lists it).
+    /// Every label's probability, in the model's label order (`/info` lists it): a softmax,
+    /// or for a multi-label model a sigmoid per label.
     pub probs: Vec<f32>,
+    /// A multi-label model's answer: every label whose probability reaches its threshold
+    /// (`/info` lists them), best first; possibly empty. Absent for a single-label model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
     pub num_classes: usize,
     /// Always `classify`.
     pub object: &'static str,
@@ -138,12 +143,14 @@ pub async fn classify(
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
+    let multi_label = classification.multi_label;
     let data = classification
         .texts
         .into_iter()
         .enumerate()
         .map(|(index, text)| ClassifyData {
             index,
+            labels: multi_label.then_some(text.assigned),
             label: text
                 .ranked
                 .into_iter()

@@ -197,34 +197,31 @@ pub fn check_shape(shape: &[i64], count: usize) -> Result<(), ProtocolError> {
 
 /// One output of an answer, built only for the outputs selected.
 #[derive(Debug, PartialEq)]
-pub struct OutputTensor<'a> {
+pub struct OutputTensor {
     pub selected: Selected,
     pub shape: Vec<usize>,
-    pub data: TensorData<'a>,
+    pub data: TensorData,
 }
 
 /// An output's elements, row-major.
 #[derive(Debug, PartialEq)]
-pub enum TensorData<'a> {
-    Labels(Vec<&'a str>),
+pub enum TensorData {
+    Labels(Vec<String>),
     Scores(Vec<f32>),
 }
 
-impl TensorData<'_> {
+impl TensorData {
     /// The elements as the binary framing sends them.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
-            TensorData::Labels(labels) => binary::encode_strings(labels.iter().copied()),
+            TensorData::Labels(labels) => binary::encode_strings(labels.iter().map(String::as_str)),
             TensorData::Scores(scores) => binary::encode_f32(scores),
         }
     }
 }
 
 /// The answer's tensors, one per selected output, in the order selected.
-pub fn output_tensors<'a>(
-    classification: &'a Classification,
-    selected: &[Selected],
-) -> Vec<OutputTensor<'a>> {
+pub fn output_tensors(classification: &Classification, selected: &[Selected]) -> Vec<OutputTensor> {
     let texts = classification.texts.len();
     selected
         .iter()
@@ -232,7 +229,7 @@ pub fn output_tensors<'a>(
             Output::Label => OutputTensor {
                 selected,
                 shape: vec![texts],
-                data: TensorData::Labels(classification.top_labels()),
+                data: TensorData::Labels(classification.label_strings()),
             },
             Output::Probabilities => OutputTensor {
                 selected,

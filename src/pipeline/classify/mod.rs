@@ -132,8 +132,9 @@ pub struct ClassifyRequest {
     pub truncate: bool,
     /// Which end of a long text is kept.
     pub truncation_side: TruncationSide,
-    /// How logits become scores (softmax unless asked otherwise).
-    pub scores: ScoreFunction,
+    /// How logits become scores; `None` for the head's own (softmax for a single-label
+    /// model, a sigmoid per label for a multi-label one).
+    pub scores: Option<ScoreFunction>,
     pub deadline: Deadline,
     /// Interactive (a caller waits) goes ahead of background (the stream's backlog).
     pub priority: Priority,
@@ -151,14 +152,14 @@ pub enum ModelRole {
 }
 
 impl ClassifyRequest {
-    /// All labels, softmax scores, long texts cut at the end.
+    /// All labels, the head's own scores, long texts cut at the end.
     pub fn new(texts: Vec<String>, deadline: Deadline) -> Self {
         Self {
             texts,
             top_k: None,
             truncate: true,
             truncation_side: TruncationSide::Right,
-            scores: ScoreFunction::Softmax,
+            scores: None,
             deadline,
             priority: Priority::Interactive,
             model: ModelRole::Champion,
@@ -180,6 +181,9 @@ pub struct TextScores {
     pub ranked: Vec<LabelScore>,
     /// Every label's score in the model's label order (protocols that send vectors).
     pub scores: Vec<f32>,
+    /// The labels the text is given, best first: the best one for a single-label model; those
+    /// over their thresholds for a multi-label one (possibly none). Not cut by `top_k`.
+    pub assigned: Vec<String>,
     /// Tokens the model read for this text, special tokens included.
     pub tokens: usize,
 }
@@ -211,16 +215,18 @@ pub struct Classification {
     pub model: ModelIdentity,
     /// The producing model's labels, in the order of [`TextScores::scores`].
     pub labels: Arc<[String]>,
+    /// Whether the producing model's head is multi-label ([`TextScores::assigned`] may hold
+    /// any number of labels).
+    pub multi_label: bool,
     pub timing: Timing,
 }
 
 impl Classification {
-    /// Each text's best label, in request order (the tensor protocols' `label` output).
-    pub fn top_labels(&self) -> Vec<&str> {
-        self.texts
-            .iter()
-            .map(|t| t.ranked.first().map_or("", |s| s.label.as_str()))
-            .collect()
+    /// Each text's label as one string, in request order (the tensor protocols' `label`
+    /// output): its best label; for a multi-label model the labels it is given, best first,
+    /// joined by commas (empty when none).
+    pub fn label_strings(&self) -> Vec<String> {
+        self.texts.iter().map(|t| t.assigned.join(",")).collect()
     }
 
     /// Every text's scores in the model's label order, row-major `[texts, labels]` (the tensor
@@ -559,7 +565,16 @@ impl Classifier {
             .iter()
             .zip(tokens)
             .map(|(output, tokens)| {
-                let scores = scores.apply(&output.logits, model.spec.temperature);
+                let function = scores.unwrap_or_else(|| model.spec.head.default_scores());
+                let temperature = model.spec.temperature;
+                let assigned = model
+                    .spec
+                    .head
+                    .assign(&output.logits, temperature)
+                    .into_iter()
+                    .map(|index| labels[index].clone())
+                    .collect();
+                let scores = function.apply(&output.logits, temperature);
                 TextScores {
                     ranked: ranked(&scores, top_k)
                         .into_iter()
@@ -569,6 +584,7 @@ impl Classifier {
                         })
                         .collect(),
                     scores,
+                    assigned,
                     tokens,
                 }
             })
@@ -576,6 +592,7 @@ impl Classifier {
         Ok(Classification {
             texts,
             labels: model.labels.clone(),
+            multi_label: model.spec.head.is_multi_label(),
             model: model.identity(),
             timing,
         })
@@ -630,7 +647,11 @@ impl Classifier {
             .collect();
         plan.shadow.mirror(
             plan.challenger,
-            (champion.labels.clone(), champion.spec.temperature),
+            (
+                champion.labels.clone(),
+                champion.spec.temperature,
+                champion.spec.head.clone(),
+            ),
             picks,
             side,
             self.tokenize_permits.clone(),

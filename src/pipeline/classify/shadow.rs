@@ -28,8 +28,7 @@ use crate::infra::config::{BatchingConfig, ShadowConfig};
 use crate::infra::events::{Role, ShadowAnswered, ShadowText};
 use crate::infra::metrics::Metrics;
 use crate::pipeline::batching::{Job, JobError, JobOutput, Priority};
-use crate::pipeline::model::LoadedModel;
-use crate::pipeline::postprocess::ScoreFunction;
+use crate::pipeline::model::{Head, LoadedModel};
 use crate::pipeline::tokenize::{TokenizedText, TruncationSide};
 
 /// A mirrored text the challenger has not computed by then is dropped: the queue bound is what
@@ -200,7 +199,7 @@ impl Shadow {
     pub(super) fn mirror(
         self: &Arc<Self>,
         challenger: Arc<ServingModel>,
-        (champion_labels, champion_temperature): (Arc<[String]>, f32),
+        (champion_labels, champion_temperature, champion_head): (Arc<[String]>, f32, Head),
         picks: Vec<Pick>,
         side: TruncationSide,
         tokenize_permits: Arc<tokio::sync::Semaphore>,
@@ -237,9 +236,13 @@ impl Shadow {
                             elapsed: mirrored.elapsed(),
                         });
                         compare(
-                            (&champion_labels, champion_temperature),
+                            (&champion_labels, champion_temperature, &champion_head),
                             &pick.champion_logits,
-                            (&challenger.labels, challenger.spec.temperature),
+                            (
+                                &challenger.labels,
+                                challenger.spec.temperature,
+                                &challenger.spec.head,
+                            ),
                             &output,
                         )
                     }
@@ -374,34 +377,66 @@ impl Shadow {
     }
 }
 
-/// The comparison of one text: top labels by name, and the score difference on the champion's.
-/// Each side is its labels and its calibration temperature: the scores compared are the ones
-/// each version would answer with.
+/// One version's side of a comparison: its labels, calibration temperature and head.
+type Side<'a> = (&'a [String], f32, &'a Head);
+
+/// What one version answered for a text, as the comparison reads it.
+struct Answer {
+    /// Its label, or a multi-label model's labels over their thresholds, sorted by name and
+    /// joined by commas (so that equal sets read equal): what agreement is judged on.
+    name: String,
+    /// Its best label by score, and that score.
+    top: (String, f32),
+    /// Every label's score, as this version would answer.
+    scores: Vec<f32>,
+}
+
+impl Answer {
+    fn of((labels, temperature, head): Side<'_>, logits: &[f32]) -> Option<Self> {
+        let scores = head.default_scores().apply(logits, temperature);
+        let best = best(&scores)?;
+        let top = (labels.get(best)?.clone(), scores[best]);
+        let name = match head {
+            Head::SingleLabel => top.0.clone(),
+            Head::MultiLabel { .. } => {
+                let mut names: Vec<&str> = head
+                    .assign(logits, temperature)
+                    .into_iter()
+                    .filter_map(|i| labels.get(i).map(String::as_str))
+                    .collect();
+                names.sort_unstable();
+                names.join(",")
+            }
+        };
+        Some(Self { name, top, scores })
+    }
+}
+
+/// The comparison of one text: labels (label sets for a multi-label head) by name, and the
+/// score difference on the champion's best label. The scores compared are the ones each
+/// version would answer with (its head's function, its calibration temperature).
 fn compare(
-    (champion_labels, champion_temperature): (&[String], f32),
+    champion: Side<'_>,
     champion_logits: &[f32],
-    (challenger_labels, challenger_temperature): (&[String], f32),
+    challenger: Side<'_>,
     output: &JobOutput,
 ) -> Outcome {
-    let champion_scores = ScoreFunction::Softmax.apply(champion_logits, champion_temperature);
-    let challenger_scores = ScoreFunction::Softmax.apply(&output.logits, challenger_temperature);
-    let (Some(c), Some(d)) = (best(&champion_scores), best(&challenger_scores)) else {
+    let challenger_labels = challenger.0;
+    let (Some(c), Some(d)) = (
+        Answer::of(champion, champion_logits),
+        Answer::of(challenger, &output.logits),
+    ) else {
         return Outcome::Failed;
     };
-    let (Some(champion_label), Some(challenger_label)) =
-        (champion_labels.get(c), challenger_labels.get(d))
-    else {
-        return Outcome::Failed;
-    };
-    // The challenger's score for the champion's label (0 when it does not have that label).
+    // The challenger's score for the champion's best label (0 when it does not have that label).
     let same_label = challenger_labels
         .iter()
-        .position(|l| l == champion_label)
-        .map_or(0.0, |i| challenger_scores[i]);
+        .position(|l| *l == c.top.0)
+        .map_or(0.0, |i| d.scores[i]);
     Outcome::Compared {
-        champion: (champion_label.clone(), champion_scores[c]),
-        challenger: (challenger_label.clone(), challenger_scores[d]),
-        difference: (champion_scores[c] - same_label).abs(),
+        champion: (c.name, c.top.1),
+        challenger: (d.name, d.top.1),
+        difference: (c.top.1 - same_label).abs(),
     }
 }
 
@@ -542,14 +577,17 @@ mod tests {
         assert_eq!(summary(&[]).agreement(), None);
     }
 
-    #[test]
-    fn labels_are_compared_by_name_not_position() {
-        let output = |logits: Vec<f32>| JobOutput {
+    fn output(logits: Vec<f32>) -> JobOutput {
+        JobOutput {
             logits,
             batch_size: 1,
             queue_time: Duration::ZERO,
             inference_time: Duration::ZERO,
-        };
+        }
+    }
+
+    #[test]
+    fn labels_are_compared_by_name_not_position() {
         let champion = ["a".to_string(), "b".to_string()];
         // The challenger lists the same labels in the other order.
         let challenger = ["b".to_string(), "a".to_string()];
@@ -558,9 +596,9 @@ mod tests {
             challenger: d,
             difference,
         } = compare(
-            (&champion, 1.0),
+            (&champion, 1.0, &Head::SingleLabel),
             &[2.0, 0.0],
-            (&challenger, 1.0),
+            (&challenger, 1.0, &Head::SingleLabel),
             &output(vec![0.0, 2.0]),
         )
         else {
@@ -569,14 +607,46 @@ mod tests {
         assert_eq!((c.0.as_str(), d.0.as_str()), ("a", "a"));
         assert!(difference < 1e-6, "same scores for a: {difference}");
         let Outcome::Compared { challenger: d, .. } = compare(
-            (&champion, 1.0),
+            (&champion, 1.0, &Head::SingleLabel),
             &[2.0, 0.0],
-            (&challenger, 1.0),
+            (&challenger, 1.0, &Head::SingleLabel),
             &output(vec![2.0, 0.0]),
         ) else {
             panic!("compared");
         };
         assert_eq!(d.0, "b");
+    }
+
+    #[test]
+    fn multi_label_versions_are_compared_on_their_label_sets() {
+        let labels = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let head = Head::MultiLabel {
+            thresholds: vec![0.5, 0.5, 0.5],
+        };
+        let compared = |champion: &[f32], challenger: Vec<f32>| match compare(
+            (&labels, 1.0, &head),
+            champion,
+            (&labels, 1.0, &head),
+            &output(challenger),
+        ) {
+            Outcome::Compared {
+                champion,
+                challenger,
+                ..
+            } => (champion.0, challenger.0),
+            _ => panic!("compared"),
+        };
+        // The same set, in another order of scores: they agree.
+        assert_eq!(
+            compared(&[3.0, 1.0, -2.0], vec![1.0, 3.0, -2.0]),
+            ("a,b".to_string(), "a,b".to_string())
+        );
+        // Same best label, another set: they disagree.
+        let (c, d) = compared(&[3.0, 1.0, -2.0], vec![3.0, -1.0, -2.0]);
+        assert_ne!(c, d);
+        assert_eq!(d, "a");
+        // No label over its threshold is an answer too: the empty set.
+        assert_eq!(compared(&[-3.0, -1.0, -2.0], vec![3.0, -1.0, -2.0]).0, "");
     }
 
     #[test]

@@ -186,6 +186,8 @@ impl Event for TextsDropped {
 pub struct BatchRan<W: Iterator<Item = Duration>> {
     pub role: Role,
     pub texts: usize,
+    /// Texts answered by the precise variant after a close call (re-scoring).
+    pub rescored: usize,
     pub real_tokens: usize,
     /// Token slots, padding included.
     pub padded_tokens: usize,
@@ -221,6 +223,10 @@ impl<W: Iterator<Item = Duration>> Event for BatchRan<W> {
             .inference_duration
             .with_label_values(&role)
             .observe(self.inference.as_secs_f64());
+        metrics
+            .rescored_texts
+            .with_label_values(&role)
+            .inc_by(self.rescored as u64);
     }
 }
 
@@ -432,6 +438,7 @@ mod tests {
             metrics.emit(BatchRan {
                 role,
                 texts,
+                rescored: 0,
                 real_tokens: 10 * texts,
                 padded_tokens: 16 * texts,
                 queue_waits: std::iter::repeat_n(Duration::from_millis(1), texts),

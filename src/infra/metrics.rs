@@ -31,6 +31,7 @@ pub struct Metrics {
     pub(super) batch_size: HistogramVec,
     pub(super) batch_tokens: HistogramVec,
     pub(super) tokens: IntCounterVec,
+    pub(super) rescored_texts: IntCounterVec,
     pub(super) dropped_texts: IntCounterVec,
     pub(super) failed_batches: IntCounterVec,
     pub(super) admin_auth_failures: IntCounterVec,
@@ -160,6 +161,12 @@ impl Metrics {
                 "tokens_total",
                 "Token slots computed, by kind (real or padded)",
                 &["kind", "role"],
+            ),
+            rescored_texts: r.counters(
+                "rescored_texts_total",
+                "Texts run again on the precise variant after a close call on the fast one \
+                 (model.rescore)",
+                &["role"],
             ),
             dropped_texts: r.counters(
                 "queue_dropped_total",

@@ -21,13 +21,14 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::infra::config::{DeviceChoice, ModelConfig};
+use crate::infra::config::{DeviceChoice, ModelConfig, RescoreChoice};
 use crate::infra::device::{Device, Precision};
 use crate::pipeline::inference::graph::GraphOps;
 use crate::pipeline::inference::graph_capture::GraphStats;
 use crate::pipeline::inference::onnx::{
     default_library_path, init_runtime, runtime_version, OnnxBackend, OnnxOptions,
 };
+use crate::pipeline::inference::rescore::{RescoreStats, RescoringBackend};
 use crate::pipeline::inference::{Backend, PaddedBatch, SetupError};
 use crate::pipeline::postprocess::{ranked, ScoreFunction};
 use crate::pipeline::tokenize::{TextTokenizer, TokenizedText, TokenizerLoadError};
@@ -71,6 +72,51 @@ pub struct ModelSpec {
     pub temperature: f32,
     /// What the head was trained for: one label per text, or independent labels.
     pub head: Head,
+    /// Which precise file answers the quantized variant's close calls, and below which margin
+    /// (config.json's `rescore` block, written at export).
+    pub rescore: Option<RescoreSpec>,
+}
+
+/// config.json's `rescore` block: on a CPU, a text whose top-two logit margin on the quantized
+/// variant is below `below_margin` is run again on `file` and answered from there
+/// ([`crate::pipeline::inference::rescore`]). `training/rescore_margin.py` chooses the margin:
+/// the largest margin at which the quantized variant's top label differed from full
+/// precision's on held-out articles, times a safety factor.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RescoreSpec {
+    pub below_margin: f32,
+    /// An ONNX file of the directory, e.g. `model_fp16.onnx`.
+    pub file: PathBuf,
+}
+
+impl RescoreSpec {
+    fn check(&self) -> Result<(), String> {
+        if !(self.below_margin.is_finite() && self.below_margin > 0.0) {
+            return Err(format!(
+                "rescore.below_margin must be a positive number, not {}",
+                self.below_margin
+            ));
+        }
+        let inside = self
+            .file
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside || self.file.as_os_str().is_empty() {
+            return Err(format!(
+                "rescore.file must name a file inside the model directory, not {:?}",
+                self.file
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Re-scoring in force for a loaded model: its file and margin, and what it has done.
+#[derive(Debug, Clone)]
+pub struct Rescoring {
+    pub spec: RescoreSpec,
+    pub stats: Arc<RescoreStats>,
 }
 
 /// One ONNX file of a model directory.
@@ -99,6 +145,8 @@ struct HfConfig {
     /// What the exporter trained the head for (Hugging Face's `problem_type`); absent for most
     /// single-label exports.
     problem_type: Option<String>,
+    /// newscls's own block: which precise file answers close calls (see [`RescoreSpec`]).
+    rescore: Option<RescoreSpec>,
     /// A multi-label head's decision thresholds, label name to probability.
     label_thresholds: Option<BTreeMap<String, f32>>,
     /// newscls's own block: how the scores were calibrated. (Not a top-level `temperature`:
@@ -255,6 +303,12 @@ impl ModelSpec {
                 ),
             });
         }
+        if let Some(rescore) = &config.rescore {
+            rescore.check().map_err(|reason| LoadError::ModelFile {
+                path: config_path.clone(),
+                reason,
+            })?;
+        }
         let labels = labels_in_order(config.id2label).map_err(|reason| LoadError::ModelFile {
             path: config_path.clone(),
             reason,
@@ -291,6 +345,7 @@ impl ModelSpec {
             variants,
             temperature,
             head,
+            rescore: config.rescore,
         })
     }
 
@@ -342,6 +397,8 @@ pub struct LoadedModel {
     pub source: String,
     /// Its workers' CUDA graphs, for `/info`; None when graphs are off.
     pub graphs: Option<Arc<GraphStats>>,
+    /// Close calls run again on a precise variant; None when not in force.
+    pub rescoring: Option<Rescoring>,
 }
 
 /// Which file to run on which device, in the order to try.
@@ -477,11 +534,25 @@ pub fn load_version(config: &ModelConfig, fetched: &Fetched) -> Result<LoadedMod
             cuda_graphs: config.cuda_graphs(attempt.device),
             graph_stats: graph_stats.clone(),
         };
+        let rescoring = rescoring_for(&spec, config, attempt);
         let backends = (0..config.inference_workers(attempt.device))
             .map(|_| -> Result<Box<dyn Backend>, LoadError> {
                 let mut backend = OnnxBackend::load(&env, &path, &options, spec.labels.len())?;
                 warm_up(&mut backend, &tokenizer)?;
-                Ok(Box::new(backend))
+                let Some(rescoring) = &rescoring else {
+                    return Ok(Box::new(backend));
+                };
+                let precise_path = spec.dir.join(&rescoring.spec.file);
+                let mut precise =
+                    OnnxBackend::load(&env, &precise_path, &options, spec.labels.len())?;
+                warm_up(&mut precise, &tokenizer)?;
+                Ok(Box::new(RescoringBackend::new(
+                    Box::new(backend),
+                    Box::new(precise),
+                    rescoring.spec.below_margin,
+                    tokenizer.pad_id(),
+                    rescoring.stats.clone(),
+                )))
             })
             .collect::<Result<Vec<_>, _>>();
         match backends {
@@ -505,6 +576,7 @@ pub fn load_version(config: &ModelConfig, fetched: &Fetched) -> Result<LoadedMod
                     batch_independent,
                     runtime_version: runtime_version(),
                     graphs: options.cuda_graphs.map(|_| graph_stats),
+                    rescoring,
                 });
             }
             Err(e) if index + 1 < attempts.len() => {
@@ -515,6 +587,38 @@ pub fn load_version(config: &ModelConfig, fetched: &Fetched) -> Result<LoadedMod
         }
     }
     Err(last_error.expect("plan returns at least one attempt. This is a bug."))
+}
+
+/// Whether `attempt` re-scores close calls, and how: on a CPU, with `model.rescore: auto`, when
+/// the directory's `rescore` block names a file it has, for a quantized variant and a
+/// single-label head (the margin is between the two best labels of one softmax). A block
+/// whose file is missing is served without re-scoring, with a warning.
+fn rescoring_for(spec: &ModelSpec, config: &ModelConfig, attempt: &Attempt) -> Option<Rescoring> {
+    let rescore = spec.rescore.as_ref()?;
+    let quantized = spec.variants.iter().any(|v| {
+        v.file == attempt.file
+            && matches!(v.precision, Precision::Quantized8 | Precision::Quantized4)
+    });
+    if config.rescore == RescoreChoice::Off
+        || attempt.device != Device::Cpu
+        || !quantized
+        || spec.head.is_multi_label()
+        || rescore.file == attempt.file
+    {
+        return None;
+    }
+    if !spec.dir.join(&rescore.file).is_file() {
+        tracing::warn!(
+            file = %rescore.file.display(),
+            "config.json asks for re-scoring close calls on a file this model directory does \
+             not have: serving the quantized variant's answers alone"
+        );
+        return None;
+    }
+    Some(Rescoring {
+        spec: rescore.clone(),
+        stats: Arc::new(RescoreStats::default()),
+    })
 }
 
 /// One real batch through the model before it serves, so the first client does not pay for
@@ -667,6 +771,7 @@ mod tests {
                 .collect(),
             temperature: 1.0,
             head: Head::SingleLabel,
+            rescore: None,
         }
     }
 

@@ -74,11 +74,25 @@ pub struct ModelInfo {
     pub pipelined: bool,
     /// Captured CUDA graphs (`model.cuda_graphs`); null when off, and always on a CPU.
     pub cuda_graphs: Option<CudaGraphsInfo>,
+    /// Close calls answered by a precise variant (`model.rescore`); null when not in force.
+    pub rescore: Option<RescoreInfo>,
     /// Where the serving version came from: a directory, or a registry URI and its version.
     #[schema(example = "models:/news-topic@champion (version 3)")]
     pub source: String,
     /// When the serving version was loaded, in Unix seconds.
     pub loaded_at_unix: f64,
+}
+
+/// Re-scoring: texts whose top-two margin on the quantized variant is below `below_margin` are
+/// run again on `file` and answered from there.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RescoreInfo {
+    #[schema(example = "model_fp16.onnx")]
+    pub file: String,
+    pub below_margin: f32,
+    /// Texts this version has answered since it was loaded, and how many were re-scored.
+    pub texts: u64,
+    pub rescored: u64,
 }
 
 /// CUDA graphs: one per batch shape, for batches of up to `max_rows` rows.
@@ -189,6 +203,12 @@ pub async fn info(state: web::Data<ApiState>) -> HttpResponse {
                     max_graphs: limits.max_graphs,
                     counts: stats.counts(),
                 })
+            }),
+            rescore: model.rescoring.as_ref().map(|r| RescoreInfo {
+                file: r.spec.file.display().to_string(),
+                below_margin: r.spec.below_margin,
+                texts: r.stats.texts(),
+                rescored: r.stats.rescored(),
             }),
             source: model.source.clone(),
             loaded_at_unix: model

@@ -4,7 +4,7 @@ use clap::Parser;
 use serde::Serialize;
 use std::path::PathBuf;
 
-use super::{DeviceChoice, LogFormat};
+use super::{DeviceChoice, LogFormat, RescoreChoice};
 
 /// Declares the command-line flags once: each is `field: Type => "config.key"`. The macro
 /// writes the clap struct and the function that turns given flags into config overrides, so a
@@ -155,6 +155,7 @@ flags! {
     model_file: PathBuf => "model.file",
     shadow_uri: String => "shadow.uri",
     device: DeviceChoice => "model.device",
+    rescore: RescoreChoice => "model.rescore",
     max_batch_size: usize => "batching.max_batch_size",
     preferred_batch_size: usize => "batching.preferred_batch_size",
     max_wait_ms: u64 => "batching.max_wait_ms",

@@ -28,7 +28,7 @@ use paths::{Origin, SHIPPED_CONFIG};
 pub use batching::{BatchingConfig, LimitsConfig};
 pub use cli::{ClassifyArgs, Cli, Command, EvalArgs, FileFormat};
 pub use logging::{LogFormat, LoggingConfig};
-pub use model::{DeviceChoice, ModelConfig};
+pub use model::{DeviceChoice, ModelConfig, RescoreChoice};
 pub use server::{GrpcLimits, ServerConfig, MIN_ADMIN_TOKEN_BYTES};
 pub use shadow::ShadowConfig;
 pub use stream::{KafkaProperties, StreamConfig};

@@ -47,6 +47,10 @@ pub struct ModelConfig {
     /// Let ONNX Runtime's threads spin while waiting for work: lower latency on dedicated cores,
     /// but CPU taken from HTTP and tokenization when cores are shared.
     pub intra_op_spinning: bool,
+    /// On a CPU, run the close calls again on a precise variant (config.json's `rescore`
+    /// block names it and the margin): `auto` where the model directory has the block, `off`
+    /// to answer from the quantized variant alone.
+    pub rescore: RescoreChoice,
     /// Path to libonnxruntime; null uses `ORT_DYLIB_PATH`, else the copy fetched by `make setup`.
     pub onnxruntime_library: Option<PathBuf>,
 }
@@ -58,6 +62,14 @@ pub enum DeviceChoice {
     Cuda,
     /// CUDA when the binary was built with it and a GPU answers, else CPU.
     Auto,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RescoreChoice {
+    /// Re-score where the model directory says how (a `rescore` block and its file), on a CPU.
+    Auto,
+    Off,
 }
 
 impl Default for ModelConfig {
@@ -80,6 +92,7 @@ impl Default for ModelConfig {
             cuda_graphs: None,
             intra_op_threads: 0,
             intra_op_spinning: true,
+            rescore: RescoreChoice::Auto,
             onnxruntime_library: None,
         }
     }

@@ -162,6 +162,7 @@ pub fn run_batch(
             batch_size = batch.texts,
             padded_tokens = batch.padded_tokens(),
             provider = backend.device().name(),
+            rescored = tracing::field::Empty,
         ),
         None => tracing::Span::none(),
     };
@@ -170,9 +171,15 @@ pub fn run_batch(
     }
     let outcome = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| backend.infer(&batch))));
     let inference_time = started.elapsed();
+    let rescored = match &outcome {
+        Ok(Ok(logits)) => logits.rescored,
+        _ => 0,
+    };
+    span.record("rescored", rescored);
     metrics.emit(BatchRan {
         role,
         texts: batch.texts,
+        rescored,
         real_tokens: batch.real_tokens(),
         padded_tokens: batch.padded_tokens(),
         queue_waits: jobs
@@ -252,6 +259,7 @@ mod tests {
             Ok(Logits {
                 num_labels: 2,
                 values: [1.0, 0.0].repeat(batch.rows),
+                rescored: 0,
             })
         }
     }

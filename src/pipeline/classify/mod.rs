@@ -39,7 +39,7 @@ use crate::pipeline::batching::worker::WorkerPool;
 pub use crate::pipeline::batching::Priority;
 use crate::pipeline::batching::{AdmitError, BatchQueue, BatchRule, Job, JobError, JobOutput};
 use crate::pipeline::inference::graph_capture::GraphStats;
-use crate::pipeline::model::{LoadedModel, ModelSpec};
+use crate::pipeline::model::{LoadedModel, ModelSpec, Rescoring};
 use crate::pipeline::postprocess::{ranked, ScoreFunction};
 use crate::pipeline::tokenize::{TextTokenizer, TokenizeError, TokenizedText, TruncationSide};
 pub use shadow::{Disagreement, LabelAgreement, Shadow, Summary};
@@ -258,6 +258,8 @@ pub struct ServingModel {
     pub inference_workers: usize,
     /// Its workers' CUDA graphs; None when graphs are off.
     pub graphs: Option<Arc<GraphStats>>,
+    /// Close calls run again on a precise variant; None when not in force.
+    pub rescoring: Option<Rescoring>,
     /// The batching rule in force for this model's device.
     pub batch_rule: BatchRule,
     pub loaded_at: SystemTime,
@@ -301,6 +303,7 @@ impl ServingModel {
             source: model.source,
             inference_workers,
             graphs: model.graphs,
+            rescoring: model.rescoring,
             batch_rule,
             loaded_at: SystemTime::now(),
             queue,

@@ -411,6 +411,7 @@ mod tests {
         let plain = Logits {
             num_labels: 2,
             values: vec![0.5, -1.0, 2.0, 0.25],
+            rescored: 0,
         };
         let mut replayed = plain.clone();
         assert!(same_scores(&replayed, &plain));
@@ -421,11 +422,13 @@ mod tests {
         let swapped = Logits {
             num_labels: 2,
             values: vec![2.0, 0.25, 0.5, -1.0],
+            rescored: 0,
         };
         assert!(!same_scores(&swapped, &plain), "another row's scores");
         let short = Logits {
             num_labels: 2,
             values: vec![0.5, -1.0],
+            rescored: 0,
         };
         assert!(!same_scores(&short, &plain));
     }
@@ -474,6 +477,7 @@ mod tests {
         Logits {
             num_labels: 2,
             values,
+            rescored: 0,
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod graph;
 pub mod graph_capture;
 pub mod onnx;
+pub mod rescore;
 
 use std::path::PathBuf;
 
@@ -79,6 +80,8 @@ impl PaddedBatch {
 pub struct Logits {
     pub num_labels: usize,
     pub values: Vec<f32>,
+    /// Rows answered by a precise variant after a close call (see [`rescore`]); 0 otherwise.
+    pub rescored: usize,
 }
 
 impl Logits {

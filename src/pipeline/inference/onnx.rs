@@ -416,6 +416,7 @@ fn checked_logits(num_labels: usize, rows: usize, values: &[f32]) -> Result<Logi
     Ok(Logits {
         num_labels,
         values: values.to_vec(),
+        rescored: 0,
     })
 }
 

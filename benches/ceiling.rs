@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use newscls::infra::config::{DeviceChoice, ModelConfig};
+use newscls::infra::config::{DeviceChoice, ModelConfig, RescoreChoice};
 use newscls::pipeline::inference::PaddedBatch;
 use newscls::pipeline::model;
 
@@ -58,6 +58,12 @@ fn main() {
             other => panic!("CUDA_GRAPHS must be on or off, not {other}"),
         }),
         intra_op_threads: threads,
+        // RESCORE=off: the quantized variant alone, without re-running close calls.
+        rescore: match std::env::var("RESCORE").as_deref() {
+            Ok("off") => RescoreChoice::Off,
+            Ok("auto") | Err(_) => RescoreChoice::Auto,
+            Ok(other) => panic!("RESCORE must be auto or off, not {other}"),
+        },
         ..ModelConfig::default()
     })
     .expect("the bundled model loads");

@@ -509,6 +509,8 @@ def main() -> None:
         dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
                       "logits": {0: "batch"}},
         opset_version=17, dynamo=False)
+    # Kept beside the trained weights: rescore_margin.py chooses the re-scoring margin against it.
+    (args.trained / "model_fp32.onnx").write_bytes(fp32_path.read_bytes())
 
     test = load_split(args.data / "test.jsonl")
     texts, gold = [x["text"] for x in test], [labels.index(x["label"]) for x in test]

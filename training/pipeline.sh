@@ -75,4 +75,7 @@ step "export ONNX, build the CPU and GPU variants, verify, write the model direc
   --out "../models/$NAME" --golden "../tests/golden/$NAME.json" --version "$VERSION" \
   --reports "$CACHE/e5-full/conversion.json" "$CACHE/e5-pruned/pruning.json"
 "$PY" write_card.py --report "$CACHE/trained/report.json" --model "../models/$NAME"
+step "choose the margin below which the CPU re-scores a close call on the precise variant"
+"$PY" rescore_margin.py --model "../models/$NAME" --data "$CACHE/data" \
+  --golden "../tests/golden/$NAME.json" --fp32 "$CACHE/trained/model_fp32.onnx"
 step "done: models/$NAME"

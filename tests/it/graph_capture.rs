@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use newscls::infra::config::{DeviceChoice, ModelConfig};
+use newscls::infra::config::{DeviceChoice, ModelConfig, RescoreChoice};
 use newscls::infra::device::{Device, GraphLimits};
 use newscls::pipeline::inference::graph_capture::GraphStats;
 use newscls::pipeline::inference::onnx::{
@@ -24,6 +24,8 @@ fn batches_through_graph_buffers_answer_exactly_as_plain_runs() {
         device: DeviceChoice::Cpu,
         intra_op_threads: 1,
         intra_op_spinning: false,
+        // The graph runs one file: compare it with that file alone.
+        rescore: RescoreChoice::Off,
         onnxruntime_library: Some(library.clone()),
         ..ModelConfig::default()
     })

@@ -4,10 +4,13 @@
 # Each variant is a model directory holding the bundled tokenizer and config and one ONNX file
 # under the name the service loads on a CPU (model_quantized.onnx), so `model::load` builds the
 # session exactly as the service does.
-#   VARIANTS  name=source pairs, a source being a file or REV:path in git; default: the shipped
-#             CPU variant, the one shipped at $PREVIOUS (default: the previous model version, i.e.
-#             the commit before the last change of config.json's model_version), and the
-#             dynamic int8 model.onnx shipped before 3de3705.
+#   VARIANTS  name=source pairs, a source being a file or REV:path in git, with `+rescore` after
+#             it to serve it as the service does on a CPU: its close calls re-scored on the
+#             bundled model_fp16.onnx (config.json's rescore block; without the suffix the
+#             variant runs alone); default: the shipped CPU variant alone, the same re-scored,
+#             the one shipped at $PREVIOUS (default: the previous model version, i.e. the commit
+#             before the last change of config.json's model_version), and the dynamic int8
+#             model.onnx shipped before 3de3705.
 #   ROUNDS (default 5), SECONDS_PER_SIZE (default 5), BATCHES (default 1,8), THREADS (default 2).
 # Rounds alternate the variants (each round starting with the next one); ratios are taken within
 # a round and their median reported. Results go to bench/results/variants-<date>/ (summary.md,
@@ -16,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=models/news-topic-e5-small
 PREVIOUS=${PREVIOUS:-$(git log -n 1 --format=%H -G'"model_version"' -- "$MODEL/config.json")^}
-VARIANTS=${VARIANTS:-"shipped=$MODEL/model_quantized.onnx previous=$PREVIOUS:$MODEL/model_quantized.onnx dynamic=3de3705^:$MODEL/model.onnx"}
+VARIANTS=${VARIANTS:-"shipped=$MODEL/model_quantized.onnx rescored=$MODEL/model_quantized.onnx+rescore previous=$PREVIOUS:$MODEL/model_quantized.onnx dynamic=3de3705^:$MODEL/model.onnx"}
 ROUNDS=${ROUNDS:-5}
 SECONDS_PER_SIZE=${SECONDS_PER_SIZE:-5}
 BATCHES=${BATCHES:-1,8}
@@ -36,8 +39,12 @@ for pair in $VARIANTS; do
   name=${pair%%=*}
   source=${pair#*=}
   dir="$WORK/$name"
-  mkdir -p "$dir"
+  mkdir -p "$dir" && rm -f "$dir"/*.onnx
   cp "$MODEL/tokenizer.json" "$MODEL/config.json" "$dir/"
+  if [ "${source%+rescore}" != "$source" ]; then
+    source=${source%+rescore}
+    cp "$MODEL/model_fp16.onnx" "$dir/"
+  fi
   if [ -f "$source" ]; then
     cp "$source" "$dir/model_quantized.onnx"
   else
@@ -77,12 +84,16 @@ def tps(n, r, size):
     return next(x["texts_per_second"] for x in runs[n][r]["rows"] if x["batch_size"] == size)
 print(f"CPU variants in the service's session: texts/s (median of {rounds} alternating rounds) and the "
       f"median per-round ratio to `{names[0]}` measured in the same round.\n")
-print("| variant | " + " | ".join(f"batch {s} texts/s | × {names[0]}" for s in sizes) + " |")
-print("|---|" + "---:|---:|" * len(sizes))
+print("| variant | " + " | ".join(f"batch {s} texts/s | × {names[0]}" for s in sizes)
+      + " | re-scored share | peak RSS MiB |")
+print("|---|" + "---:|---:|" * len(sizes) + "---:|---:|")
 for n in names:
     cells = []
     for s in sizes:
         cells.append(f"{statistics.median(tps(n, r, s) for r in range(rounds)):.1f}")
         cells.append(f"{statistics.median(tps(n, r, s) / tps(names[0], r, s) for r in range(rounds)):.2f}")
+    share = runs[n][0].get("rescored_share")
+    cells.append("—" if share is None else f"{statistics.median(runs[n][r]['rescored_share'] for r in range(rounds)):.3f}")
+    cells.append(f"{statistics.median(runs[n][r].get('peak_rss_mib') or 0 for r in range(rounds)):.0f}")
     print(f"| {n} | " + " | ".join(cells) + " |")
 PY

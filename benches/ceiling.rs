@@ -7,7 +7,8 @@
 //! padded as the service pads it, for a fixed time, and prints texts/s. Writes
 //! `bench/results/ceiling.json` (or `$CEILING_OUT`). This is what the service is measured against.
 //! `CUDA_GRAPHS=on|off` sets `model.cuda_graphs` (on a GPU: each batch shape's first batch,
-//! the untimed warm-up one, captures its graph).
+//! the untimed warm-up one, captures its graph). `RESCORE=off` sets `model.rescore` (on a CPU,
+//! the quantized variant alone); it prints the share of texts re-scored and the peak RSS.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -73,6 +74,15 @@ fn main() {
     let mean_tokens =
         tokenized.iter().map(|t| t.len()).sum::<usize>() as f64 / tokenized.len() as f64;
     let graphs = if loaded.graphs.is_some() { "on" } else { "off" };
+    // Re-scoring in force (on a CPU, where config.json asks for it and RESCORE is not off).
+    let rescoring = loaded.rescoring.clone();
+    if let Some(r) = &rescoring {
+        println!(
+            "re-scoring close calls (margin below {}) on {}",
+            r.spec.below_margin,
+            r.spec.file.display()
+        );
+    }
     println!(
         "ceiling: {} on {}, CUDA graphs {graphs}, {} texts (mean {mean_tokens:.0} tokens), intra-op threads {}, {seconds} s per batch size",
         loaded.file.display(),
@@ -122,6 +132,23 @@ fn main() {
         .map(|r| r["texts_per_second"].as_f64().unwrap_or(0.0))
         .fold(0.0, f64::max);
     println!("best: {best:.1} texts/s");
+    let rescored_share = rescoring
+        .as_ref()
+        .map(|r| r.stats.rescored() as f64 / r.stats.texts().max(1) as f64);
+    if let Some(share) = rescored_share {
+        println!("re-scored: {:.3} of the texts", share);
+    }
+    // Peak resident memory: both sessions' weights and arenas when re-scoring.
+    let peak_rss_mib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib / 1024.0)
+        });
+    if let Some(mib) = peak_rss_mib {
+        println!("peak RSS: {mib:.0} MiB");
+    }
     // Whether graphs were actually used: ONNX Runtime may refuse them for a model, and a worker
     // whose capture fails its check gives them up (both logged).
     let graph_counts = loaded.graphs.as_ref().map(|stats| stats.counts());
@@ -138,6 +165,7 @@ fn main() {
     let report = serde_json::json!({"file": loaded.file, "provider": loaded.device.name(),
         "cuda_graphs": graphs, "graph_counts": graph_counts, "texts": texts.len(),
         "mean_tokens": mean_tokens, "intra_op_threads": threads,
-        "seconds_per_size": seconds, "rows": rows, "best_texts_per_second": best});
+        "seconds_per_size": seconds, "rows": rows, "best_texts_per_second": best,
+        "rescored_share": rescored_share, "peak_rss_mib": peak_rss_mib});
     std::fs::write(&out, serde_json::to_string_pretty(&report).expect("json")).expect("write");
 }

@@ -124,7 +124,7 @@ impl InferenceService {
     }
 
     /// The request's deadline: the server's timeout, tightened by a gRPC deadline, both counted
-    /// from the call's arrival at the transport (see [`StampArrival`]).
+    /// from the call's arrival at the transport (see [`stamp_arrival`]).
     fn deadline(
         &self,
         metadata: &tonic::metadata::MetadataMap,
@@ -167,36 +167,15 @@ struct Arrived(Instant);
 
 /// Stamps each call with the instant it reached the service, so that a gRPC deadline runs out
 /// in the classifier no later than in tonic's transport. Tonic enforces `grpc-timeout` itself,
-/// with a timer started just after this stamp, and answers CANCELLED ("Timeout expired") when
-/// its timer wins; clients expect DEADLINE_EXCEEDED, which the classifier's own timer answers.
-/// Counted from this stamp, that timer is due no later than tonic's, and tonic polls the call
-/// before its timer.
-#[derive(Debug, Clone)]
-struct StampArrival<S>(S);
-
-impl<S: tonic::server::NamedService> tonic::server::NamedService for StampArrival<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for StampArrival<S>
-where
-    S: tonic::codegen::Service<tonic::codegen::http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: tonic::codegen::http::Request<B>) -> Self::Future {
-        request.extensions_mut().insert(Arrived(Instant::now()));
-        self.0.call(request)
-    }
+/// with a timer its `GrpcTimeout` layer starts right after handing the call to the layers inside
+/// it, and answers CANCELLED ("Timeout expired") when that timer wins; clients expect
+/// DEADLINE_EXCEEDED, which the classifier's own timer answers. This interceptor is such an
+/// inner layer (`Server::layer`) and runs as the call is handed over, so the classifier's timer,
+/// counted from this stamp, is due no later than tonic's; and tonic polls the call before its
+/// timer.
+fn stamp_arrival(mut request: Request<()>) -> Result<Request<()>, Status> {
+    request.extensions_mut().insert(Arrived(Instant::now()));
+    Ok(request)
 }
 
 /// A `grpc-timeout` value: digits and a unit (H, M, S, m, u, n).
@@ -472,11 +451,9 @@ pub fn start(
                         return;
                     }
                 };
-                let service = StampArrival(
-                    GrpcInferenceServiceServer::new(service)
-                        .max_decoding_message_size(max_body)
-                        .max_encoding_message_size(max_answer),
-                );
+                let service = GrpcInferenceServiceServer::new(service)
+                    .max_decoding_message_size(max_body)
+                    .max_encoding_message_size(max_answer);
                 let seconds = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
                 let mut builder = tonic::transport::Server::builder()
                     .max_concurrent_streams(limits.max_concurrent_streams)
@@ -494,6 +471,7 @@ pub fn start(
                         .max_connection_age_grace(request_timeout + Duration::from_secs(5));
                 }
                 let served = builder
+                    .layer(tonic::service::InterceptorLayer::new(stamp_arrival))
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stopped.wait_for(|stop| *stop).await;

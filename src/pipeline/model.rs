@@ -715,6 +715,26 @@ mod tests {
     }
 
     #[test]
+    fn a_rescore_block_needs_a_positive_margin_and_a_file_inside_the_directory() {
+        let block = |below_margin: f32, file: &str| RescoreSpec {
+            below_margin,
+            file: PathBuf::from(file),
+        };
+        assert!(block(1.4, "model_fp16.onnx").check().is_ok());
+        assert!(block(1.4, "onnx/model_fp16.onnx").check().is_ok());
+        for margin in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let refused = block(margin, "model_fp16.onnx")
+                .check()
+                .expect_err("refused");
+            assert!(refused.contains("below_margin"), "{refused}");
+        }
+        for file in ["", "../model.onnx", "/etc/passwd", "onnx/../../x.onnx"] {
+            let refused = block(1.4, file).check().expect_err("refused");
+            assert!(refused.contains("rescore.file"), "{file}: {refused}");
+        }
+    }
+
+    #[test]
     fn a_multi_label_head_gives_every_label_over_its_threshold_best_first() {
         let head = Head::MultiLabel {
             thresholds: vec![0.5, 0.5, 0.9, 0.5],

@@ -340,13 +340,12 @@ pub fn score(model_labels: &[String], gold: &[String], predicted: &[Option<Strin
             let tp = confusion[k][k] as f64;
             let predicted_k: u64 = confusion.iter().map(|row| row[k]).sum();
             let support = gold.iter().filter(|g| **g == labels[k]).count() as u64;
-            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
             let (precision, recall) = (ratio(tp, predicted_k as f64), ratio(tp, support as f64));
             LabelReport {
                 label: labels[k].clone(),
                 precision,
                 recall,
-                f1: ratio(2.0 * precision * recall, precision + recall),
+                f1: f1(precision, recall),
                 support,
             }
         })
@@ -380,6 +379,20 @@ pub fn score(model_labels: &[String], gold: &[String], predicted: &[Option<Strin
     }
 }
 
+/// `a / b`, 0 when `b` is 0 (scikit-learn's `zero_division=0`).
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+/// The harmonic mean of a precision and a recall; 0 when both are.
+fn f1(precision: f64, recall: f64) -> f64 {
+    ratio(2.0 * precision * recall, precision + recall)
+}
+
 /// A row's true labels for a multi-label model: a JSON list of names, or names joined by commas
 /// (a CSV cell); blanks dropped.
 pub fn gold_set(field: &str) -> BTreeSet<String> {
@@ -396,7 +409,8 @@ pub fn gold_set(field: &str) -> BTreeSet<String> {
 
 /// A multi-label model's figures: exact-set accuracy, per-label precision/recall/F1 over each
 /// label's decisions, macro-F1 over the labels that occur (in the gold or the predicted sets)
-/// and micro-F1 over all decisions pooled. A row with an error counts as no label predicted.
+/// and micro-F1 over all decisions pooled. A row with an error (`None`) counts as no label
+/// predicted.
 pub fn score_multi_label(
     model_labels: &[String],
     gold: &[BTreeSet<String>],
@@ -408,12 +422,11 @@ pub fn score_multi_label(
             labels.push(label.clone());
         }
     }
+    let errors = predicted.iter().filter(|p| p.is_none()).count();
     let predicted: Vec<BTreeSet<String>> = predicted
         .iter()
         .map(|p| p.iter().flatten().cloned().collect())
         .collect();
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    let f1 = |p: f64, r: f64| ratio(2.0 * p * r, p + r);
     let (mut pooled_tp, mut pooled_predicted, mut pooled_gold) = (0u64, 0u64, 0u64);
     let mut occurring = 0usize;
     let mut f1_sum = 0.0;
@@ -450,6 +463,8 @@ pub fn score_multi_label(
     let micro_precision = ratio(pooled_tp as f64, pooled_predicted as f64);
     let micro_recall = ratio(pooled_tp as f64, pooled_gold as f64);
     Report {
+        rows: gold.len(),
+        errors,
         accuracy: ratio(exact as f64, gold.len() as f64),
         macro_f1: ratio(f1_sum, occurring as f64),
         micro_f1: Some(f1(micro_precision, micro_recall)),
@@ -505,11 +520,7 @@ fn evaluate(
             ));
         }
         let gold: Vec<BTreeSet<String>> = tally.gold.iter().map(|g| gold_set(g)).collect();
-        Report {
-            rows: gold.len(),
-            errors: tally.assigned.iter().filter(|p| p.is_none()).count(),
-            ..score_multi_label(&pipeline.labels, &gold, &tally.assigned)
-        }
+        score_multi_label(&pipeline.labels, &gold, &tally.assigned)
     } else {
         let mut report = score(&pipeline.labels, &tally.gold, &tally.predicted);
         report.calibration = calibration(&pipeline.labels, &tally.gold, &tally.scores);
@@ -764,6 +775,7 @@ mod tests {
         // Macro: the mean of a (0.5), b (1.0) and c (1.0).
         assert!((report.macro_f1 - 2.5 / 3.0).abs() < 1e-12);
         assert!(report.confusion.is_empty());
+        assert_eq!((report.rows, report.errors), (3, 1));
     }
 
     use super::*;

@@ -564,12 +564,12 @@ impl Classifier {
             largest_batch: outputs.iter().map(|o| o.batch_size).max().unwrap_or(0),
         };
         let labels = &model.labels;
+        let function = scores.unwrap_or_else(|| model.spec.head.default_scores());
+        let temperature = model.spec.temperature;
         let texts = outputs
             .iter()
             .zip(tokens)
             .map(|(output, tokens)| {
-                let function = scores.unwrap_or_else(|| model.spec.head.default_scores());
-                let temperature = model.spec.temperature;
                 let assigned = model
                     .spec
                     .head

@@ -5,19 +5,12 @@
 use serde_json::{json, Value};
 
 use crate::support::{
-    command, repo_path, startup_error, test_split, write_fast_model_dir, Server, TempDir,
+    command, fast_model_dir_with_config, repo_path, startup_error, test_split, Server, TempDir,
 };
 
 /// A fast model directory whose config.json carries `calibration`.
 fn calibrated_model(name: &str, calibration: Value) -> TempDir {
-    let dir = TempDir::new(name);
-    write_fast_model_dir(dir.path());
-    let path = dir.path().join("config.json");
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("config.json")).expect("json");
-    config["calibration"] = calibration;
-    std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
-    dir
+    fast_model_dir_with_config(name, |config| config["calibration"] = calibration)
 }
 
 /// `/predict`'s scores of `text` by label, with extra request fields.

@@ -7,11 +7,14 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{command, grpc_client, startup_error, write_fast_model_dir, Server, TempDir};
+use crate::support::{
+    command, fast_model_dir_with_config, grpc_client, startup_error, Server, TempDir,
+};
 use newscls::frontends::grpc::proto::model_infer_request::{
     InferInputTensor, InferRequestedOutputTensor,
 };
 use newscls::frontends::grpc::proto::{InferTensorContents, ModelInferRequest};
+use newscls::pipeline::model::ModelSpec;
 
 const TEXTS: [&str; 3] = [
     "The striker scored twice in the derby.",
@@ -22,34 +25,19 @@ const TEXTS: [&str; 3] = [
 /// A fast model directory (the bundled tokenizer and labels, a generated graph) whose
 /// config.json says `problem_type` (and `label_thresholds`, when given).
 fn model_dir(name: &str, problem_type: &str, thresholds: Option<Value>) -> TempDir {
-    let dir = TempDir::new(name);
-    write_fast_model_dir(dir.path());
-    let path = dir.path().join("config.json");
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("config.json")).expect("json");
-    config["problem_type"] = problem_type.into();
-    if let Some(thresholds) = thresholds {
-        config["label_thresholds"] = thresholds;
-    }
-    std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write");
-    dir
+    fast_model_dir_with_config(name, |config| {
+        config["problem_type"] = problem_type.into();
+        if let Some(thresholds) = thresholds {
+            config["label_thresholds"] = thresholds;
+        }
+    })
 }
 
 /// The model's labels, in logit order.
 fn labels_of(dir: &TempDir) -> Vec<String> {
-    let config: Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join("config.json")).expect("config.json"),
-    )
-    .expect("json");
-    let id2label = config["id2label"].as_object().expect("id2label");
-    (0..id2label.len())
-        .map(|i| {
-            id2label[&i.to_string()]
-                .as_str()
-                .expect("label")
-                .to_string()
-        })
-        .collect()
+    ModelSpec::load(dir.path())
+        .expect("the model directory")
+        .labels
 }
 
 /// Two labels always given (threshold 0.001), one almost never (0.999), the rest at 0.5.

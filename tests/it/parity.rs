@@ -23,6 +23,7 @@ use std::path::Path;
 use newscls::infra::config::{DeviceChoice, ModelConfig, RescoreChoice};
 use newscls::infra::device::FloatKernels;
 use newscls::pipeline::inference::onnx::default_library_path;
+use newscls::pipeline::inference::rescore::top_two_margin;
 use newscls::pipeline::inference::{Logits, PaddedBatch};
 use newscls::pipeline::model;
 use serde::Deserialize;
@@ -135,13 +136,6 @@ fn cpu_expectation(golden: &Golden) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, f32, bool)
         OTHER_FAMILY_TOLERANCE,
         false,
     )
-}
-
-/// The gap between a row's two largest values.
-fn margin(row: &[f32]) -> f32 {
-    let mut sorted = row.to_vec();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    sorted[0] - sorted.get(1).copied().unwrap_or(f32::NEG_INFINITY)
 }
 
 fn assert_within(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
@@ -337,7 +331,7 @@ fn service_pipeline_matches_the_training_pipeline_golden_file() {
         let logits = infer(&mut loaded, std::slice::from_ref(&case.text));
         let row = logits.rows().next().expect("one row");
         // Two labels closer than twice the tolerance may trade places on another family.
-        if same_family || margin(want) > 2.0 * tolerance {
+        if same_family || top_two_margin(want) > 2.0 * tolerance {
             assert_eq!(
                 spec.labels[argmax(row)],
                 spec.labels[argmax(want)],
@@ -453,7 +447,7 @@ fn a_rescored_texts_scores_do_not_depend_on_its_batch_mates() {
     let clear = golden
         .cases
         .iter()
-        .find(|c| margin(&c.logits) > 2.0 * below)
+        .find(|c| top_two_margin(&c.logits) > 2.0 * below)
         .expect("a clear call among the golden cases")
         .text
         .clone();

@@ -496,6 +496,22 @@ pub fn write_fast_model_dir(dir: &Path) {
     std::fs::write(dir.join("model.onnx"), model).expect("model.onnx");
 }
 
+/// A fast model directory ([`write_fast_model_dir`]) in a temp directory of its own, its
+/// config.json changed by `edit` (a calibration, a `problem_type`, thresholds).
+pub fn fast_model_dir_with_config(
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> TempDir {
+    let dir = TempDir::new(name);
+    write_fast_model_dir(dir.path());
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config.json")).expect("json");
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_vec(&config).expect("json")).expect("write config.json");
+    dir
+}
+
 /// `graph` (nodes and initializers) as an opset-17 model with the service's inputs
 /// (`input_ids`, `attention_mask`, int64 `[batch, sequence]`) and `logits` `[batch, labels]`.
 fn classifier_model(mut graph: Vec<u8>, labels: usize) -> Vec<u8> {

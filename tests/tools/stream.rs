@@ -16,8 +16,8 @@ use rdkafka::TopicPartitionList;
 use serde_json::{json, Value};
 
 use crate::support::{
-    challenger_loaded, repo_path, send_signal, shadow_settled, write_fast_model_dir,
-    write_perturbed_model_dir, Server, TempDir,
+    challenger_loaded, fast_model_dir_with_config, repo_path, send_signal, shadow_settled,
+    write_fast_model_dir, write_perturbed_model_dir, Server, TempDir,
 };
 
 /// A record read back: key, payload, the `x-error` header if any, and its timestamp (ms).
@@ -734,13 +734,9 @@ pub fn a_multi_label_models_results_carry_its_labels() {
 async fn multi_label() {
     let broker = Broker::start();
     let texts = articles();
-    let model = TempDir::new("stream-multi-label");
-    write_fast_model_dir(model.path());
-    let path = model.path().join("config.json");
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("config.json")).expect("json");
-    config["problem_type"] = "multi_label_classification".into();
-    std::fs::write(&path, config.to_string()).expect("write config.json");
+    let model = fast_model_dir_with_config("stream-multi-label", |config| {
+        config["problem_type"] = "multi_label_classification".into();
+    });
     let dir = model.path().to_str().expect("utf-8");
     let server = serve_with_args(&broker, "g-multi-label", &["--model-dir", dir], &[]);
     let producer = broker.producer();
